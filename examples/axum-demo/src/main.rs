@@ -1,0 +1,73 @@
+//! A small axum app that registers itself with Nacos, configured only by environment:
+//! the `NACOS_*` variables and `PORT` (default 8080; `0` picks a free port).
+//!
+//! Routes: `/` (hello), `/echo/{word}`, `/slow?ms=N` (answers after N ms) and `/health`
+//! (the registration status as JSON). SIGTERM or SIGINT deregisters the instance, then
+//! the server drains in-flight requests and exits.
+
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use nacos_axum::{NacosLayer, StatusHandle};
+use serde::Deserialize;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    if let Err(e) = run().await {
+        eprintln!("axum-demo: {e}");
+        std::process::exit(2);
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let port = port_from_env()?;
+    let nacos = NacosLayer::from_env()?;
+
+    let app = Router::new()
+        .route("/", get(|| async { "hello from axum-demo\n" }))
+        .route("/echo/{word}", get(|Path(word): Path<String>| async move { word }))
+        .route("/slow", get(slow))
+        .route("/health", get(health))
+        .with_state(nacos.status())
+        .layer(nacos.clone());
+
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+    tracing::info!("listening on {}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(nacos.shutdown_signal())
+        .await?;
+    tracing::info!("drained, exiting");
+    Ok(())
+}
+
+fn port_from_env() -> Result<u16, String> {
+    match std::env::var("PORT") {
+        Err(_) => Ok(8080),
+        Ok(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|_| format!("invalid PORT={raw:?}: expected a port number from 0 to 65535")),
+    }
+}
+
+#[derive(Deserialize)]
+struct SlowParams {
+    ms: Option<u64>,
+}
+
+async fn slow(Query(params): Query<SlowParams>) -> String {
+    let ms = params.ms.unwrap_or(1000).min(60_000);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    format!("slept {ms} ms\n")
+}
+
+async fn health(State(status): State<StatusHandle>) -> Json<serde_json::Value> {
+    let nacos = status.snapshot();
+    Json(serde_json::json!({ "status": "UP", "nacos": nacos }))
+}

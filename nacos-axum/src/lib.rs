@@ -1,0 +1,68 @@
+//! Register an axum app (or any tower stack) with Nacos through one `.layer()`.
+//!
+//! Add [`NacosLayer::from_env()`](NacosLayer::from_env) to the router, set a few `NACOS_*`
+//! variables, serve as usual. Once the app listens, its instance is registered with the
+//! real port and a reachable IP, kept alive with beats, registered again after a Nacos
+//! restart, and deregistered on SIGTERM/SIGINT before the app stops serving, or when the
+//! router is dropped. The layer adds nothing to a request but a pointer copy: its service
+//! forwards `poll_ready` and `call` and returns the inner future unchanged.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use nacos_axum::NacosLayer;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // NACOS_SERVICE_NAME=orders NACOS_SERVER_ADDR=127.0.0.1:8848
+//!     let app = Router::new()
+//!         .route("/", get(|| async { "hello" }))
+//!         .layer(NacosLayer::from_env()?);
+//!     let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+//!     axum::serve(listener, app).await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! With graceful shutdown, let the layer trigger it, so that the instance leaves Nacos
+//! (and `NACOS_DEREGISTER_GRACE` passes) before axum stops accepting:
+//!
+//! ```no_run
+//! # use axum::{routing::get, Router};
+//! # use nacos_axum::NacosLayer;
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let nacos = NacosLayer::from_env()?;
+//! let app = Router::new()
+//!     .route("/health", get(|| async { "ok" }))
+//!     .layer(nacos.clone());
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
+//! nacos.bound(listener.local_addr()?); // optional: exact address, no detection
+//! axum::serve(listener, app)
+//!     .with_graceful_shutdown(nacos.shutdown_signal())
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # How the layer knows the app is listening
+//! A tower layer never sees the listener, so [`NacosLayer`] watches the process's own
+//! listening TCP sockets (Linux `/proc`) and registers as soon as one appears, with its
+//! port. [`NacosLayer::bound`] gives the address explicitly instead (needed off Linux).
+//!
+//! # Pitfalls
+//! - Build the layer once and clone it: each `from_env()` is its own registration.
+//! - A process listening on several ports (an admin or metrics port) must set `NACOS_PORT`
+//!   or call [`NacosLayer::bound`].
+//! - Signals: see [`nacos_core::registrar`]. An app without graceful shutdown still exits
+//!   on SIGTERM, after deregistering; an app with its own signal handler still drains, but
+//!   only [`NacosLayer::shutdown_signal`] orders "deregister, then drain".
+
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+mod layer;
+mod service;
+
+pub use layer::NacosLayer;
+pub use nacos_core::{Config, Error, RegistrationState, Status, StatusHandle};
+pub use service::NacosService;

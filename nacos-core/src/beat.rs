@@ -1,0 +1,414 @@
+//! The beat engine: one task per registration, the job of the Java client's `BeatReactor`.
+//!
+//! The task waits for the app to listen, registers, then beats:
+//!
+//! - the first beat after a registration carries the [`BeatInfo`] body; the next ones are
+//!   light (no body) while the server answers `lightBeatEnabled: true`;
+//! - the next beat is due after the server's `clientBeatInterval` when it gives one (> 0),
+//!   else after the configured interval;
+//! - `code: 20404` (the server no longer knows the instance) -> register again at once;
+//! - a failed request is logged with the count of failures in a row and retried after
+//!   `min(interval, 250 ms * 2^(failures - 1))`, jittered down to half of that, so the first
+//!   try after a server comes back is at most one interval later. The retry registers
+//!   again with full data, since a server that was unreachable may have restarted and lost
+//!   the instance;
+//! - one request at a time: a request that hangs ends at the request timeout, and a
+//!   deregistration does not wait for it (the request is dropped).
+//!
+//! The loop ends only on deregistration or replacement; it never stops on an error.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant};
+
+use crate::addr::{advertised_addr, choose_listener, own_listeners, Listening};
+use crate::client::NamingClient;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::instance::{BeatInfo, BeatResult, Instance, ServiceKey};
+use crate::status::{RegistrationState, StatusHandle};
+
+/// The first retry delay after a failure; doubled per failure up to the beat interval.
+pub(crate) const FIRST_RETRY: Duration = Duration::from_millis(250);
+/// How long to wait before trying again to find the IP to advertise.
+const ADDRESS_RETRY: Duration = Duration::from_secs(5);
+
+/// What the registrar tells a beat task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// The app listens at this address (from the framework adapter).
+    Bound(SocketAddr),
+    /// Deregister, acknowledge, stop.
+    Deregister(Done),
+    /// Another registration took over the same `service#ip#port`: stop without
+    /// deregistering.
+    Replaced,
+}
+
+/// An acknowledgement, to a blocking or an async waiter.
+#[derive(Debug)]
+pub(crate) enum Done {
+    Sync(std::sync::mpsc::Sender<()>),
+    Async(tokio::sync::oneshot::Sender<()>),
+}
+
+impl Done {
+    fn send(self) {
+        match self {
+            Done::Sync(tx) => drop(tx.send(())),
+            Done::Async(tx) => drop(tx.send(())),
+        }
+    }
+}
+
+/// The step a task takes next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Look for the app's listening socket.
+    Detect,
+    /// Work out the advertised address.
+    Resolve,
+    /// Register with full data.
+    Register,
+    /// Beat, with the body when `full`.
+    Beat { full: bool },
+    /// Nothing until a command arrives.
+    Idle,
+}
+
+enum Outcome {
+    Detected(Listening),
+    Registered(Result<()>),
+    Beat(Result<BeatResult>),
+    Nothing,
+}
+
+/// What the engine needs to know when a task has its instance.
+pub(crate) trait Claims: Send + Sync + 'static {
+    /// Claims `key` (`service#ip#port`) for registration `id`; an older holder is replaced.
+    fn claim(&self, key: String, id: u64);
+}
+
+pub(crate) struct BeatTask {
+    pub(crate) id: u64,
+    pub(crate) config: Arc<Config>,
+    pub(crate) client: Arc<NamingClient>,
+    pub(crate) status: StatusHandle,
+    pub(crate) detect_listener: bool,
+    pub(crate) claims: Arc<dyn Claims>,
+}
+
+struct Run {
+    key: ServiceKey,
+    step: Step,
+    next: Instant,
+    bound: Option<SocketAddr>,
+    instance: Option<Arc<Instance>>,
+    /// Whether a registration may have reached the server (so deregistration is due).
+    attempted: bool,
+    failures: u32,
+    interval: Duration,
+    detect_started: Instant,
+    ambiguity_logged: bool,
+}
+
+impl BeatTask {
+    pub(crate) async fn run(self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let now = Instant::now();
+        let mut run = Run {
+            key: ServiceKey::from(&*self.config),
+            step: if self.detect_listener { Step::Detect } else { Step::Idle },
+            next: now,
+            bound: None,
+            instance: None,
+            attempted: false,
+            failures: 0,
+            interval: self.config.beat_interval(),
+            detect_started: now,
+            ambiguity_logged: false,
+        };
+        loop {
+            let work = self.work(&run);
+            let outcome = tokio::select! {
+                biased;
+                command = commands.recv() => match command {
+                    Some(Command::Bound(addr)) => {
+                        self.on_bound(&mut run, addr).await;
+                        continue;
+                    }
+                    Some(Command::Replaced) => {
+                        self.status.update(|s| s.state = RegistrationState::Replaced);
+                        tracing::info!(service = %self.config.service_name(),
+                            "registration replaced by a newer one for the same instance");
+                        return;
+                    }
+                    Some(Command::Deregister(done)) => {
+                        self.deregister(&run).await;
+                        done.send();
+                        commands.close();
+                        while let Ok(cmd) = commands.try_recv() {
+                            if let Command::Deregister(done) = cmd {
+                                done.send();
+                            }
+                        }
+                        return;
+                    }
+                    None => {
+                        self.deregister(&run).await;
+                        return;
+                    }
+                },
+                outcome = work => outcome,
+            };
+            self.apply(&mut run, outcome);
+        }
+    }
+
+    /// The next step's I/O, as a future that owns what it needs (so a command can cancel it).
+    fn work(&self, run: &Run) -> impl Future<Output = Outcome> + 'static {
+        let step = run.step;
+        let next = run.next;
+        let client = self.client.clone();
+        let key = run.key.clone();
+        let instance = run.instance.clone();
+        let port = self.config.port();
+        let period_ms = u64::try_from(run.interval.as_millis()).unwrap_or(u64::MAX);
+        async move {
+            if step == Step::Idle {
+                std::future::pending::<()>().await;
+            }
+            sleep_until(next).await;
+            match (step, instance) {
+                (Step::Detect, _) => match own_listeners() {
+                    Some(listeners) => Outcome::Detected(choose_listener(&listeners, port)),
+                    None => Outcome::Detected(Listening::Nothing),
+                },
+                (Step::Register, Some(inst)) => Outcome::Registered(client.register(&key, &inst).await),
+                (Step::Beat { full }, Some(inst)) => {
+                    let body = full.then(|| BeatInfo::new(&inst, period_ms));
+                    Outcome::Beat(client.beat(&key, &inst, body.as_ref()).await)
+                }
+                _ => Outcome::Nothing,
+            }
+        }
+    }
+
+    fn apply(&self, run: &mut Run, outcome: Outcome) {
+        let now = Instant::now();
+        match outcome {
+            Outcome::Nothing => {
+                if run.step == Step::Resolve {
+                    self.resolve(run);
+                } else {
+                    run.next = now + ADDRESS_RETRY;
+                }
+            }
+            Outcome::Detected(Listening::One(addr)) => {
+                run.bound = Some(addr);
+                self.status.update(|s| s.bound = Some(addr));
+                run.step = Step::Resolve;
+                self.resolve(run);
+            }
+            Outcome::Detected(found) => {
+                if let Listening::Ambiguous(all) = found {
+                    if !run.ambiguity_logged {
+                        run.ambiguity_logged = true;
+                        let err = Error::Address(format!(
+                            "the process listens on several ports ({}); set NACOS_PORT to the one to register",
+                            all.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                        ));
+                        tracing::error!(service = %self.config.service_name(), error = %err, "cannot register");
+                        self.status.failed(&err);
+                    }
+                }
+                // Poll fast at first (the app usually listens within milliseconds), then slower.
+                let waited = now - run.detect_started;
+                let pause = if waited < Duration::from_secs(2) {
+                    Duration::from_millis(2)
+                } else if waited < Duration::from_secs(30) {
+                    Duration::from_millis(50)
+                } else {
+                    Duration::from_millis(500)
+                };
+                run.next = now + pause;
+            }
+            Outcome::Registered(Ok(())) => {
+                let inst = run.instance.as_deref().map(Instance::addr).unwrap_or_default();
+                let registrations = {
+                    let mut n = 0;
+                    self.status.update(|s| {
+                        s.registrations += 1;
+                        s.state = RegistrationState::Registered;
+                        s.registered_since = Some(SystemTime::now());
+                        s.consecutive_failures = 0;
+                        n = s.registrations;
+                    });
+                    n
+                };
+                if registrations == 1 {
+                    tracing::info!(service = %self.config.service_name(), group = %self.config.group_name(),
+                        namespace = %self.config.namespace_id(), instance = %inst, "registered with nacos");
+                } else {
+                    tracing::info!(service = %self.config.service_name(), instance = %inst,
+                        failures = run.failures, "registered with nacos again");
+                }
+                run.failures = 0;
+                run.step = Step::Beat { full: true };
+                run.next = now + run.interval;
+            }
+            Outcome::Beat(Ok(result)) if result.is_not_found() => {
+                tracing::warn!(service = %self.config.service_name(),
+                    instance = %run.instance.as_deref().map(Instance::addr).unwrap_or_default(),
+                    "nacos no longer knows this instance (code 20404): registering again");
+                self.status.update(|s| s.state = RegistrationState::Registering);
+                run.step = Step::Register;
+                run.next = now;
+            }
+            Outcome::Beat(Ok(result)) => {
+                if run.failures > 0 {
+                    tracing::info!(service = %self.config.service_name(), failures = run.failures,
+                        "nacos beats recovered");
+                }
+                run.failures = 0;
+                self.status.update(|s| {
+                    s.beats += 1;
+                    s.last_beat = Some(SystemTime::now());
+                    s.consecutive_failures = 0;
+                    s.state = RegistrationState::Registered;
+                });
+                if let Some(ms) = result.client_beat_interval.filter(|ms| *ms > 0) {
+                    run.interval = Duration::from_millis(ms.unsigned_abs());
+                }
+                run.step = Step::Beat {
+                    full: !result.light_beat_enabled,
+                };
+                run.next = now + run.interval;
+            }
+            Outcome::Registered(Err(err)) | Outcome::Beat(Err(err)) => {
+                let what = if run.step == Step::Register { "registration" } else { "beat" };
+                run.failures += 1;
+                let failures = self.status.failed(&err);
+                self.status.update(|s| s.state = RegistrationState::Registering);
+                let delay = retry_delay(run.failures, run.interval);
+                if failures <= 3 || failures % 10 == 0 {
+                    tracing::warn!(service = %self.config.service_name(),
+                        instance = %run.instance.as_deref().map(Instance::addr).unwrap_or_default(),
+                        failures, retry_in_ms = delay.as_millis() as u64, error = %err,
+                        "nacos {what} failed");
+                } else {
+                    tracing::debug!(service = %self.config.service_name(), failures, error = %err,
+                        "nacos {what} failed");
+                }
+                run.step = Step::Register;
+                run.next = now + delay;
+            }
+        }
+    }
+
+    /// Works out the advertised address and claims it.
+    fn resolve(&self, run: &mut Run) {
+        let Some(bound) = run.bound else {
+            run.step = Step::Detect;
+            return;
+        };
+        match advertised_addr(&self.config, bound) {
+            Ok(addr) => {
+                let instance = Instance::from_config(&self.config, addr);
+                self.claims.claim(
+                    format!("{}#{}#{}", run.key.grouped_service_name(), instance.ip, instance.port),
+                    self.id,
+                );
+                self.status.update(|s| {
+                    s.instance = Some(instance.addr());
+                    s.state = RegistrationState::Registering;
+                });
+                run.instance = Some(Arc::new(instance));
+                run.attempted = true;
+                run.step = Step::Register;
+                run.next = Instant::now();
+            }
+            Err(err) => {
+                tracing::error!(service = %self.config.service_name(), error = %err, "cannot register");
+                self.status.failed(&err);
+                run.step = Step::Resolve;
+                run.next = Instant::now() + ADDRESS_RETRY;
+            }
+        }
+    }
+
+    async fn on_bound(&self, run: &mut Run, addr: SocketAddr) {
+        if run.bound == Some(addr) {
+            return;
+        }
+        if run.attempted {
+            // Moved to another address: the old instance goes first.
+            self.deregister(run).await;
+            run.attempted = false;
+            run.instance = None;
+        }
+        run.bound = Some(addr);
+        self.status.update(|s| s.bound = Some(addr));
+        self.resolve(run);
+    }
+
+    /// Deregisters the instance, bounded by the request timeout. Errors are logged.
+    async fn deregister(&self, run: &Run) {
+        let instance = match (&run.instance, run.attempted) {
+            (Some(instance), true) => instance.clone(),
+            _ => {
+                self.status.update(|s| s.state = RegistrationState::Deregistered);
+                return;
+            }
+        };
+        let started = std::time::Instant::now();
+        let result = timeout(
+            self.config.request_timeout(),
+            self.client.deregister(&run.key, &instance),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Transport {
+                server: self.client.servers().iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+                message: "deregistration timed out".into(),
+            })
+        });
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match result {
+            Ok(()) => tracing::info!(service = %self.config.service_name(), instance = %instance.addr(),
+                elapsed_ms, "deregistered from nacos"),
+            Err(ref err) => {
+                self.status.failed(err);
+                tracing::warn!(service = %self.config.service_name(), instance = %instance.addr(),
+                    elapsed_ms, error = %err, "nacos deregistration failed; the server drops the instance once beats stop");
+            }
+        }
+        self.status.update(|s| s.state = RegistrationState::Deregistered);
+    }
+}
+
+/// `min(interval, 250 ms * 2^(failures - 1))`, jittered to 50-100 % of that.
+pub(crate) fn retry_delay(failures: u32, interval: Duration) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    let base = FIRST_RETRY.saturating_mul(1 << exp).min(interval);
+    base.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_and_stays_within_the_interval() {
+        let interval = Duration::from_secs(5);
+        for failures in 1..40 {
+            let d = retry_delay(failures, interval);
+            assert!(d <= interval, "{failures}: {d:?}");
+        }
+        let first = retry_delay(1, interval);
+        assert!(first >= Duration::from_millis(125) && first <= FIRST_RETRY);
+        assert!(retry_delay(30, interval) >= interval / 2);
+    }
+}

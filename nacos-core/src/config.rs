@@ -1,0 +1,1124 @@
+//! Configuration: the `NACOS_*` environment variables and a builder that overrides them.
+//!
+//! [`Config::from_env`] reads every variable of the table below, validates all of them up
+//! front and returns the first error, naming the variable, the value (secrets redacted) and
+//! what was expected. Nothing touches the network. [`ConfigBuilder`] has one setter per
+//! variable; a setter overrides the environment.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `NACOS_SERVER_ADDR` (alias `NACOS_CLIENT_SERVER_ADDRESS`) | comma-separated servers: `host`, `host:port`, `http(s)://host:port` | `127.0.0.1:8848` |
+//! | `NACOS_CONTEXT_PATH` | server context path | `/nacos` |
+//! | `NACOS_NAMESPACE` (alias `NACOS_CLIENT_NAMESPACE`) | namespace id | `public` |
+//! | `NACOS_GROUP` | group | `DEFAULT_GROUP` |
+//! | `NACOS_SERVICE_NAME` | service name | required |
+//! | `NACOS_CLUSTER_NAME` | cluster | `DEFAULT` |
+//! | `NACOS_IP` (alias `NACOS_CLIENT_LOCAL_IP`) | advertised IP | detected |
+//! | `NACOS_PORT` | advertised port | the bound port |
+//! | `NACOS_NETWORK_INTERFACE` | interface whose IPv4 is advertised | none |
+//! | `NACOS_PREFERRED_NETWORKS` | comma-separated CIDRs (`10.0.0.0/8`) or prefixes (`192.168.`) | none |
+//! | `NACOS_WEIGHT` | weight, 0 to 10000 | `1` |
+//! | `NACOS_METADATA` | JSON object or `k=v,k2=v2` | none |
+//! | `NACOS_EPHEMERAL` | ephemeral instance (kept alive by beats) | `true` |
+//! | `NACOS_INSTANCE_ENABLED` | instance accepts traffic | `true` |
+//! | `NACOS_REGISTER_ENABLED` | `false` turns registration off | `true` |
+//! | `NACOS_HEARTBEAT_INTERVAL` | sent as `preserved.heart.beat.interval` | server default (5s) |
+//! | `NACOS_HEARTBEAT_TIMEOUT` | sent as `preserved.heart.beat.timeout` | server default (15s) |
+//! | `NACOS_IP_DELETE_TIMEOUT` | sent as `preserved.ip.delete.timeout` | server default (30s) |
+//! | `NACOS_USERNAME` (alias `NACOS_CLIENT_USERNAME`) | login user | none |
+//! | `NACOS_PASSWORD` (alias `NACOS_CLIENT_PASSWORD`) | login password | none |
+//! | `NACOS_API` | `auto`, `v1` or `v3` | `auto` |
+//! | `NACOS_DEREGISTER_GRACE` | delay between deregistration and draining | `0s` |
+//! | `NACOS_REQUEST_TIMEOUT` | timeout of one HTTP request to Nacos | `3s` |
+//!
+//! Durations are written the way [`humantime`] reads them: `5s`, `500ms`, `1m 30s`.
+//! Booleans accept `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Nacos's default HTTP port, used for a server entry without a port.
+pub const DEFAULT_SERVER_PORT: u16 = 8848;
+/// The beat interval Nacos assumes when the instance does not say otherwise (5 s).
+pub const DEFAULT_BEAT_INTERVAL: Duration = Duration::from_secs(5);
+
+const MAX_SERVICE_NAME: usize = 512;
+const MAX_GROUP_NAME: usize = 128;
+const MAX_METADATA_JSON: usize = 1024;
+
+/// Metadata key of the beat interval, in ms (a Nacos convention).
+pub const PRESERVED_HEART_BEAT_INTERVAL: &str = "preserved.heart.beat.interval";
+/// Metadata key of the time without beats after which the instance is unhealthy, in ms.
+pub const PRESERVED_HEART_BEAT_TIMEOUT: &str = "preserved.heart.beat.timeout";
+/// Metadata key of the time without beats after which the instance is deleted, in ms.
+pub const PRESERVED_IP_DELETE_TIMEOUT: &str = "preserved.ip.delete.timeout";
+/// Metadata key naming who registered the instance (informational).
+pub const PRESERVED_REGISTER_SOURCE: &str = "preserved.register.source";
+
+/// A secret string (a password): `Debug` and `Display` print `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Secret(secret.into())
+    }
+
+    /// The secret itself. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Which Nacos HTTP API to speak (`NACOS_API`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ApiVersion {
+    /// Find out per server. This version speaks v1 on every server.
+    #[default]
+    Auto,
+    /// The v1 HTTP API (`/nacos/v1/ns/...`): Nacos 1.x, 2.x, 3.0, 3.1 and r-nacos.
+    V1,
+    /// The v3 client HTTP API (`/nacos/v3/client/ns/...`): Nacos 3.x.
+    V3,
+}
+
+/// One Nacos server: scheme, host and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddr {
+    scheme: &'static str,
+    host: String,
+    port: u16,
+}
+
+impl ServerAddr {
+    /// Parses `host`, `host:port`, `http://host:port` or `https://host:port` (IPv6 hosts in
+    /// brackets). A missing port means 8848.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `NACOS_SERVER_ADDR` for anything else.
+    pub fn parse(entry: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            Error::config(
+                "NACOS_SERVER_ADDR",
+                entry,
+                format!("comma-separated `host`, `host:port` or `http(s)://host:port` ({why})"),
+            )
+        };
+        let entry_trimmed = entry.trim();
+        if entry_trimmed.is_empty() {
+            return Err(bad("empty entry"));
+        }
+        let with_scheme = if entry_trimmed.contains("://") {
+            entry_trimmed.to_owned()
+        } else {
+            format!("http://{entry_trimmed}")
+        };
+        let url = reqwest::Url::parse(&with_scheme).map_err(|e| bad(&e.to_string()))?;
+        let scheme = match url.scheme() {
+            "http" => "http",
+            "https" => "https",
+            _ => return Err(bad("the scheme must be http or https")),
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("credentials go in NACOS_USERNAME and NACOS_PASSWORD"));
+        }
+        if url.path() != "/" && !url.path().is_empty() {
+            return Err(bad("a path goes in NACOS_CONTEXT_PATH"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("no query or fragment"));
+        }
+        let host = match url.host_str() {
+            Some(host) if !host.is_empty() => host.to_owned(),
+            _ => return Err(bad("no host")),
+        };
+        // `Url` drops a port equal to the scheme's default: read it back from the text.
+        let port = match url.port() {
+            Some(port) => port,
+            None if has_explicit_port(entry_trimmed) => match scheme {
+                "https" => 443,
+                _ => 80,
+            },
+            None => DEFAULT_SERVER_PORT,
+        };
+        #[cfg(not(feature = "rustls"))]
+        if scheme == "https" {
+            return Err(bad("https needs nacos-core's `rustls` feature"));
+        }
+        Ok(ServerAddr { scheme, host, port })
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &str {
+        self.scheme
+    }
+
+    /// The host name or IP (IPv6 in brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+fn has_explicit_port(entry: &str) -> bool {
+    let authority = entry.split_once("://").map_or(entry, |(_, rest)| rest);
+    let authority = authority.trim_end_matches('/');
+    match authority.rsplit_once(':') {
+        Some((host, port)) => !port.is_empty() && (!host.contains(':') || host.ends_with(']')),
+        None => false,
+    }
+}
+
+impl fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+    }
+}
+
+/// The validated configuration of one registration.
+///
+/// Built by [`Config::from_env`] or [`Config::builder`]; every field has been checked, so
+/// nothing built from a `Config` fails on its configuration later. `Debug` never shows the
+/// password.
+#[derive(Debug, Clone)]
+pub struct Config {
+    server_addrs: Vec<ServerAddr>,
+    context_path: String,
+    namespace_id: String,
+    group_name: String,
+    service_name: String,
+    cluster_name: String,
+    ip: Option<IpAddr>,
+    port: Option<u16>,
+    network_interface: Option<String>,
+    preferred_networks: Vec<String>,
+    weight: f64,
+    metadata: BTreeMap<String, String>,
+    ephemeral: bool,
+    enabled: bool,
+    register_enabled: bool,
+    heartbeat_interval: Option<Duration>,
+    heartbeat_timeout: Option<Duration>,
+    ip_delete_timeout: Option<Duration>,
+    username: Option<String>,
+    password: Option<Secret>,
+    api: ApiVersion,
+    deregister_grace: Duration,
+    request_timeout: Duration,
+}
+
+impl Config {
+    /// Reads and validates every `NACOS_*` variable of the process environment.
+    ///
+    /// # Errors
+    /// The first malformed variable, as [`Error::Config`] (variable, value, expectation), or
+    /// [`Error::Missing`] when `NACOS_SERVICE_NAME` is not set.
+    pub fn from_env() -> Result<Self> {
+        ConfigBuilder::from_env()?.build()
+    }
+
+    /// A builder with every value at its default: no environment is read.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder::default()
+    }
+
+    /// The servers, in the order given.
+    pub fn server_addrs(&self) -> &[ServerAddr] {
+        &self.server_addrs
+    }
+    /// The context path, e.g. `/nacos` (leading slash, no trailing slash).
+    pub fn context_path(&self) -> &str {
+        &self.context_path
+    }
+    /// The namespace id.
+    pub fn namespace_id(&self) -> &str {
+        &self.namespace_id
+    }
+    /// The group name.
+    pub fn group_name(&self) -> &str {
+        &self.group_name
+    }
+    /// The service name, without the group.
+    pub fn service_name(&self) -> &str {
+        &self.service_name
+    }
+    /// The service name as Nacos keys it: `group@@service`.
+    pub fn grouped_service_name(&self) -> String {
+        format!("{}@@{}", self.group_name, self.service_name)
+    }
+    /// The cluster name.
+    pub fn cluster_name(&self) -> &str {
+        &self.cluster_name
+    }
+    /// The configured advertised IP (`NACOS_IP`), if any.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.ip
+    }
+    /// The configured advertised port (`NACOS_PORT`), if any.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+    /// The interface whose address is advertised (`NACOS_NETWORK_INTERFACE`).
+    pub fn network_interface(&self) -> Option<&str> {
+        self.network_interface.as_deref()
+    }
+    /// The preferred networks (`NACOS_PREFERRED_NETWORKS`).
+    pub fn preferred_networks(&self) -> &[String] {
+        &self.preferred_networks
+    }
+    /// The weight, from 0 to 10000.
+    pub fn weight(&self) -> f64 {
+        self.weight
+    }
+    /// The metadata sent with the instance, `preserved.*` timing keys included.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+    /// Whether the instance is ephemeral.
+    pub fn ephemeral(&self) -> bool {
+        self.ephemeral
+    }
+    /// Whether the instance is enabled (accepts traffic).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+    /// Whether registration is on at all (`NACOS_REGISTER_ENABLED`).
+    pub fn register_enabled(&self) -> bool {
+        self.register_enabled
+    }
+    /// The beat interval: `NACOS_HEARTBEAT_INTERVAL`, else 5 s. The server's
+    /// `clientBeatInterval` overrides it at run time.
+    pub fn beat_interval(&self) -> Duration {
+        self.heartbeat_interval.unwrap_or(DEFAULT_BEAT_INTERVAL)
+    }
+    /// Unhealthy after this long without beats (`NACOS_HEARTBEAT_TIMEOUT`), if set.
+    pub fn heartbeat_timeout(&self) -> Option<Duration> {
+        self.heartbeat_timeout
+    }
+    /// Deleted after this long without beats (`NACOS_IP_DELETE_TIMEOUT`), if set.
+    pub fn ip_delete_timeout(&self) -> Option<Duration> {
+        self.ip_delete_timeout
+    }
+    /// The username to log in with, if any.
+    pub fn username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+    /// The password to log in with, if any.
+    pub fn password(&self) -> Option<&Secret> {
+        self.password.as_ref()
+    }
+    /// The API to speak.
+    pub fn api(&self) -> ApiVersion {
+        self.api
+    }
+    /// The delay between deregistration and draining, on a signal.
+    pub fn deregister_grace(&self) -> Duration {
+        self.deregister_grace
+    }
+    /// The timeout of one HTTP request to Nacos.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+}
+
+/// Builds a [`Config`]; every setter overrides the environment variable it names.
+///
+/// Setters store their value; all checks happen in [`build`](ConfigBuilder::build), whose
+/// error names the variable the setter stands for.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigBuilder {
+    server_addr: Option<String>,
+    context_path: Option<String>,
+    namespace_id: Option<String>,
+    group_name: Option<String>,
+    service_name: Option<String>,
+    cluster_name: Option<String>,
+    ip: Option<IpAddr>,
+    port: Option<u16>,
+    network_interface: Option<String>,
+    preferred_networks: Vec<String>,
+    weight: Option<f64>,
+    metadata: BTreeMap<String, String>,
+    ephemeral: Option<bool>,
+    enabled: Option<bool>,
+    register_enabled: Option<bool>,
+    heartbeat_interval: Option<Duration>,
+    heartbeat_timeout: Option<Duration>,
+    ip_delete_timeout: Option<Duration>,
+    username: Option<String>,
+    password: Option<Secret>,
+    api: Option<ApiVersion>,
+    deregister_grace: Option<Duration>,
+    request_timeout: Option<Duration>,
+}
+
+/// Reads one variable, trying aliases in order; empty values count as unset.
+struct Env<F> {
+    lookup: F,
+}
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    fn get(&self, names: &[&'static str]) -> Option<(&'static str, String)> {
+        names.iter().find_map(|&name| {
+            (self.lookup)(name)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (name, v))
+        })
+    }
+
+    fn string(&self, names: &[&'static str]) -> Option<String> {
+        self.get(names).map(|(_, v)| v.trim().to_owned())
+    }
+
+    fn parsed<T>(
+        &self,
+        names: &[&'static str],
+        parse: impl Fn(&str) -> Option<T>,
+        expected: &str,
+    ) -> Result<Option<T>> {
+        match self.get(names) {
+            None => Ok(None),
+            Some((name, raw)) => match parse(raw.trim()) {
+                Some(v) => Ok(Some(v)),
+                None => Err(Error::config(name, raw, expected)),
+            },
+        }
+    }
+
+    fn bool(&self, name: &'static str) -> Result<Option<bool>> {
+        self.parsed(&[name], parse_bool, "true or false")
+    }
+
+    fn duration(&self, name: &'static str) -> Result<Option<Duration>> {
+        self.parsed(
+            &[name],
+            |s| humantime::parse_duration(s).ok(),
+            "a duration such as 5s or 500ms",
+        )
+    }
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_api(s: &str) -> Option<ApiVersion> {
+    match s.to_ascii_lowercase().as_str() {
+        "auto" => Some(ApiVersion::Auto),
+        "v1" => Some(ApiVersion::V1),
+        "v3" => Some(ApiVersion::V3),
+        _ => None,
+    }
+}
+
+/// Parses `NACOS_METADATA`: a JSON object whose values are strings, numbers or booleans,
+/// or `k=v,k2=v2`.
+fn parse_metadata(raw: &str) -> Result<BTreeMap<String, String>> {
+    let bad = |why: String| {
+        Error::config(
+            "NACOS_METADATA",
+            raw,
+            format!("a JSON object of strings or `k=v,k2=v2` ({why})"),
+        )
+    };
+    let raw_trimmed = raw.trim();
+    let mut out = BTreeMap::new();
+    if raw_trimmed.starts_with('{') {
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(raw_trimmed).map_err(|e| bad(e.to_string()))?;
+        for (k, v) in map {
+            let v = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                other => return Err(bad(format!("the value of {k:?} is {other}"))),
+            };
+            out.insert(k, v);
+        }
+    } else {
+        for pair in raw_trimmed.split(',').filter(|p| !p.trim().is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| bad(format!("{:?} has no `=`", pair.trim())))?;
+            if k.trim().is_empty() {
+                return Err(bad(format!("{:?} has an empty key", pair.trim())));
+            }
+            out.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+    }
+    Ok(out)
+}
+
+fn comma_list(raw: &str) -> Vec<String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        #[must_use]
+        pub fn $name(mut self, value: impl Into<$ty>) -> Self {
+            self.$name = Some(value.into());
+            self
+        }
+    };
+}
+
+impl ConfigBuilder {
+    /// A builder holding the values of the process's `NACOS_*` variables.
+    ///
+    /// # Errors
+    /// The first variable that does not parse (see [`Config::from_env`]).
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// A builder holding the values `lookup` gives for the `NACOS_*` names: the same as
+    /// [`from_env`](Self::from_env) with another source (a map, a file already read).
+    ///
+    /// # Errors
+    /// The first variable that does not parse.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let env = Env { lookup };
+        Ok(ConfigBuilder {
+            server_addr: env.string(&["NACOS_SERVER_ADDR", "NACOS_CLIENT_SERVER_ADDRESS"]),
+            context_path: env.string(&["NACOS_CONTEXT_PATH"]),
+            namespace_id: env.string(&["NACOS_NAMESPACE", "NACOS_CLIENT_NAMESPACE"]),
+            group_name: env.string(&["NACOS_GROUP"]),
+            service_name: env.string(&["NACOS_SERVICE_NAME"]),
+            cluster_name: env.string(&["NACOS_CLUSTER_NAME"]),
+            ip: env.parsed(
+                &["NACOS_IP", "NACOS_CLIENT_LOCAL_IP"],
+                |s| s.parse().ok(),
+                "an IPv4 or IPv6 address",
+            )?,
+            port: env.parsed(
+                &["NACOS_PORT"],
+                |s| s.parse::<u16>().ok().filter(|p| *p != 0),
+                "a port number from 1 to 65535",
+            )?,
+            network_interface: env.string(&["NACOS_NETWORK_INTERFACE"]),
+            preferred_networks: env
+                .string(&["NACOS_PREFERRED_NETWORKS"])
+                .map(|s| comma_list(&s))
+                .unwrap_or_default(),
+            weight: env.parsed(
+                &["NACOS_WEIGHT"],
+                |s| s.parse::<f64>().ok(),
+                "a number from 0 to 10000",
+            )?,
+            metadata: match env.get(&["NACOS_METADATA"]) {
+                Some((_, raw)) => parse_metadata(&raw)?,
+                None => BTreeMap::new(),
+            },
+            ephemeral: env.bool("NACOS_EPHEMERAL")?,
+            enabled: env.bool("NACOS_INSTANCE_ENABLED")?,
+            register_enabled: env.bool("NACOS_REGISTER_ENABLED")?,
+            heartbeat_interval: env.duration("NACOS_HEARTBEAT_INTERVAL")?,
+            heartbeat_timeout: env.duration("NACOS_HEARTBEAT_TIMEOUT")?,
+            ip_delete_timeout: env.duration("NACOS_IP_DELETE_TIMEOUT")?,
+            username: env.string(&["NACOS_USERNAME", "NACOS_CLIENT_USERNAME"]),
+            password: env
+                .get(&["NACOS_PASSWORD", "NACOS_CLIENT_PASSWORD"])
+                .map(|(_, v)| Secret(v)),
+            api: env.parsed(&["NACOS_API"], parse_api, "auto, v1 or v3")?,
+            deregister_grace: env.duration("NACOS_DEREGISTER_GRACE")?,
+            request_timeout: env.duration("NACOS_REQUEST_TIMEOUT")?,
+        })
+    }
+
+    setter!(
+        /// Servers, comma-separated (`NACOS_SERVER_ADDR`).
+        server_addr: String
+    );
+    setter!(
+        /// Context path (`NACOS_CONTEXT_PATH`).
+        context_path: String
+    );
+    setter!(
+        /// Namespace id (`NACOS_NAMESPACE`).
+        namespace_id: String
+    );
+    setter!(
+        /// Group (`NACOS_GROUP`).
+        group_name: String
+    );
+    setter!(
+        /// Service name (`NACOS_SERVICE_NAME`).
+        service_name: String
+    );
+    setter!(
+        /// Cluster (`NACOS_CLUSTER_NAME`).
+        cluster_name: String
+    );
+    setter!(
+        /// Advertised IP (`NACOS_IP`).
+        ip: IpAddr
+    );
+    setter!(
+        /// Advertised port (`NACOS_PORT`).
+        port: u16
+    );
+    setter!(
+        /// Interface whose address is advertised (`NACOS_NETWORK_INTERFACE`).
+        network_interface: String
+    );
+    setter!(
+        /// Weight, 0 to 10000 (`NACOS_WEIGHT`).
+        weight: f64
+    );
+    setter!(
+        /// Ephemeral instance (`NACOS_EPHEMERAL`).
+        ephemeral: bool
+    );
+    setter!(
+        /// Instance enabled (`NACOS_INSTANCE_ENABLED`).
+        enabled: bool
+    );
+    setter!(
+        /// Registration on or off (`NACOS_REGISTER_ENABLED`).
+        register_enabled: bool
+    );
+    setter!(
+        /// Beat interval, sent as `preserved.heart.beat.interval` (`NACOS_HEARTBEAT_INTERVAL`).
+        heartbeat_interval: Duration
+    );
+    setter!(
+        /// Unhealthy after this long without beats, sent as `preserved.heart.beat.timeout`
+        /// (`NACOS_HEARTBEAT_TIMEOUT`).
+        heartbeat_timeout: Duration
+    );
+    setter!(
+        /// Deleted after this long without beats, sent as `preserved.ip.delete.timeout`
+        /// (`NACOS_IP_DELETE_TIMEOUT`).
+        ip_delete_timeout: Duration
+    );
+    setter!(
+        /// Login user (`NACOS_USERNAME`).
+        username: String
+    );
+    setter!(
+        /// API to speak (`NACOS_API`).
+        api: ApiVersion
+    );
+    setter!(
+        /// Delay between deregistration and draining (`NACOS_DEREGISTER_GRACE`).
+        deregister_grace: Duration
+    );
+    setter!(
+        /// Timeout of one HTTP request to Nacos (`NACOS_REQUEST_TIMEOUT`).
+        request_timeout: Duration
+    );
+
+    /// Login password (`NACOS_PASSWORD`).
+    #[must_use]
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(Secret(password.into()));
+        self
+    }
+
+    /// Preferred networks (`NACOS_PREFERRED_NETWORKS`): CIDRs such as `10.0.0.0/8` or
+    /// address prefixes such as `192.168.`.
+    #[must_use]
+    pub fn preferred_networks<I, S>(mut self, networks: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.preferred_networks = networks.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds one metadata entry (`NACOS_METADATA`), replacing one with the same key.
+    #[must_use]
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Checks every value and builds the configuration.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the variable of the first invalid value, or
+    /// [`Error::Missing`] without a service name.
+    pub fn build(self) -> Result<Config> {
+        let server_addrs = self
+            .server_addr
+            .as_deref()
+            .unwrap_or("127.0.0.1:8848")
+            .split(',')
+            .map(ServerAddr::parse)
+            .collect::<Result<Vec<_>>>()?;
+
+        let context_path = match self.context_path.as_deref().map(str::trim) {
+            None => "/nacos".to_owned(),
+            Some(raw) => {
+                let path = format!("/{}", raw.trim_matches('/'));
+                if path.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
+                    return Err(Error::config(
+                        "NACOS_CONTEXT_PATH",
+                        raw,
+                        "a URL path such as /nacos",
+                    ));
+                }
+                if path == "/" { String::new() } else { path }
+            }
+        };
+
+        let service_name = self.service_name.ok_or(Error::Missing {
+            variable: "NACOS_SERVICE_NAME",
+            expected: "the name under which this app registers, e.g. order-service".into(),
+        })?;
+        check_name("NACOS_SERVICE_NAME", &service_name, MAX_SERVICE_NAME)?;
+
+        let group_name = self.group_name.unwrap_or_else(|| "DEFAULT_GROUP".into());
+        check_name("NACOS_GROUP", &group_name, MAX_GROUP_NAME)?;
+
+        let namespace_id = self.namespace_id.unwrap_or_else(|| "public".into());
+        if namespace_id.contains(char::is_whitespace) || namespace_id.len() > 128 {
+            return Err(Error::config(
+                "NACOS_NAMESPACE",
+                &namespace_id,
+                "a namespace id (not its display name) without spaces",
+            ));
+        }
+
+        let cluster_name = self.cluster_name.unwrap_or_else(|| "DEFAULT".into());
+        if cluster_name.is_empty()
+            || !cluster_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(Error::config(
+                "NACOS_CLUSTER_NAME",
+                &cluster_name,
+                "letters, digits and '-' only (Nacos rejects '_')",
+            ));
+        }
+
+        if self.port == Some(0) {
+            return Err(Error::config("NACOS_PORT", 0, "a port number from 1 to 65535"));
+        }
+        if let Some(ip) = self.ip {
+            if ip.is_unspecified() || ip.is_multicast() {
+                return Err(Error::config(
+                    "NACOS_IP",
+                    ip,
+                    "an address other nodes can reach, not a wildcard or multicast address",
+                ));
+            }
+        }
+        for net in &self.preferred_networks {
+            if net.contains('/') && net.parse::<ipnet::IpNet>().is_err() {
+                return Err(Error::config(
+                    "NACOS_PREFERRED_NETWORKS",
+                    net,
+                    "CIDRs such as 10.0.0.0/8 or address prefixes such as 192.168.",
+                ));
+            }
+        }
+
+        let weight = self.weight.unwrap_or(1.0);
+        if !(0.0..=10_000.0).contains(&weight) {
+            return Err(Error::config("NACOS_WEIGHT", weight, "a number from 0 to 10000"));
+        }
+
+        let interval = self.heartbeat_interval;
+        if interval == Some(Duration::ZERO) {
+            return Err(Error::config(
+                "NACOS_HEARTBEAT_INTERVAL",
+                "0s",
+                "a duration of at least 1ms",
+            ));
+        }
+        let effective_interval = interval.unwrap_or(DEFAULT_BEAT_INTERVAL);
+        for (variable, value) in [
+            ("NACOS_HEARTBEAT_TIMEOUT", self.heartbeat_timeout),
+            ("NACOS_IP_DELETE_TIMEOUT", self.ip_delete_timeout),
+        ] {
+            if let Some(value) = value {
+                if value < effective_interval {
+                    return Err(Error::config(
+                        variable,
+                        humantime::format_duration(value),
+                        format!(
+                            "a duration of at least the beat interval ({})",
+                            humantime::format_duration(effective_interval)
+                        ),
+                    ));
+                }
+            }
+        }
+
+        let mut metadata = self.metadata;
+        for (key, value) in [
+            (PRESERVED_HEART_BEAT_INTERVAL, self.heartbeat_interval),
+            (PRESERVED_HEART_BEAT_TIMEOUT, self.heartbeat_timeout),
+            (PRESERVED_IP_DELETE_TIMEOUT, self.ip_delete_timeout),
+        ] {
+            if let Some(value) = value {
+                metadata.insert(key.to_owned(), value.as_millis().to_string());
+            }
+        }
+        let metadata_len = serde_json::to_string(&metadata).map_or(0, |s| s.len());
+        if metadata_len > MAX_METADATA_JSON {
+            return Err(Error::config(
+                "NACOS_METADATA",
+                format!("<{metadata_len} characters as JSON>"),
+                format!("at most {MAX_METADATA_JSON} characters as JSON (a Nacos server limit)"),
+            ));
+        }
+
+        match (&self.username, &self.password) {
+            (Some(_), None) => {
+                return Err(Error::Missing {
+                    variable: "NACOS_PASSWORD",
+                    expected: "set with NACOS_USERNAME".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(Error::Missing {
+                    variable: "NACOS_USERNAME",
+                    expected: "set with NACOS_PASSWORD".into(),
+                });
+            }
+            _ => {}
+        }
+
+        let api = self.api.unwrap_or_default();
+        if api == ApiVersion::V3 {
+            return Err(Error::config(
+                "NACOS_API",
+                "v3",
+                "auto or v1: this version of nacos-core speaks the v1 API",
+            ));
+        }
+
+        let request_timeout = self.request_timeout.unwrap_or(Duration::from_secs(3));
+        if request_timeout.is_zero() {
+            return Err(Error::config(
+                "NACOS_REQUEST_TIMEOUT",
+                "0s",
+                "a duration of at least 1ms",
+            ));
+        }
+
+        Ok(Config {
+            server_addrs,
+            context_path,
+            namespace_id,
+            group_name,
+            service_name,
+            cluster_name,
+            ip: self.ip,
+            port: self.port,
+            network_interface: self.network_interface,
+            preferred_networks: self.preferred_networks,
+            weight,
+            metadata,
+            ephemeral: self.ephemeral.unwrap_or(true),
+            enabled: self.enabled.unwrap_or(true),
+            register_enabled: self.register_enabled.unwrap_or(true),
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_timeout: self.heartbeat_timeout,
+            ip_delete_timeout: self.ip_delete_timeout,
+            username: self.username,
+            password: self.password,
+            api,
+            deregister_grace: self.deregister_grace.unwrap_or(Duration::ZERO),
+            request_timeout,
+        })
+    }
+}
+
+fn check_name(variable: &'static str, value: &str, max: usize) -> Result<()> {
+    if value.is_empty() || value.len() > max {
+        return Err(Error::config(
+            variable,
+            value,
+            format!("1 to {max} characters"),
+        ));
+    }
+    if value.contains("@@") || value.contains(char::is_whitespace) {
+        return Err(Error::config(
+            variable,
+            value,
+            "a name without '@@' or white space",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(vars: &[(&str, &str)]) -> Result<Config> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ConfigBuilder::from_lookup(|name| map.get(name).cloned())?.build()
+    }
+
+    fn err(vars: &[(&str, &str)]) -> String {
+        let mut all = vec![("NACOS_SERVICE_NAME", "svc")];
+        all.extend_from_slice(vars);
+        from(&all).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let cfg = from(&[("NACOS_SERVICE_NAME", "orders")]).unwrap();
+        assert_eq!(cfg.server_addrs()[0].to_string(), "http://127.0.0.1:8848");
+        assert_eq!(cfg.context_path(), "/nacos");
+        assert_eq!(cfg.namespace_id(), "public");
+        assert_eq!(cfg.group_name(), "DEFAULT_GROUP");
+        assert_eq!(cfg.grouped_service_name(), "DEFAULT_GROUP@@orders");
+        assert_eq!(cfg.cluster_name(), "DEFAULT");
+        assert_eq!(cfg.weight(), 1.0);
+        assert!(cfg.ephemeral() && cfg.enabled() && cfg.register_enabled());
+        assert_eq!(cfg.beat_interval(), Duration::from_secs(5));
+        assert_eq!(cfg.request_timeout(), Duration::from_secs(3));
+        assert_eq!(cfg.deregister_grace(), Duration::ZERO);
+        assert_eq!(cfg.api(), ApiVersion::Auto);
+        assert!(cfg.metadata().is_empty());
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let cfg = from(&[
+            ("NACOS_SERVER_ADDR", "a.example:9000, http://b.example,[::1]:7000"),
+            ("NACOS_CONTEXT_PATH", "registry/"),
+            ("NACOS_NAMESPACE", "dev"),
+            ("NACOS_GROUP", "G"),
+            ("NACOS_SERVICE_NAME", "orders"),
+            ("NACOS_CLUSTER_NAME", "east-1"),
+            ("NACOS_IP", "10.1.2.3"),
+            ("NACOS_PORT", "9090"),
+            ("NACOS_NETWORK_INTERFACE", "eth1"),
+            ("NACOS_PREFERRED_NETWORKS", "10.0.0.0/8, 192.168."),
+            ("NACOS_WEIGHT", "2.5"),
+            ("NACOS_METADATA", r#"{"version":"1.2","canary":true,"shard":3}"#),
+            ("NACOS_EPHEMERAL", "false"),
+            ("NACOS_INSTANCE_ENABLED", "no"),
+            ("NACOS_REGISTER_ENABLED", "0"),
+            ("NACOS_HEARTBEAT_INTERVAL", "2s"),
+            ("NACOS_HEARTBEAT_TIMEOUT", "6s"),
+            ("NACOS_IP_DELETE_TIMEOUT", "1m"),
+            ("NACOS_USERNAME", "nacos"),
+            ("NACOS_PASSWORD", "s3cret"),
+            ("NACOS_API", "V1"),
+            ("NACOS_DEREGISTER_GRACE", "500ms"),
+            ("NACOS_REQUEST_TIMEOUT", "1s"),
+        ])
+        .unwrap();
+        let servers: Vec<String> = cfg.server_addrs().iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            servers,
+            [
+                "http://a.example:9000",
+                "http://b.example:8848",
+                "http://[::1]:7000"
+            ]
+        );
+        assert_eq!(cfg.context_path(), "/registry");
+        assert_eq!(cfg.namespace_id(), "dev");
+        assert_eq!(cfg.grouped_service_name(), "G@@orders");
+        assert_eq!(cfg.cluster_name(), "east-1");
+        assert_eq!(cfg.ip(), Some("10.1.2.3".parse().unwrap()));
+        assert_eq!(cfg.port(), Some(9090));
+        assert_eq!(cfg.network_interface(), Some("eth1"));
+        assert_eq!(cfg.preferred_networks(), ["10.0.0.0/8", "192.168."]);
+        assert_eq!(cfg.weight(), 2.5);
+        let md = cfg.metadata();
+        assert_eq!(md["version"], "1.2");
+        assert_eq!(md["canary"], "true");
+        assert_eq!(md["shard"], "3");
+        assert_eq!(md[PRESERVED_HEART_BEAT_INTERVAL], "2000");
+        assert_eq!(md[PRESERVED_HEART_BEAT_TIMEOUT], "6000");
+        assert_eq!(md[PRESERVED_IP_DELETE_TIMEOUT], "60000");
+        assert!(!cfg.ephemeral() && !cfg.enabled() && !cfg.register_enabled());
+        assert_eq!(cfg.beat_interval(), Duration::from_secs(2));
+        assert_eq!(cfg.username(), Some("nacos"));
+        assert_eq!(cfg.password().unwrap().expose(), "s3cret");
+        assert_eq!(cfg.api(), ApiVersion::V1);
+        assert_eq!(cfg.deregister_grace(), Duration::from_millis(500));
+        assert_eq!(cfg.request_timeout(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn aliases_are_read_and_primary_names_win() {
+        let cfg = from(&[
+            ("NACOS_SERVICE_NAME", "svc"),
+            ("NACOS_CLIENT_SERVER_ADDRESS", "alias:1"),
+            ("NACOS_CLIENT_NAMESPACE", "ns-alias"),
+            ("NACOS_NAMESPACE", "ns-primary"),
+            ("NACOS_CLIENT_LOCAL_IP", "10.0.0.7"),
+            ("NACOS_CLIENT_USERNAME", "u"),
+            ("NACOS_CLIENT_PASSWORD", "p"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.server_addrs()[0].to_string(), "http://alias:1");
+        assert_eq!(cfg.namespace_id(), "ns-primary");
+        assert_eq!(cfg.ip(), Some("10.0.0.7".parse().unwrap()));
+        assert_eq!(cfg.username(), Some("u"));
+    }
+
+    #[test]
+    fn metadata_as_pairs() {
+        let cfg = from(&[
+            ("NACOS_SERVICE_NAME", "svc"),
+            ("NACOS_METADATA", "version=1.2, zone = a,"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.metadata()["version"], "1.2");
+        assert_eq!(cfg.metadata()["zone"], "a");
+    }
+
+    #[test]
+    fn each_malformed_variable_has_its_own_error() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("NACOS_SERVER_ADDR", "ftp://x:1", "scheme must be http or https"),
+            ("NACOS_SERVER_ADDR", "a:1,,b:2", "empty entry"),
+            ("NACOS_SERVER_ADDR", "host:99999", "host:port"),
+            ("NACOS_SERVER_ADDR", "http://u:pw@host:1", "credentials go in"),
+            ("NACOS_CONTEXT_PATH", "/na cos", "a URL path"),
+            ("NACOS_NAMESPACE", "my namespace", "namespace id"),
+            ("NACOS_GROUP", "a@@b", "without '@@'"),
+            ("NACOS_CLUSTER_NAME", "east_1", "no '_'"),
+            ("NACOS_IP", "10.0.0.300", "an IPv4 or IPv6 address"),
+            ("NACOS_IP", "0.0.0.0", "not a wildcard"),
+            ("NACOS_PORT", "0", "from 1 to 65535"),
+            ("NACOS_PORT", "http", "from 1 to 65535"),
+            ("NACOS_PREFERRED_NETWORKS", "10.0.0.0/99", "CIDRs"),
+            ("NACOS_WEIGHT", "heavy", "from 0 to 10000"),
+            ("NACOS_WEIGHT", "10001", "from 0 to 10000"),
+            ("NACOS_METADATA", "{\"a\":", "JSON object"),
+            ("NACOS_METADATA", "{\"a\":[1]}", "the value of \"a\""),
+            ("NACOS_METADATA", "version", "has no `=`"),
+            ("NACOS_EPHEMERAL", "maybe", "true or false"),
+            ("NACOS_INSTANCE_ENABLED", "2", "true or false"),
+            ("NACOS_REGISTER_ENABLED", "y", "true or false"),
+            ("NACOS_HEARTBEAT_INTERVAL", "5", "a duration such as 5s"),
+            ("NACOS_HEARTBEAT_INTERVAL", "0s", "at least 1ms"),
+            ("NACOS_HEARTBEAT_TIMEOUT", "1s", "at least the beat interval"),
+            ("NACOS_IP_DELETE_TIMEOUT", "4s", "at least the beat interval"),
+            ("NACOS_API", "v2", "auto, v1 or v3"),
+            ("NACOS_API", "v3", "speaks the v1 API"),
+            ("NACOS_DEREGISTER_GRACE", "soon", "a duration"),
+            ("NACOS_REQUEST_TIMEOUT", "0ms", "at least 1ms"),
+        ];
+        for (var, value, expected) in cases {
+            let msg = err(&[(var, value)]);
+            assert!(
+                msg.contains(var) && msg.contains(expected),
+                "{var}={value}: got {msg:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_values_are_named() {
+        let msg = from(&[]).unwrap_err().to_string();
+        assert!(msg.contains("NACOS_SERVICE_NAME is required"), "{msg}");
+        let msg = err(&[("NACOS_USERNAME", "nacos")]);
+        assert!(msg.contains("NACOS_PASSWORD is required"), "{msg}");
+        let msg = err(&[("NACOS_PASSWORD", "hunter2")]);
+        assert!(msg.contains("NACOS_USERNAME is required"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+
+    #[test]
+    fn oversized_metadata_is_refused() {
+        let big = format!("k={}", "x".repeat(1100));
+        let msg = err(&[("NACOS_METADATA", &big)]);
+        assert!(msg.contains("at most 1024 characters"), "{msg}");
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let cfg = from(&[
+            ("NACOS_SERVICE_NAME", "svc"),
+            ("NACOS_USERNAME", "nacos"),
+            ("NACOS_PASSWORD", "hunter2"),
+        ])
+        .unwrap();
+        let debug = format!("{cfg:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+        let builder = Config::builder().password("hunter2");
+        assert!(!format!("{builder:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn builder_overrides_environment() {
+        let cfg = ConfigBuilder::from_lookup(|name| match name {
+            "NACOS_SERVICE_NAME" => Some("from-env".into()),
+            "NACOS_WEIGHT" => Some("3".into()),
+            _ => None,
+        })
+        .unwrap()
+        .service_name("from-builder")
+        .port(8081u16)
+        .metadata("k", "v")
+        .build()
+        .unwrap();
+        assert_eq!(cfg.service_name(), "from-builder");
+        assert_eq!(cfg.weight(), 3.0);
+        assert_eq!(cfg.port(), Some(8081));
+        assert_eq!(cfg.metadata()["k"], "v");
+    }
+
+    #[test]
+    fn builder_errors_name_the_variable() {
+        let msg = Config::builder()
+            .service_name("svc")
+            .weight(-1.0)
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("NACOS_WEIGHT"), "{msg}");
+    }
+
+    #[test]
+    fn server_addr_forms() {
+        let parse = |s: &str| ServerAddr::parse(s).unwrap().to_string();
+        assert_eq!(parse("nacos"), "http://nacos:8848");
+        assert_eq!(parse("nacos:80"), "http://nacos:80");
+        assert_eq!(parse("http://nacos:80/"), "http://nacos:80");
+        assert_eq!(parse("http://[::1]"), "http://[::1]:8848");
+        assert!(ServerAddr::parse("http://nacos/nacos").is_err());
+    }
+}

@@ -1,0 +1,144 @@
+//! The registration status an app can show on its health endpoint.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use serde::{Serialize, Serializer};
+
+/// Where a registration is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RegistrationState {
+    /// `NACOS_REGISTER_ENABLED=false`: nothing is registered.
+    Disabled,
+    /// Waiting for the app to listen.
+    WaitingForListener,
+    /// Listening; registering (retried until the server accepts).
+    Registering,
+    /// Registered and beating.
+    Registered,
+    /// Deregistered (on a signal, on drop or on request); final.
+    Deregistered,
+    /// Another registration of the same `service#ip#port` took over; final.
+    Replaced,
+}
+
+/// A snapshot of a registration's status. Serialises to JSON with RFC 3339 timestamps.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Status {
+    /// The lifecycle state.
+    pub state: RegistrationState,
+    /// Namespace id.
+    pub namespace_id: String,
+    /// Group name.
+    pub group_name: String,
+    /// Service name.
+    pub service_name: String,
+    /// The address the app listens on, once known.
+    pub bound: Option<SocketAddr>,
+    /// The advertised `ip:port`, once known.
+    pub instance: Option<String>,
+    /// When the current registration was accepted.
+    #[serde(serialize_with = "rfc3339")]
+    pub registered_since: Option<SystemTime>,
+    /// When the last beat was accepted.
+    #[serde(serialize_with = "rfc3339")]
+    pub last_beat: Option<SystemTime>,
+    /// How many times the server accepted a registration (more than 1: re-registered).
+    pub registrations: u64,
+    /// Beats accepted since start.
+    pub beats: u64,
+    /// Failed requests in a row (0 when the last one succeeded).
+    pub consecutive_failures: u64,
+    /// The last error, kept after recovery.
+    pub last_error: Option<String>,
+    /// When the last error happened.
+    #[serde(serialize_with = "rfc3339")]
+    pub last_error_at: Option<SystemTime>,
+}
+
+fn rfc3339<S: Serializer>(time: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match time {
+        Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
+        None => s.serialize_none(),
+    }
+}
+
+/// A shared, read-only view of a registration's [`Status`]. Cheap to clone; holding one
+/// does not keep the registration alive.
+#[derive(Debug, Clone)]
+pub struct StatusHandle {
+    inner: Arc<Mutex<Status>>,
+}
+
+impl StatusHandle {
+    pub(crate) fn new(
+        state: RegistrationState,
+        namespace_id: &str,
+        group_name: &str,
+        service_name: &str,
+    ) -> Self {
+        StatusHandle {
+            inner: Arc::new(Mutex::new(Status {
+                state,
+                namespace_id: namespace_id.to_owned(),
+                group_name: group_name.to_owned(),
+                service_name: service_name.to_owned(),
+                bound: None,
+                instance: None,
+                registered_since: None,
+                last_beat: None,
+                registrations: 0,
+                beats: 0,
+                consecutive_failures: 0,
+                last_error: None,
+                last_error_at: None,
+            })),
+        }
+    }
+
+    /// A copy of the current status.
+    pub fn snapshot(&self) -> Status {
+        self.lock().clone()
+    }
+
+    /// Whether the instance is registered right now.
+    pub fn is_registered(&self) -> bool {
+        self.lock().state == RegistrationState::Registered
+    }
+
+    pub(crate) fn update(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut self.lock());
+    }
+
+    pub(crate) fn failed(&self, error: &crate::Error) -> u64 {
+        let mut s = self.lock();
+        s.consecutive_failures += 1;
+        s.last_error = Some(error.to_string());
+        s.last_error_at = Some(SystemTime::now());
+        s.consecutive_failures
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Status> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serialises_with_rfc3339_times() {
+        let h = StatusHandle::new(RegistrationState::Registered, "public", "G", "svc");
+        h.update(|s| s.registered_since = Some(SystemTime::UNIX_EPOCH));
+        let json = serde_json::to_value(h.snapshot()).unwrap();
+        assert_eq!(json["state"], "registered");
+        assert_eq!(json["registered_since"], "1970-01-01T00:00:00.000Z");
+        assert!(json["last_beat"].is_null());
+        assert!(h.is_registered());
+    }
+}

@@ -1,0 +1,327 @@
+//! Development harness: a local r-nacos server on free loopback ports, and helpers to run a
+//! demo app against it and watch Nacos's own instance list.
+//!
+//! The `cargo xtask` binary and the end-to-end tests use the same code, so what the
+//! README's commands show is what the tests check.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The r-nacos release the project develops and tests against.
+pub const RNACOS_VERSION: &str = "0.8.8";
+
+/// Where downloaded servers are kept: `$NACOS_DEV_CACHE`, else `~/.cache/nacos-dev`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("NACOS_DEV_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+    home.join(".cache").join("nacos-dev")
+}
+
+fn rnacos_root() -> PathBuf {
+    cache_dir().join(format!("rnacos-{RNACOS_VERSION}"))
+}
+
+/// The r-nacos binary: `$RNACOS_BIN` if set, else the pinned version in [`cache_dir`].
+pub fn rnacos_bin() -> PathBuf {
+    match std::env::var_os("RNACOS_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => rnacos_root().join("bin").join("rnacos"),
+    }
+}
+
+/// Installs the pinned r-nacos with `cargo install --locked` unless it is there already.
+/// Takes several minutes the first time (it compiles the server).
+///
+/// # Errors
+/// When `cargo install` fails.
+pub fn ensure_rnacos() -> Result<PathBuf, String> {
+    let bin = rnacos_bin();
+    if bin.exists() {
+        return Ok(bin);
+    }
+    eprintln!("installing r-nacos {RNACOS_VERSION} into {} (first time only, several minutes)", rnacos_root().display());
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["install", "rnacos", "--locked", "--version", RNACOS_VERSION, "--root"])
+        .arg(rnacos_root())
+        .status()
+        .map_err(|e| format!("cannot run cargo install: {e}"))?;
+    if !status.success() || !bin.exists() {
+        return Err(format!("cargo install rnacos --version {RNACOS_VERSION} failed ({status})"));
+    }
+    Ok(bin)
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests on one machine).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// How to start r-nacos.
+#[derive(Debug, Clone, Default)]
+pub struct RNacosOptions {
+    /// `RNACOS_NAMING_HEALTH_TIMEOUT_SECOND`: unhealthy after this many seconds without beats.
+    pub health_timeout_s: Option<u32>,
+    /// `RNACOS_NAMING_INSTANCE_TIMEOUT_SECOND`: removed after this many seconds without beats.
+    pub instance_timeout_s: Option<u32>,
+}
+
+/// A running r-nacos process on free loopback ports with a temporary data dir. Stopped
+/// (killed and reaped) on drop.
+#[derive(Debug)]
+pub struct RNacos {
+    child: Option<Child>,
+    http_port: u16,
+    grpc_port: u16,
+    console_port: u16,
+    data_dir: tempfile::TempDir,
+    options: RNacosOptions,
+}
+
+impl RNacos {
+    /// Starts r-nacos with default timings and waits until it answers.
+    ///
+    /// # Panics
+    /// When r-nacos is not installed, or does not answer within 30 s.
+    pub fn start() -> RNacos {
+        Self::start_with(RNacosOptions::default())
+    }
+
+    /// Starts r-nacos with `options` and waits until it answers.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_with(options: RNacosOptions) -> RNacos {
+        let bin = rnacos_bin();
+        assert!(
+            bin.exists(),
+            "r-nacos is not installed at {}: run `cargo xtask nacos install` (or `cargo xtask test`)",
+            bin.display()
+        );
+        let mut server = RNacos {
+            child: None,
+            http_port: free_port(),
+            grpc_port: free_port(),
+            console_port: free_port(),
+            data_dir: tempfile::tempdir().expect("no temporary dir"),
+            options,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(rnacos_bin());
+        cmd.current_dir(self.data_dir.path())
+            .env("RNACOS_HTTP_PORT", self.http_port.to_string())
+            .env("RNACOS_GRPC_PORT", self.grpc_port.to_string())
+            .env("RNACOS_HTTP_CONSOLE_PORT", self.console_port.to_string())
+            .env("RNACOS_DATA_DIR", self.data_dir.path().join("data"))
+            .env("RNACOS_SDK_HOST", "127.0.0.1")
+            .env("RNACOS_CONSOLE_HOST", "127.0.0.1")
+            .env("RNACOS_RAFT_NODE_ADDR", format!("127.0.0.1:{}", self.grpc_port))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(s) = self.options.health_timeout_s {
+            cmd.env("RNACOS_NAMING_HEALTH_TIMEOUT_SECOND", s.to_string());
+        }
+        if let Some(s) = self.options.instance_timeout_s {
+            cmd.env("RNACOS_NAMING_INSTANCE_TIMEOUT_SECOND", s.to_string());
+        }
+        self.child = Some(cmd.spawn().expect("cannot start r-nacos"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.is_up() {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("r-nacos exited at start ({status}); ports {}/{}", self.http_port, self.grpc_port);
+                }
+            }
+            assert!(Instant::now() < deadline, "r-nacos did not answer within 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `127.0.0.1:<http port>`, the value for `NACOS_SERVER_ADDR`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.http_port)
+    }
+
+    /// The HTTP port.
+    pub fn http_port(&self) -> u16 {
+        self.http_port
+    }
+
+    /// The console's address, for people.
+    pub fn console_url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.console_port)
+    }
+
+    /// Whether the server answers the naming API.
+    pub fn is_up(&self) -> bool {
+        get_json(&format!(
+            "http://{}/nacos/v1/ns/service/list?pageNo=1&pageSize=1",
+            self.addr()
+        ))
+        .is_ok()
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to clients) and reaps it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            drop(child.kill());
+            drop(child.wait());
+        }
+    }
+
+    /// Starts the server again on the same ports (with the same data dir) and waits until
+    /// it answers.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// The instances Nacos lists for a service (`GET /nacos/v1/ns/instance/list`),
+    /// unhealthy ones included; empty when the service is unknown.
+    ///
+    /// # Errors
+    /// When the server does not answer.
+    pub fn instances(&self, namespace: &str, group: &str, service: &str) -> Result<Vec<Value>, String> {
+        let url = format!(
+            "http://{}/nacos/v1/ns/instance/list?namespaceId={namespace}&groupName={group}&serviceName={service}&healthyOnly=false",
+            self.addr()
+        );
+        let body = get_json(&url)?;
+        Ok(body["hosts"].as_array().cloned().unwrap_or_default())
+    }
+}
+
+impl Drop for RNacos {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// GETs a URL and parses the JSON body (5 s timeout).
+///
+/// # Errors
+/// Transport errors, non-2xx statuses and bodies that are not JSON, as text.
+pub fn get_json(url: &str) -> Result<Value, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let text = resp.body_mut().read_to_string().map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A demo app process (one of the example binaries), with its output captured to a file.
+#[derive(Debug)]
+pub struct App {
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl App {
+    /// Starts `bin` with exactly `envs` (plus `PATH`, `HOME` and `RUST_LOG`), output to a
+    /// log file.
+    ///
+    /// # Panics
+    /// When the program cannot be started.
+    pub fn start(bin: &str, envs: &[(&str, String)]) -> App {
+        let dir = tempfile::tempdir().expect("no temporary dir");
+        let log = dir.path().join("app.log");
+        let out = std::fs::File::create(&log).expect("cannot create the app log");
+        let err = out.try_clone().expect("cannot clone the app log");
+        let mut cmd = Command::new(bin);
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", std::env::var("APP_RUST_LOG").unwrap_or_else(|_| "info,nacos_core=debug".into()))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        App { child, log, _dir: dir }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the app printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, `KILL`) with `kill(1)`.
+    ///
+    /// # Panics
+    /// When `kill` cannot run.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("cannot run kill");
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
+    }
+
+    /// Waits for the process to exit; `None` when it is still running after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        wait_for(timeout, || self.child.try_wait().ok().flatten())
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if self.is_running() {
+            drop(self.child.kill());
+            drop(self.child.wait());
+        }
+    }
+}
+
+/// The port an app announces on its first `listening on ADDR` log line.
+pub fn announced_port(output: &str) -> Option<u16> {
+    output
+        .lines()
+        .find_map(|l| l.split("listening on ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.trim_matches(|c: char| c == '"').rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+}
