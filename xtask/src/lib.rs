@@ -101,22 +101,31 @@ impl RNacos {
     /// # Panics
     /// As [`start`](Self::start).
     pub fn start_with(options: RNacosOptions) -> RNacos {
+        let mut server = Self::reserve(options);
+        server.spawn();
+        server
+    }
+
+    /// Picks ports and a data dir without starting the server ("Nacos is down"); start
+    /// it later with [`restart`](Self::restart).
+    ///
+    /// # Panics
+    /// When r-nacos is not installed.
+    pub fn reserve(options: RNacosOptions) -> RNacos {
         let bin = rnacos_bin();
         assert!(
             bin.exists(),
             "r-nacos is not installed at {}: run `cargo xtask nacos install` (or `cargo xtask test`)",
             bin.display()
         );
-        let mut server = RNacos {
+        RNacos {
             child: None,
             http_port: free_port(),
             grpc_port: free_port(),
             console_port: free_port(),
             data_dir: tempfile::tempdir().expect("no temporary dir"),
             options,
-        };
-        server.spawn();
-        server
+        }
     }
 
     fn spawn(&mut self) {
@@ -184,8 +193,8 @@ impl RNacos {
         }
     }
 
-    /// Starts the server again on the same ports (with the same data dir) and waits until
-    /// it answers.
+    /// Starts the server (again) on the same ports, with the same data dir, and waits
+    /// until it answers.
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
@@ -325,3 +334,21 @@ pub fn announced_port(output: &str) -> Option<u16> {
         .and_then(|addr| addr.trim_matches(|c: char| c == '"').rsplit(':').next())
         .and_then(|p| p.parse().ok())
 }
+
+/// GETs a URL and returns the status and body (5 s timeout).
+///
+/// # Errors
+/// Transport errors, as text.
+pub fn get_text(url: &str) -> Result<(u16, String), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().map_err(|e| e.to_string())?;
+    Ok((status, text))
+}
+
+pub mod e2e;

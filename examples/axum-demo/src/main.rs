@@ -5,6 +5,7 @@
 //! (the registration status as JSON). SIGTERM or SIGINT deregisters the instance, then
 //! the server drains in-flight requests and exits.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
@@ -18,6 +19,7 @@ use tracing_subscriber::EnvFilter;
 async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     if let Err(e) = run().await {
         eprintln!("axum-demo: {e}");
