@@ -60,3 +60,47 @@ where
         self.inner.call(req)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use nacos_core::Config;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    use crate::NacosLayer;
+
+    fn disabled_layer() -> NacosLayer {
+        let config = Config::builder()
+            .service_name("svc")
+            .register_enabled(false)
+            .build()
+            .unwrap();
+        NacosLayer::new(config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn forwards_requests_responses_and_errors_unchanged() {
+        let svc = ServiceBuilder::new()
+            .layer(disabled_layer())
+            .service_fn(|n: u32| async move {
+                if n == 0 { Err("zero") } else { Ok(n * 2) }
+            });
+        assert_eq!(svc.clone().oneshot(21).await, Ok(42));
+        assert_eq!(svc.oneshot(0).await, Err("zero"));
+    }
+
+    #[tokio::test]
+    async fn disabled_registration_is_inert() {
+        let layer = disabled_layer();
+        assert!(!layer.registration().is_enabled());
+        assert_eq!(
+            layer.status().snapshot().state,
+            nacos_core::RegistrationState::Disabled
+        );
+        let svc = ServiceBuilder::new()
+            .layer(layer)
+            .service_fn(|()| async { Ok::<_, Infallible>("ok") });
+        assert_eq!(svc.oneshot(()).await, Ok("ok"));
+    }
+}
