@@ -57,7 +57,12 @@
 //!   on SIGTERM, after deregistering; an app with its own signal handler still drains, but
 //!   only [`NacosLayer::shutdown_signal`] orders "deregister, then drain".
 
-#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
 #![forbid(unsafe_code)]
 
 mod layer;

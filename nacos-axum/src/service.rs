@@ -83,9 +83,7 @@ mod tests {
     async fn forwards_requests_responses_and_errors_unchanged() {
         let svc = ServiceBuilder::new()
             .layer(disabled_layer())
-            .service_fn(|n: u32| async move {
-                if n == 0 { Err("zero") } else { Ok(n * 2) }
-            });
+            .service_fn(|n: u32| async move { if n == 0 { Err("zero") } else { Ok(n * 2) } });
         assert_eq!(svc.clone().oneshot(21).await, Ok(42));
         assert_eq!(svc.oneshot(0).await, Err("zero"));
     }

@@ -48,10 +48,15 @@ async fn dropping_the_router_deregisters() {
     serving.await.unwrap().unwrap();
     // `serve` has returned and dropped the router: the instance must already be gone.
     let hosts = tokio::task::spawn_blocking(move || {
-        server.instances("public", "DEFAULT_GROUP", service).unwrap()
+        server
+            .instances("public", "DEFAULT_GROUP", service)
+            .unwrap()
     })
     .await
     .unwrap();
-    assert!(hosts.is_empty(), "still listed after the router was dropped: {hosts:?}");
+    assert!(
+        hosts.is_empty(),
+        "still listed after the router was dropped: {hosts:?}"
+    );
     assert_eq!(status.snapshot().state, RegistrationState::Deregistered);
 }

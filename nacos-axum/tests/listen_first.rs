@@ -25,7 +25,9 @@ async fn registers_only_after_the_port_accepts_connections() {
     // Nothing listens: nothing may be registered.
     let quiet_until = Instant::now() + Duration::from_secs(1);
     while Instant::now() < quiet_until {
-        let hosts = server.instances("public", "DEFAULT_GROUP", service).unwrap();
+        let hosts = server
+            .instances("public", "DEFAULT_GROUP", service)
+            .unwrap();
         assert!(hosts.is_empty(), "registered before listening: {hosts:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -48,7 +50,10 @@ async fn registers_only_after_the_port_accepts_connections() {
     .unwrap()
     .expect("registered once listening");
     let ip: std::net::IpAddr = host["ip"].as_str().unwrap().parse().unwrap();
-    assert!(!ip.is_loopback(), "a loopback bind advertises the detected IP, got {ip}");
+    assert!(
+        !ip.is_loopback(),
+        "a loopback bind advertises the detected IP, got {ip}"
+    );
     let since = status.snapshot().registered_since.expect("registered");
     assert!(since >= bound_at, "registered before the bind");
 

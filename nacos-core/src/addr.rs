@@ -22,8 +22,11 @@ use crate::error::{Error, Result};
 /// address, or when no interface other than loopback is up; the message lists the
 /// interfaces seen and says to set `NACOS_IP`.
 pub fn detect_ip(config: &Config) -> Result<IpAddr> {
-    let interfaces = if_addrs::get_if_addrs()
-        .map_err(|e| Error::Address(format!("cannot list network interfaces ({e}); set NACOS_IP")))?;
+    let interfaces = if_addrs::get_if_addrs().map_err(|e| {
+        Error::Address(format!(
+            "cannot list network interfaces ({e}); set NACOS_IP"
+        ))
+    })?;
     pick_ip(
         &interfaces,
         config.network_interface(),
@@ -321,14 +324,19 @@ mod tests {
 
     #[test]
     fn first_up_non_loopback_by_index() {
-        assert_eq!(pick_ip(&sample(), None, &[]).unwrap().to_string(), "10.0.0.5");
+        assert_eq!(
+            pick_ip(&sample(), None, &[]).unwrap().to_string(),
+            "10.0.0.5"
+        );
     }
 
     #[test]
     fn named_interface_wins() {
         let ip = pick_ip(&sample(), Some("eth1"), &[]).unwrap();
         assert_eq!(ip.to_string(), "192.168.1.9");
-        let err = pick_ip(&sample(), Some("wlan0"), &[]).unwrap_err().to_string();
+        let err = pick_ip(&sample(), Some("wlan0"), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("NACOS_NETWORK_INTERFACE=\"wlan0\""), "{err}");
         assert!(err.contains("eth0 10.0.0.5"), "{err}");
     }

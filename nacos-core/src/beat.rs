@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{Instant, sleep_until, timeout};
 
-use crate::addr::{advertised_addr, choose_listener, own_listeners, Listening};
+use crate::addr::{Listening, advertised_addr, choose_listener, own_listeners};
 use crate::client::NamingClient;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -120,7 +120,11 @@ impl BeatTask {
         let now = Instant::now();
         let mut run = Run {
             key: ServiceKey::from(&*self.config),
-            step: if self.detect_listener { Step::Detect } else { Step::Idle },
+            step: if self.detect_listener {
+                Step::Detect
+            } else {
+                Step::Idle
+            },
             next: now,
             bound: None,
             instance: None,
@@ -186,7 +190,9 @@ impl BeatTask {
                     Some(listeners) => Outcome::Detected(choose_listener(&listeners, port)),
                     None => Outcome::Detected(Listening::Nothing),
                 },
-                (Step::Register, Some(inst)) => Outcome::Registered(client.register(&key, &inst).await),
+                (Step::Register, Some(inst)) => {
+                    Outcome::Registered(client.register(&key, &inst).await)
+                }
                 (Step::Beat { full }, Some(inst)) => {
                     let body = full.then(|| BeatInfo::new(&inst, period_ms));
                     Outcome::Beat(client.beat(&key, &inst, body.as_ref()).await)
@@ -218,7 +224,10 @@ impl BeatTask {
                         run.ambiguity_logged = true;
                         let err = Error::Address(format!(
                             "the process listens on several ports ({}); set NACOS_PORT to the one to register",
-                            all.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                            all.iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ));
                         tracing::error!(service = %self.config.service_name(), error = %err, "cannot register");
                         self.status.failed(&err);
@@ -236,7 +245,11 @@ impl BeatTask {
                 run.next = now + pause;
             }
             Outcome::Registered(Ok(())) => {
-                let inst = run.instance.as_deref().map(Instance::addr).unwrap_or_default();
+                let inst = run
+                    .instance
+                    .as_deref()
+                    .map(Instance::addr)
+                    .unwrap_or_default();
                 let registrations = {
                     let mut n = 0;
                     self.status.update(|s| {
@@ -263,7 +276,8 @@ impl BeatTask {
                 tracing::warn!(service = %self.config.service_name(),
                     instance = %run.instance.as_deref().map(Instance::addr).unwrap_or_default(),
                     "nacos no longer knows this instance (code 20404): registering again");
-                self.status.update(|s| s.state = RegistrationState::Registering);
+                self.status
+                    .update(|s| s.state = RegistrationState::Registering);
                 run.step = Step::Register;
                 run.next = now;
             }
@@ -288,10 +302,15 @@ impl BeatTask {
                 run.next = now + run.interval;
             }
             Outcome::Registered(Err(err)) | Outcome::Beat(Err(err)) => {
-                let what = if run.step == Step::Register { "registration" } else { "beat" };
+                let what = if run.step == Step::Register {
+                    "registration"
+                } else {
+                    "beat"
+                };
                 run.failures += 1;
                 let failures = self.status.failed(&err);
-                self.status.update(|s| s.state = RegistrationState::Registering);
+                self.status
+                    .update(|s| s.state = RegistrationState::Registering);
                 let delay = retry_delay(run.failures, run.interval);
                 if failures <= 3 || failures % 10 == 0 {
                     tracing::warn!(service = %self.config.service_name(),
@@ -318,7 +337,12 @@ impl BeatTask {
             Ok(addr) => {
                 let instance = Instance::from_config(&self.config, addr);
                 self.claims.claim(
-                    format!("{}#{}#{}", run.key.grouped_service_name(), instance.ip, instance.port),
+                    format!(
+                        "{}#{}#{}",
+                        run.key.grouped_service_name(),
+                        instance.ip,
+                        instance.port
+                    ),
                     self.id,
                 );
                 self.status.update(|s| {
@@ -359,7 +383,8 @@ impl BeatTask {
         let instance = match (&run.instance, run.attempted) {
             (Some(instance), true) => instance.clone(),
             _ => {
-                self.status.update(|s| s.state = RegistrationState::Deregistered);
+                self.status
+                    .update(|s| s.state = RegistrationState::Deregistered);
                 return;
             }
         };
@@ -371,21 +396,30 @@ impl BeatTask {
         .await
         .unwrap_or_else(|_| {
             Err(Error::Transport {
-                server: self.client.servers().iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+                server: self
+                    .client
+                    .servers()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
                 message: "deregistration timed out".into(),
             })
         });
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match result {
-            Ok(()) => tracing::info!(service = %self.config.service_name(), instance = %instance.addr(),
-                elapsed_ms, "deregistered from nacos"),
+            Ok(()) => {
+                tracing::info!(service = %self.config.service_name(), instance = %instance.addr(),
+                elapsed_ms, "deregistered from nacos")
+            }
             Err(ref err) => {
                 self.status.failed(err);
                 tracing::warn!(service = %self.config.service_name(), instance = %instance.addr(),
                     elapsed_ms, error = %err, "nacos deregistration failed; the server drops the instance once beats stop");
             }
         }
-        self.status.update(|s| s.state = RegistrationState::Deregistered);
+        self.status
+            .update(|s| s.state = RegistrationState::Deregistered);
     }
 }
 

@@ -20,7 +20,7 @@ use reqwest::Method;
 use serde::Deserialize;
 
 use crate::config::{Config, Secret, ServerAddr};
-use crate::error::{excerpt, Error, Result};
+use crate::error::{Error, Result, excerpt};
 use crate::instance::{BeatInfo, BeatResult, Instance, InstanceList, ServiceKey};
 
 /// The `User-Agent` this crate sends: its name and version.
@@ -206,7 +206,11 @@ impl NamingClient {
     /// # Errors
     /// The last server's error when every try failed; [`Error::Protocol`] for a body that
     /// is not an instance list.
-    pub async fn instance_list(&self, key: &ServiceKey, healthy_only: bool) -> Result<Vec<Instance>> {
+    pub async fn instance_list(
+        &self,
+        key: &ServiceKey,
+        healthy_only: bool,
+    ) -> Result<Vec<Instance>> {
         let (server, body) = self
             .call_with_server(Call {
                 method: Method::GET,
@@ -268,7 +272,12 @@ impl NamingClient {
         }
     }
 
-    async fn send(&self, server: &ServerAddr, call: &Call<'_>, token: Option<&str>) -> Result<String> {
+    async fn send(
+        &self,
+        server: &ServerAddr,
+        call: &Call<'_>,
+        token: Option<&str>,
+    ) -> Result<String> {
         let url = format!("{server}{}{}", self.context_path, call.path);
         let mut req = self
             .http
@@ -325,7 +334,9 @@ impl NamingClient {
             if stale.is_some() && state.token.as_deref() == stale {
                 state.token = None;
             }
-            let recent = state.last_login.is_some_and(|at| at.elapsed() < LOGIN_RETRY);
+            let recent = state
+                .last_login
+                .is_some_and(|at| at.elapsed() < LOGIN_RETRY);
             if recent {
                 if let Some(token) = &state.token {
                     return Ok(Some(token.clone()));
@@ -385,7 +396,8 @@ impl NamingClient {
                         server: server_name.clone(),
                         body: excerpt(&redact_token(&body)),
                     })?;
-                let ttl = Duration::from_secs(answer.token_ttl.filter(|t| *t > 0).unwrap_or(18_000));
+                let ttl =
+                    Duration::from_secs(answer.token_ttl.filter(|t| *t > 0).unwrap_or(18_000));
                 Ok((answer.access_token, ttl))
             }
             400 | 401 | 403 => Err(Error::Login {
@@ -441,7 +453,9 @@ fn redact_token(text: &str) -> String {
     while let Some(pos) = rest.find("accessToken") {
         let (head, tail) = rest.split_at(pos + "accessToken".len());
         out.push_str(head);
-        let start = tail.find(|c: char| c.is_alphanumeric()).unwrap_or(tail.len());
+        let start = tail
+            .find(|c: char| c.is_alphanumeric())
+            .unwrap_or(tail.len());
         let end = tail[start..]
             .find(|c: char| !(c.is_alphanumeric() || "-_.+/=".contains(c)))
             .map_or(tail.len(), |e| start + e);

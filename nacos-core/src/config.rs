@@ -727,7 +727,11 @@ impl ConfigBuilder {
         }
 
         if self.port == Some(0) {
-            return Err(Error::config("NACOS_PORT", 0, "a port number from 1 to 65535"));
+            return Err(Error::config(
+                "NACOS_PORT",
+                0,
+                "a port number from 1 to 65535",
+            ));
         }
         if let Some(ip) = self.ip {
             if ip.is_unspecified() || ip.is_multicast() {
@@ -750,7 +754,11 @@ impl ConfigBuilder {
 
         let weight = self.weight.unwrap_or(1.0);
         if !(0.0..=10_000.0).contains(&weight) {
-            return Err(Error::config("NACOS_WEIGHT", weight, "a number from 0 to 10000"));
+            return Err(Error::config(
+                "NACOS_WEIGHT",
+                weight,
+                "a number from 0 to 10000",
+            ));
         }
 
         let interval = self.heartbeat_interval;
@@ -919,7 +927,10 @@ mod tests {
     #[test]
     fn every_variable_is_read() {
         let cfg = from(&[
-            ("NACOS_SERVER_ADDR", "a.example:9000, http://b.example,[::1]:7000"),
+            (
+                "NACOS_SERVER_ADDR",
+                "a.example:9000, http://b.example,[::1]:7000",
+            ),
             ("NACOS_CONTEXT_PATH", "registry/"),
             ("NACOS_NAMESPACE", "dev"),
             ("NACOS_GROUP", "G"),
@@ -930,7 +941,10 @@ mod tests {
             ("NACOS_NETWORK_INTERFACE", "eth1"),
             ("NACOS_PREFERRED_NETWORKS", "10.0.0.0/8, 192.168."),
             ("NACOS_WEIGHT", "2.5"),
-            ("NACOS_METADATA", r#"{"version":"1.2","canary":true,"shard":3}"#),
+            (
+                "NACOS_METADATA",
+                r#"{"version":"1.2","canary":true,"shard":3}"#,
+            ),
             ("NACOS_EPHEMERAL", "false"),
             ("NACOS_INSTANCE_ENABLED", "no"),
             ("NACOS_REGISTER_ENABLED", "0"),
@@ -1010,10 +1024,18 @@ mod tests {
     #[test]
     fn each_malformed_variable_has_its_own_error() {
         let cases: &[(&str, &str, &str)] = &[
-            ("NACOS_SERVER_ADDR", "ftp://x:1", "scheme must be http or https"),
+            (
+                "NACOS_SERVER_ADDR",
+                "ftp://x:1",
+                "scheme must be http or https",
+            ),
             ("NACOS_SERVER_ADDR", "a:1,,b:2", "empty entry"),
             ("NACOS_SERVER_ADDR", "host:99999", "host:port"),
-            ("NACOS_SERVER_ADDR", "http://u:pw@host:1", "credentials go in"),
+            (
+                "NACOS_SERVER_ADDR",
+                "http://u:pw@host:1",
+                "credentials go in",
+            ),
             ("NACOS_CONTEXT_PATH", "/na cos", "a URL path"),
             ("NACOS_NAMESPACE", "my namespace", "namespace id"),
             ("NACOS_GROUP", "a@@b", "without '@@'"),
@@ -1033,8 +1055,16 @@ mod tests {
             ("NACOS_REGISTER_ENABLED", "y", "true or false"),
             ("NACOS_HEARTBEAT_INTERVAL", "5", "a duration such as 5s"),
             ("NACOS_HEARTBEAT_INTERVAL", "0s", "at least 1ms"),
-            ("NACOS_HEARTBEAT_TIMEOUT", "1s", "at least the beat interval"),
-            ("NACOS_IP_DELETE_TIMEOUT", "4s", "at least the beat interval"),
+            (
+                "NACOS_HEARTBEAT_TIMEOUT",
+                "1s",
+                "at least the beat interval",
+            ),
+            (
+                "NACOS_IP_DELETE_TIMEOUT",
+                "4s",
+                "at least the beat interval",
+            ),
             ("NACOS_API", "v2", "auto, v1 or v3"),
             ("NACOS_API", "v3", "speaks the v1 API"),
             ("NACOS_DEREGISTER_GRACE", "soon", "a duration"),

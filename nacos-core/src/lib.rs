@@ -40,7 +40,12 @@
 //!   [`registrar`] for how it keeps the app's own behaviour on those signals).
 //! - Dropping the last [`Registration`] deregisters, blocking up to the request timeout.
 
-#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
 #![forbid(unsafe_code)]
 
 pub mod addr;

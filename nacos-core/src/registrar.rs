@@ -141,15 +141,25 @@ impl Engine {
         };
         let started = std::time::Instant::now();
         let count = self.entries.lock().unwrap_or_else(|e| e.into_inner()).len();
-        tracing::info!(signal = name, registrations = count, "deregistering from nacos before shutdown");
+        tracing::info!(
+            signal = name,
+            registrations = count,
+            "deregistering from nacos before shutdown"
+        );
         let (grace, bound) = self.deregister_all().await;
         if !grace.is_zero() {
-            tracing::info!(grace_ms = grace.as_millis() as u64, "waiting NACOS_DEREGISTER_GRACE before draining");
+            tracing::info!(
+                grace_ms = grace.as_millis() as u64,
+                "waiting NACOS_DEREGISTER_GRACE before draining"
+            );
             tokio::time::sleep(grace).await;
         }
         self.shutdown.send_replace(Shutdown::Drain);
         if self.app_drains.load(Ordering::SeqCst) {
-            tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "app drains on its own");
+            tracing::debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "app drains on its own"
+            );
             return;
         }
         // Nobody asked us to trigger a drain: wait for the app to close its listener (its
@@ -161,7 +171,9 @@ impl Engine {
                     if bound.is_empty() {
                         !listeners.is_empty()
                     } else {
-                        bound.iter().any(|b| listeners.iter().any(|l| l.port() == b.port()))
+                        bound
+                            .iter()
+                            .any(|b| listeners.iter().any(|l| l.port() == b.port()))
                     }
                 }
                 None => true,
@@ -191,7 +203,11 @@ impl Engine {
             let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
             for entry in entries.values() {
                 let (tx, rx) = oneshot::channel();
-                if entry.commands.send(Command::Deregister(Done::Async(tx))).is_ok() {
+                if entry
+                    .commands
+                    .send(Command::Deregister(Done::Async(tx)))
+                    .is_ok()
+                {
                     waits.push(rx);
                 }
                 grace = grace.max(entry.grace);
@@ -417,8 +433,11 @@ impl Registration {
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}

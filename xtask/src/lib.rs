@@ -45,15 +45,27 @@ pub fn ensure_rnacos() -> Result<PathBuf, String> {
     if bin.exists() {
         return Ok(bin);
     }
-    eprintln!("installing r-nacos {RNACOS_VERSION} into {} (first time only, several minutes)", rnacos_root().display());
+    eprintln!(
+        "installing r-nacos {RNACOS_VERSION} into {} (first time only, several minutes)",
+        rnacos_root().display()
+    );
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["install", "rnacos", "--locked", "--version", RNACOS_VERSION, "--root"])
+        .args([
+            "install",
+            "rnacos",
+            "--locked",
+            "--version",
+            RNACOS_VERSION,
+            "--root",
+        ])
         .arg(rnacos_root())
         .status()
         .map_err(|e| format!("cannot run cargo install: {e}"))?;
     if !status.success() || !bin.exists() {
-        return Err(format!("cargo install rnacos --version {RNACOS_VERSION} failed ({status})"));
+        return Err(format!(
+            "cargo install rnacos --version {RNACOS_VERSION} failed ({status})"
+        ));
     }
     Ok(bin)
 }
@@ -137,7 +149,10 @@ impl RNacos {
             .env("RNACOS_DATA_DIR", self.data_dir.path().join("data"))
             .env("RNACOS_SDK_HOST", "127.0.0.1")
             .env("RNACOS_CONSOLE_HOST", "127.0.0.1")
-            .env("RNACOS_RAFT_NODE_ADDR", format!("127.0.0.1:{}", self.grpc_port))
+            .env(
+                "RNACOS_RAFT_NODE_ADDR",
+                format!("127.0.0.1:{}", self.grpc_port),
+            )
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -153,10 +168,16 @@ impl RNacos {
         while !self.is_up() {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!("r-nacos exited at start ({status}); ports {}/{}", self.http_port, self.grpc_port);
+                    panic!(
+                        "r-nacos exited at start ({status}); ports {}/{}",
+                        self.http_port, self.grpc_port
+                    );
                 }
             }
-            assert!(Instant::now() < deadline, "r-nacos did not answer within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "r-nacos did not answer within 30 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -205,7 +226,12 @@ impl RNacos {
     ///
     /// # Errors
     /// When the server does not answer.
-    pub fn instances(&self, namespace: &str, group: &str, service: &str) -> Result<Vec<Value>, String> {
+    pub fn instances(
+        &self,
+        namespace: &str,
+        group: &str,
+        service: &str,
+    ) -> Result<Vec<Value>, String> {
         let url = format!(
             "http://{}/nacos/v1/ns/instance/list?namespaceId={namespace}&groupName={group}&serviceName={service}&healthyOnly=false",
             self.addr()
@@ -231,7 +257,10 @@ pub fn get_json(url: &str) -> Result<Value, String> {
         .build()
         .into();
     let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
-    let text = resp.body_mut().read_to_string().map_err(|e| e.to_string())?;
+    let text = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
     serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
 }
 
@@ -271,15 +300,24 @@ impl App {
         let mut cmd = Command::new(bin);
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RUST_LOG", std::env::var("APP_RUST_LOG").unwrap_or_else(|_| "info,nacos_core=debug".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("APP_RUST_LOG").unwrap_or_else(|_| "info,nacos_core=debug".into()),
+            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        App { child, log, _dir: dir }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        App {
+            child,
+            log,
+            _dir: dir,
+        }
     }
 
     /// The process id.
@@ -347,7 +385,10 @@ pub fn get_text(url: &str) -> Result<(u16, String), String> {
         .into();
     let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().map_err(|e| e.to_string())?;
+    let text = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
     Ok((status, text))
 }
 

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use xtask::{announced_port, ensure_rnacos, wait_for, App, RNacos};
+use xtask::{App, RNacos, announced_port, ensure_rnacos, wait_for};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,7 +34,8 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    "usage: cargo xtask demo [axum|axum-minimal] | test [cargo test args] | nacos install|run".into()
+    "usage: cargo xtask demo [axum|axum-minimal] | test [cargo test args] | nacos install|run"
+        .into()
 }
 
 fn workspace_root() -> PathBuf {
@@ -68,7 +69,11 @@ fn test(args: &[String]) -> Result<(), String> {
 fn run_nacos() -> Result<(), String> {
     ensure_rnacos()?;
     let server = RNacos::start();
-    println!("r-nacos is up: NACOS_SERVER_ADDR={}  console: {}", server.addr(), server.console_url());
+    println!(
+        "r-nacos is up: NACOS_SERVER_ADDR={}  console: {}",
+        server.addr(),
+        server.console_url()
+    );
     println!("Ctrl-C stops it.");
     loop {
         std::thread::sleep(Duration::from_secs(3600));
@@ -100,7 +105,11 @@ fn demo(which: &str) -> Result<(), String> {
 
     println!("==> starting r-nacos on a free loopback port");
     let server = RNacos::start();
-    println!("    NACOS_SERVER_ADDR={}  (console: {})", server.addr(), server.console_url());
+    println!(
+        "    NACOS_SERVER_ADDR={}  (console: {})",
+        server.addr(),
+        server.console_url()
+    );
 
     let service = "axum-demo";
     let mut envs: Vec<(&str, String)> = vec![
@@ -111,7 +120,9 @@ fn demo(which: &str) -> Result<(), String> {
     ];
     // The user's own NACOS_* settings apply too, except where the demo's server is.
     let passed: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("NACOS_") && k != "NACOS_SERVER_ADDR" && k != "NACOS_SERVICE_NAME")
+        .filter(|(k, _)| {
+            k.starts_with("NACOS_") && k != "NACOS_SERVER_ADDR" && k != "NACOS_SERVICE_NAME"
+        })
         .collect();
     for (k, v) in &passed {
         envs.retain(|(e, _)| e != k);
@@ -130,9 +141,14 @@ fn demo(which: &str) -> Result<(), String> {
     let listening = Instant::now();
     println!("    listening on port {port}");
 
-    let listed = poll_instances(&server, &namespace, &group, service, Duration::from_secs(30), |hosts| {
-        hosts.iter().any(|h| h["port"] == port)
-    })
+    let listed = poll_instances(
+        &server,
+        &namespace,
+        &group,
+        service,
+        Duration::from_secs(30),
+        |hosts| hosts.iter().any(|h| h["port"] == port),
+    )
     .ok_or_else(|| format!("the instance never appeared in Nacos:\n{}", app.output()))?;
     let to_visible = listening.elapsed();
     println!(
@@ -149,9 +165,14 @@ fn demo(which: &str) -> Result<(), String> {
     println!("==> kill -TERM {}", app.pid());
     let signalled = Instant::now();
     app.signal("TERM");
-    let gone = poll_instances(&server, &namespace, &group, service, Duration::from_secs(10), |hosts| {
-        !hosts.iter().any(|h| h["port"] == port)
-    });
+    let gone = poll_instances(
+        &server,
+        &namespace,
+        &group,
+        service,
+        Duration::from_secs(10),
+        |hosts| !hosts.iter().any(|h| h["port"] == port),
+    );
     let to_gone = signalled.elapsed();
     let exit = app.wait_exit(Duration::from_secs(15));
     let to_exit = signalled.elapsed();

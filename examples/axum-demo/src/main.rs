@@ -33,7 +33,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let app = Router::new()
         .route("/", get(|| async { "hello from axum-demo\n" }))
-        .route("/echo/{word}", get(|Path(word): Path<String>| async move { word }))
+        .route(
+            "/echo/{word}",
+            get(|Path(word): Path<String>| async move { word }),
+        )
         .route("/slow", get(slow))
         .route("/health", get(health))
         .with_state(nacos.status())

@@ -2,7 +2,7 @@
 //! graceful shutdown. On SIGTERM the instance is deregistered and the process then exits
 //! as it would have without the layer. Same environment as `axum-demo`.
 
-use axum::{routing::get, Router};
+use axum::{Router, routing::get};
 use nacos_axum::NacosLayer;
 
 #[tokio::main]
