@@ -393,3 +393,4 @@ pub fn get_text(url: &str) -> Result<(u16, String), String> {
 }
 
 pub mod e2e;
+pub mod measure;

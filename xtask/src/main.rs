@@ -17,6 +17,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo(args.get(1).map_or("axum", String::as_str)),
         Some("test") => test(&args[1..]),
+        Some("timings") => timings(
+            args.get(1).map_or("axum", String::as_str),
+            args.get(2).and_then(|n| n.parse().ok()).unwrap_or(20),
+        ),
         Some("nacos") => match args.get(1).map(String::as_str) {
             Some("install") => ensure_rnacos().map(|bin| println!("r-nacos: {}", bin.display())),
             Some("run") => run_nacos(),
@@ -94,12 +98,16 @@ fn build_demo(package: &str, bin: &str) -> Result<PathBuf, String> {
     Ok(target.join("debug").join(bin))
 }
 
+fn demo_binary(which: &str) -> Result<(&'static str, &'static str), String> {
+    match which {
+        "axum" => Ok(("axum-demo", "axum-demo")),
+        "axum-minimal" => Ok(("axum-demo", "axum-demo-minimal")),
+        other => Err(format!("unknown demo {other:?}; {}", usage())),
+    }
+}
+
 fn demo(which: &str) -> Result<(), String> {
-    let (package, bin) = match which {
-        "axum" => ("axum-demo", "axum-demo"),
-        "axum-minimal" => ("axum-demo", "axum-demo-minimal"),
-        other => return Err(format!("unknown demo {other:?}; {}", usage())),
-    };
+    let (package, bin) = demo_binary(which)?;
     ensure_rnacos()?;
     let exe = build_demo(package, bin)?;
 
@@ -223,4 +231,32 @@ fn poll_instances(
             .ok()
             .filter(|hosts| done(hosts))
     })
+}
+
+/// `cargo xtask timings [demo] [runs]`: listening -> visible and SIGTERM -> gone, in ms.
+fn timings(which: &str, runs: usize) -> Result<(), String> {
+    let (package, bin) = demo_binary(which)?;
+    ensure_rnacos()?;
+    let exe = build_demo(package, bin)?;
+    let samples = xtask::measure::lifecycle(&exe.to_string_lossy(), runs)?;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("{bin}, {runs} runs against a local r-nacos (debug build):");
+    println!("| figure | p50 ms | p90 ms | max ms |");
+    println!("|---|---|---|---|");
+    type Pick = fn(&xtask::measure::Sample) -> Duration;
+    let figures: [(&str, Pick); 3] = [
+        ("listening -> visible in Nacos", |s| s.to_visible),
+        ("SIGTERM -> gone from Nacos", |s| s.to_gone),
+        ("SIGTERM -> process exited", |s| s.to_exit),
+    ];
+    for (name, pick) in figures {
+        let values: Vec<Duration> = samples.iter().map(pick).collect();
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} |",
+            ms(xtask::measure::quantile(&values, 0.5)),
+            ms(xtask::measure::quantile(&values, 0.9)),
+            ms(xtask::measure::quantile(&values, 1.0)),
+        );
+    }
+    Ok(())
 }
