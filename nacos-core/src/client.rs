@@ -324,7 +324,7 @@ impl NamingClient {
     }
 
     /// Logs in unless another login happened within [`LOGIN_RETRY`] (then the token or
-    /// error of that login is used). `stale` is a token known to be refused.
+    /// credentials refusal of that login is used). `stale` is a token known to be refused.
     async fn relogin(&self, server: &ServerAddr, stale: Option<&str>) -> Result<Option<String>> {
         let Some(auth) = &self.auth else {
             return Ok(None);
@@ -341,7 +341,9 @@ impl NamingClient {
                 if let Some(token) = &state.token {
                     return Ok(Some(token.clone()));
                 }
-                if let Some(err) = &state.last_error {
+                // Only a refusal of the credentials holds for every server: a login that
+                // failed on an unreachable server must not keep the next one from trying.
+                if let Some(err @ Error::Login { .. }) = &state.last_error {
                     return Err(clone_login_error(err));
                 }
             }

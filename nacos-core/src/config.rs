@@ -1039,7 +1039,7 @@ mod tests {
             ("NACOS_CONTEXT_PATH", "/na cos", "a URL path"),
             ("NACOS_NAMESPACE", "my namespace", "namespace id"),
             ("NACOS_GROUP", "a@@b", "without '@@'"),
-            ("NACOS_CLUSTER_NAME", "east_1", "no '_'"),
+            ("NACOS_CLUSTER_NAME", "east_1", "Nacos rejects '_'"),
             ("NACOS_IP", "10.0.0.300", "an IPv4 or IPv6 address"),
             ("NACOS_IP", "0.0.0.0", "not a wildcard"),
             ("NACOS_PORT", "0", "from 1 to 65535"),
