@@ -6,7 +6,8 @@
 //!   light (no body) while the server answers `lightBeatEnabled: true`;
 //! - the next beat is due after the server's `clientBeatInterval` when it gives one (> 0),
 //!   else after the configured interval;
-//! - `code: 20404` (the server no longer knows the instance) -> register again at once;
+//! - `code: 20404` (v1) or `21003` (v3): the server no longer knows the instance ->
+//!   register again at once;
 //! - a failed request is logged with the count of failures in a row and retried after
 //!   `min(interval, 250 ms * 2^(failures - 1))`, jittered down to half of that, so the first
 //!   try after a server comes back is at most one interval later. The retry registers
@@ -275,7 +276,8 @@ impl BeatTask {
             Outcome::Beat(Ok(result)) if result.is_not_found() => {
                 tracing::warn!(service = %self.config.service_name(),
                     instance = %run.instance.as_deref().map(Instance::addr).unwrap_or_default(),
-                    "nacos no longer knows this instance (code 20404): registering again");
+                    code = result.code.unwrap_or_default(),
+                    "nacos no longer knows this instance: registering again");
                 self.status
                     .update(|s| s.state = RegistrationState::Registering);
                 run.step = Step::Register;

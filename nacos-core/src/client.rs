@@ -1,4 +1,14 @@
-//! The Nacos v1 naming API over HTTP: register, deregister, beat, instance list, login.
+//! The Nacos naming HTTP APIs: register, deregister, beat, instance list, login.
+//!
+//! Two APIs, chosen by `NACOS_API` ([`ApiVersion`]):
+//! - **v1** (`{context}/v1/ns/instance`, `/instance/beat`, `/instance/list`): Nacos 1.x,
+//!   2.x, 3.0, 3.1 and r-nacos. Beats answer `code` 10200, or 20404 for an unknown instance.
+//! - **v3** (`{context}/v3/client/ns/instance` and `/instance/list`): Nacos 3.x. A beat is
+//!   the register call with `heartBeat=true`; `code` 21003 means the instance is unknown.
+//!   Answers come in the `{"code":0,"message":"success","data":...}` envelope.
+//! - **auto** (the default): the first request to each server goes to v3; a 404 or 410
+//!   there means the server speaks v1 only, and the request is sent again on v1. The
+//!   answer is remembered per server and logged once.
 //!
 //! Mirrors the Java 1.x client's `NamingProxy`: every request starts at a random server and
 //! tries each server once; with a single server it tries up to 3 times. Transport failures,
@@ -6,7 +16,9 @@
 //! `Client-Version`, `Request-Module: Naming` and a fresh `RequestId`, and is bounded by
 //! the configured request timeout.
 //!
-//! With a username, the client logs in (`POST {context}/v1/auth/login`), sends the token as
+//! With a username, the client logs in (`POST {context}/v3/auth/user/login`, falling back
+//! to `{context}/v1/auth/login` on 404/410; v1 only when the server is known to speak v1),
+//! sends the token as
 //! the `accessToken` query parameter, logs in again before the token expires (at
 //! `ttl - random(ttl/15 .. ttl/10)`, as the Java 2.x client does) and after a 403. Logins
 //! are rate-limited to one per [`LOGIN_RETRY`], so a wrong password gives one clear error
@@ -14,12 +26,13 @@
 
 use std::fmt;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde::Deserialize;
 
-use crate::config::{Config, Secret, ServerAddr};
+use crate::config::{ApiVersion, Config, Secret, ServerAddr};
 use crate::error::{Error, Result, excerpt};
 use crate::instance::{BeatInfo, BeatResult, Instance, InstanceList, ServiceKey};
 
@@ -36,7 +49,8 @@ const SINGLE_SERVER_TRIES: usize = 3;
 /// Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct NamingClient {
     http: reqwest::Client,
-    servers: Vec<ServerAddr>,
+    servers: Vec<Server>,
+    mode: ApiVersion,
     context_path: String,
     request_timeout: Duration,
     auth: Option<Auth>,
@@ -46,10 +60,63 @@ impl fmt::Debug for NamingClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NamingClient")
             .field("servers", &self.servers)
+            .field("api", &self.mode)
             .field("context_path", &self.context_path)
             .field("request_timeout", &self.request_timeout)
             .field("username", &self.auth.as_ref().map(|a| &a.username))
             .finish_non_exhaustive()
+    }
+}
+
+/// The API one server speaks, once known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Api {
+    /// `/v1/ns/...`
+    V1,
+    /// `/v3/client/ns/...`
+    V3,
+}
+
+impl fmt::Display for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Api::V1 => "v1",
+            Api::V3 => "v3",
+        })
+    }
+}
+
+/// A server and what is known of the API it speaks.
+struct Server {
+    addr: ServerAddr,
+    /// 0: unknown, 1: v1, 3: v3.
+    api: AtomicU8,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.addr)
+    }
+}
+
+impl Server {
+    fn api(&self) -> Option<Api> {
+        match self.api.load(Ordering::Relaxed) {
+            1 => Some(Api::V1),
+            3 => Some(Api::V3),
+            _ => None,
+        }
+    }
+
+    fn learn(&self, api: Api, why: &str) {
+        let code = match api {
+            Api::V1 => 1,
+            Api::V3 => 3,
+        };
+        if self.api.swap(code, Ordering::Relaxed) != code {
+            tracing::info!(server = %self.addr, api = %api, "nacos server speaks the {api} API ({why})");
+        }
     }
 }
 
@@ -63,6 +130,7 @@ struct Auth {
 struct TokenState {
     token: Option<String>,
     refresh_at: Option<Instant>,
+    expires_at: Option<Instant>,
     last_login: Option<Instant>,
     last_error: Option<Error>,
 }
@@ -76,12 +144,124 @@ struct LoginAnswer {
 }
 
 /// A request before it is sent: method, path below the context path, query and form.
-struct Call<'a> {
+struct Call {
     method: Method,
     path: &'static str,
     query: Vec<(&'static str, String)>,
     form: Option<Vec<(&'static str, String)>>,
-    what: &'a str,
+}
+
+/// One naming operation, whichever API carries it.
+#[derive(Clone, Copy)]
+enum Op<'a> {
+    Register(&'a ServiceKey, &'a Instance),
+    Deregister(&'a ServiceKey, &'a Instance),
+    Beat(&'a ServiceKey, &'a Instance, Option<&'a BeatInfo>),
+    List(&'a ServiceKey, bool),
+}
+
+impl Op<'_> {
+    fn what(&self) -> &'static str {
+        match self {
+            Op::Register(..) => "register",
+            Op::Deregister(..) => "deregister",
+            Op::Beat(..) => "beat",
+            Op::List(..) => "instance list",
+        }
+    }
+
+    fn call(&self, api: Api) -> Call {
+        match (api, *self) {
+            (Api::V1, Op::Register(key, instance)) => {
+                let mut query = instance_query(key, instance);
+                query.extend(instance_details(instance));
+                Call::new(Method::POST, "/v1/ns/instance", query)
+            }
+            (Api::V1, Op::Deregister(key, instance)) => Call::new(
+                Method::DELETE,
+                "/v1/ns/instance",
+                instance_query(key, instance),
+            ),
+            (Api::V1, Op::Beat(key, instance, beat)) => {
+                let query = vec![
+                    ("namespaceId", key.namespace_id.clone()),
+                    ("serviceName", key.grouped_service_name()),
+                    ("groupName", key.group_name.clone()),
+                    ("clusterName", instance.cluster_name.clone()),
+                    ("ip", instance.ip.clone()),
+                    ("port", instance.port.to_string()),
+                ];
+                let mut call = Call::new(Method::PUT, "/v1/ns/instance/beat", query);
+                call.form =
+                    beat.map(|b| vec![("beat", serde_json::to_string(b).unwrap_or_default())]);
+                call
+            }
+            (Api::V1, Op::List(key, healthy_only)) => Call::new(
+                Method::GET,
+                "/v1/ns/instance/list",
+                list_query(key, healthy_only),
+            ),
+            (Api::V3, Op::Register(key, instance)) => {
+                let mut query = instance_query(key, instance);
+                query.extend(instance_details(instance));
+                query.push(("heartBeat", "false".into()));
+                Call::new(Method::POST, V3_INSTANCE, query)
+            }
+            (Api::V3, Op::Beat(key, instance, _)) => {
+                let mut query = instance_query(key, instance);
+                query.push(("heartBeat", "true".into()));
+                Call::new(Method::POST, V3_INSTANCE, query)
+            }
+            (Api::V3, Op::Deregister(key, instance)) => {
+                Call::new(Method::DELETE, V3_INSTANCE, instance_query(key, instance))
+            }
+            (Api::V3, Op::List(key, healthy_only)) => Call::new(
+                Method::GET,
+                "/v3/client/ns/instance/list",
+                list_query(key, healthy_only),
+            ),
+        }
+    }
+}
+
+const V3_INSTANCE: &str = "/v3/client/ns/instance";
+
+impl Call {
+    fn new(method: Method, path: &'static str, query: Vec<(&'static str, String)>) -> Self {
+        Call {
+            method,
+            path,
+            query,
+            form: None,
+        }
+    }
+}
+
+/// The v3 answer envelope.
+#[derive(Deserialize)]
+struct Envelope<T> {
+    code: i64,
+    #[serde(default)]
+    message: Option<String>,
+    data: Option<T>,
+}
+
+/// Parses a v3 envelope; `code` other than 0 is an error naming the server's code.
+fn envelope<T: serde::de::DeserializeOwned>(server: &str, body: &str) -> Result<(i64, Option<T>)> {
+    let env: Envelope<T> = serde_json::from_str(body).map_err(|_| Error::Protocol {
+        server: server.to_owned(),
+        body: excerpt(body),
+    })?;
+    let _ = env.message;
+    Ok((env.code, env.data))
+}
+
+fn refused(server: &str, body: &str) -> Error {
+    Error::Status {
+        server: server.to_owned(),
+        status: 200,
+        body: excerpt(body),
+    }
 }
 
 impl NamingClient {
@@ -102,7 +282,15 @@ impl NamingClient {
             })?;
         Ok(NamingClient {
             http,
-            servers: config.server_addrs().to_vec(),
+            servers: config
+                .server_addrs()
+                .iter()
+                .map(|addr| Server {
+                    addr: addr.clone(),
+                    api: AtomicU8::new(0),
+                })
+                .collect(),
+            mode: config.api(),
             context_path: config.context_path().to_owned(),
             request_timeout: config.request_timeout(),
             auth: match (config.username(), config.password()) {
@@ -117,11 +305,20 @@ impl NamingClient {
     }
 
     /// The servers this client talks to.
-    pub fn servers(&self) -> &[ServerAddr] {
-        &self.servers
+    pub fn servers(&self) -> Vec<ServerAddr> {
+        self.servers.iter().map(|s| s.addr.clone()).collect()
     }
 
-    /// Registers `instance` (`POST /v1/ns/instance`). The server answers `ok`.
+    /// The API `server` (an entry of [`servers`](Self::servers)) is known to speak:
+    /// `None` until the first answer in `auto` mode.
+    pub fn api_of(&self, server: &ServerAddr) -> Option<Api> {
+        self.servers
+            .iter()
+            .find(|s| &s.addr == server)
+            .and_then(Server::api)
+    }
+
+    /// Registers `instance` (v1 `POST /v1/ns/instance`, v3 `POST /v3/client/ns/instance`).
     ///
     /// # Errors
     /// The last server's error when every try failed.
@@ -129,43 +326,24 @@ impl NamingClient {
     /// # Cancellation safety
     /// Dropping the future abandons the request; the server may or may not have applied it.
     pub async fn register(&self, key: &ServiceKey, instance: &Instance) -> Result<()> {
-        let metadata = serde_json::to_string(&instance.metadata).unwrap_or_default();
-        let mut query = instance_query(key, instance);
-        query.extend([
-            ("weight", instance.weight.to_string()),
-            ("enabled", instance.enabled.to_string()),
-            ("healthy", instance.healthy.to_string()),
-            ("metadata", metadata),
-        ]);
-        self.call(Call {
-            method: Method::POST,
-            path: "/v1/ns/instance",
-            query,
-            form: None,
-            what: "register",
-        })
-        .await
-        .map(drop)
+        let (server, api, body) = self.call(Op::Register(key, instance)).await?;
+        expect_ok(&server, api, &body)
     }
 
-    /// Deregisters `instance` (`DELETE /v1/ns/instance`). Unknown instances answer `ok` too.
+    /// Deregisters `instance` (v1 `DELETE /v1/ns/instance`, v3 `DELETE
+    /// /v3/client/ns/instance`). Unknown instances answer success too.
     ///
     /// # Errors
     /// The last server's error when every try failed.
     pub async fn deregister(&self, key: &ServiceKey, instance: &Instance) -> Result<()> {
-        self.call(Call {
-            method: Method::DELETE,
-            path: "/v1/ns/instance",
-            query: instance_query(key, instance),
-            form: None,
-            what: "deregister",
-        })
-        .await
-        .map(drop)
+        let (server, api, body) = self.call(Op::Deregister(key, instance)).await?;
+        expect_ok(&server, api, &body)
     }
 
-    /// Sends one beat (`PUT /v1/ns/instance/beat`): with the [`BeatInfo`] body when `beat`
-    /// is given, a light beat otherwise.
+    /// Sends one beat. v1: `PUT /v1/ns/instance/beat`, with the [`BeatInfo`] body when
+    /// `beat` is given, a light beat otherwise. v3: the register call with
+    /// `heartBeat=true` (no body, no `clientBeatInterval`; code 21003 becomes a
+    /// [`BeatResult`] whose [`is_not_found`](BeatResult::is_not_found) is true).
     ///
     /// # Errors
     /// The last server's error when every try failed; [`Error::Protocol`] when the answer is
@@ -176,32 +354,24 @@ impl NamingClient {
         instance: &Instance,
         beat: Option<&BeatInfo>,
     ) -> Result<BeatResult> {
-        let query = vec![
-            ("namespaceId", key.namespace_id.clone()),
-            ("serviceName", key.grouped_service_name()),
-            ("groupName", key.group_name.clone()),
-            ("clusterName", instance.cluster_name.clone()),
-            ("ip", instance.ip.clone()),
-            ("port", instance.port.to_string()),
-        ];
-        let form = beat.map(|b| vec![("beat", serde_json::to_string(b).unwrap_or_default())]);
-        let (server, body) = self
-            .call_with_server(Call {
-                method: Method::PUT,
-                path: "/v1/ns/instance/beat",
-                query,
-                form,
-                what: "beat",
-            })
-            .await?;
-        serde_json::from_str(&body).map_err(|_| Error::Protocol {
-            server,
-            body: excerpt(&body),
-        })
+        let (server, api, body) = self.call(Op::Beat(key, instance, beat)).await?;
+        match api {
+            Api::V1 => serde_json::from_str(&body).map_err(|_| Error::Protocol {
+                server,
+                body: excerpt(&body),
+            }),
+            Api::V3 => match envelope::<serde_json::Value>(&server, &body)? {
+                (0, _) => Ok(BeatResult::with_code(BeatResult::OK)),
+                (code, _) if code == i64::from(BeatResult::INSTANCE_NOT_FOUND) => {
+                    Ok(BeatResult::with_code(BeatResult::INSTANCE_NOT_FOUND))
+                }
+                _ => Err(refused(&server, &body)),
+            },
+        }
     }
 
-    /// Lists the instances of a service (`GET /v1/ns/instance/list`), unhealthy ones
-    /// included unless `healthy_only`.
+    /// Lists the instances of a service (v1 `GET /v1/ns/instance/list`, v3 `GET
+    /// /v3/client/ns/instance/list`), unhealthy ones included unless `healthy_only`.
     ///
     /// # Errors
     /// The last server's error when every try failed; [`Error::Protocol`] for a body that
@@ -211,44 +381,39 @@ impl NamingClient {
         key: &ServiceKey,
         healthy_only: bool,
     ) -> Result<Vec<Instance>> {
-        let (server, body) = self
-            .call_with_server(Call {
-                method: Method::GET,
-                path: "/v1/ns/instance/list",
-                query: vec![
-                    ("namespaceId", key.namespace_id.clone()),
-                    ("serviceName", key.service_name.clone()),
-                    ("groupName", key.group_name.clone()),
-                    ("healthyOnly", healthy_only.to_string()),
-                ],
-                form: None,
-                what: "instance list",
-            })
-            .await?;
-        serde_json::from_str::<InstanceList>(&body)
-            .map(|l| l.hosts)
-            .map_err(|_| Error::Protocol {
-                server,
-                body: excerpt(&body),
-            })
+        let (server, api, body) = self.call(Op::List(key, healthy_only)).await?;
+        let bad = || Error::Protocol {
+            server: server.clone(),
+            body: excerpt(&body),
+        };
+        match api {
+            Api::V1 => serde_json::from_str::<InstanceList>(&body)
+                .map(|l| l.hosts)
+                .map_err(|_| bad()),
+            Api::V3 => match envelope::<Vec<Instance>>(&server, &body)? {
+                (0, data) => Ok(data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|i| !healthy_only || i.healthy)
+                    .collect()),
+                _ => Err(refused(&server, &body)),
+            },
+        }
     }
 
-    async fn call(&self, call: Call<'_>) -> Result<String> {
-        self.call_with_server(call).await.map(|(_, body)| body)
-    }
-
-    /// Tries the servers as the module docs say; returns the answering server and body.
-    async fn call_with_server(&self, call: Call<'_>) -> Result<(String, String)> {
+    /// Tries the servers as the module docs say; returns the answering server, the API
+    /// it answered on and the body.
+    async fn call(&self, op: Op<'_>) -> Result<(String, Api, String)> {
         let n = self.servers.len();
         let tries = if n == 1 { SINGLE_SERVER_TRIES } else { n };
         let start = fastrand::usize(..n);
         let mut last_err = None;
         for attempt in 0..tries {
             let server = &self.servers[(start + attempt) % n];
-            match self.call_server(server, &call).await {
-                Ok(body) => return Ok((server.to_string(), body)),
+            match self.call_server(server, op).await {
+                Ok((api, body)) => return Ok((server.addr.to_string(), api, body)),
                 Err(e) => {
-                    tracing::debug!(server = %server, what = call.what, error = %e, "nacos request failed");
+                    tracing::debug!(server = %server.addr, what = op.what(), error = %e, "nacos request failed");
                     let retry = e.is_retryable();
                     last_err = Some(e);
                     if !retry {
@@ -260,24 +425,49 @@ impl NamingClient {
         Err(last_err.unwrap_or(Error::Shutdown))
     }
 
-    /// One server, with one new login and retry after a 403.
-    async fn call_server(&self, server: &ServerAddr, call: &Call<'_>) -> Result<String> {
+    /// One server, on the API it speaks (finding it out in `auto` mode).
+    async fn call_server(&self, server: &Server, op: Op<'_>) -> Result<(Api, String)> {
+        let known = match self.mode {
+            ApiVersion::V1 => Some(Api::V1),
+            ApiVersion::V3 => Some(Api::V3),
+            _ => server.api(),
+        };
+        let api = known.unwrap_or(Api::V3);
+        let result = self.send_authed(server, &op.call(api)).await;
+        if known.is_some() {
+            return result.map(|body| (api, body));
+        }
+        match result {
+            Err(Error::Status {
+                status: status @ (404 | 410),
+                ..
+            }) => {
+                server.learn(Api::V1, &format!("the v3 API answered HTTP {status}"));
+                self.send_authed(server, &op.call(Api::V1))
+                    .await
+                    .map(|body| (Api::V1, body))
+            }
+            Err(e @ (Error::Transport { .. } | Error::Login { .. })) => Err(e),
+            other => {
+                server.learn(Api::V3, "the v3 API answered");
+                other.map(|body| (Api::V3, body))
+            }
+        }
+    }
+
+    /// One request, with one new login and retry after a 403.
+    async fn send_authed(&self, server: &Server, call: &Call) -> Result<String> {
         let token = self.token(server).await?;
-        match self.send(server, call, token.as_deref()).await {
+        match self.send(&server.addr, call, token.as_deref()).await {
             Err(Error::Status { status: 403, .. }) if self.auth.is_some() => {
                 let token = self.relogin(server, token.as_deref()).await?;
-                self.send(server, call, token.as_deref()).await
+                self.send(&server.addr, call, token.as_deref()).await
             }
             other => other,
         }
     }
 
-    async fn send(
-        &self,
-        server: &ServerAddr,
-        call: &Call<'_>,
-        token: Option<&str>,
-    ) -> Result<String> {
+    async fn send(&self, server: &ServerAddr, call: &Call, token: Option<&str>) -> Result<String> {
         let url = format!("{server}{}{}", self.context_path, call.path);
         let mut req = self
             .http
@@ -309,7 +499,7 @@ impl NamingClient {
     }
 
     /// The current token, logging in first when there is none or it is due for refresh.
-    async fn token(&self, server: &ServerAddr) -> Result<Option<String>> {
+    async fn token(&self, server: &Server) -> Result<Option<String>> {
         let Some(auth) = &self.auth else {
             return Ok(None);
         };
@@ -325,7 +515,7 @@ impl NamingClient {
 
     /// Logs in unless another login happened within [`LOGIN_RETRY`] (then the token or
     /// credentials refusal of that login is used). `stale` is a token known to be refused.
-    async fn relogin(&self, server: &ServerAddr, stale: Option<&str>) -> Result<Option<String>> {
+    async fn relogin(&self, server: &Server, stale: Option<&str>) -> Result<Option<String>> {
         let Some(auth) = &self.auth else {
             return Ok(None);
         };
@@ -355,65 +545,135 @@ impl NamingClient {
             Ok((token, ttl)) => {
                 let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
                 let margin = fastrand::u64((ttl_ms / 15)..=(ttl_ms / 10).max(ttl_ms / 15));
-                state.refresh_at = Some(Instant::now() + Duration::from_millis(ttl_ms - margin));
+                let now = Instant::now();
+                state.refresh_at = Some(now + Duration::from_millis(ttl_ms - margin));
+                state.expires_at = Some(now + ttl);
                 state.token = Some(token.clone());
                 state.last_error = None;
-                tracing::debug!(server = %server, ttl_s = ttl.as_secs(), "logged in to nacos");
+                tracing::debug!(server = %server.addr, ttl_s = ttl.as_secs(), "logged in to nacos");
                 Ok(Some(token))
             }
             Err(e) => {
-                state.token = None;
                 state.last_error = Some(clone_login_error(&e));
                 if matches!(e, Error::Login { .. }) {
-                    tracing::error!(server = %server, username = %auth.username, error = %e,
+                    state.token = None;
+                    tracing::error!(server = %server.addr, username = %auth.username, error = %e,
                         "nacos login refused: check NACOS_USERNAME and NACOS_PASSWORD");
+                    return Err(e);
                 }
-                Err(e)
+                // A refresh that failed for another reason keeps a token that is still valid.
+                let valid = state.expires_at.is_some_and(|at| Instant::now() < at);
+                match (&state.token, valid) {
+                    (Some(token), true) => {
+                        tracing::warn!(server = %server.addr, error = %e,
+                            "nacos token refresh failed; the current token is still valid");
+                        Ok(Some(token.clone()))
+                    }
+                    _ => {
+                        state.token = None;
+                        Err(e)
+                    }
+                }
             }
         }
     }
 
-    async fn login(&self, server: &ServerAddr, auth: &Auth) -> Result<(String, Duration)> {
-        let url = format!("{server}{}/v1/auth/login", self.context_path);
-        let server_name = server.to_string();
-        let resp = self
-            .http
-            .post(&url)
-            .timeout(self.request_timeout)
-            .header("Client-Version", USER_AGENT)
-            .header("RequestId", uuid::Uuid::new_v4().to_string())
-            .form(&[
-                ("username", auth.username.as_str()),
-                ("password", auth.password.expose()),
-            ])
-            .send()
-            .await
-            .map_err(|e| transport(&server_name, &e))?;
-        let status = resp.status().as_u16();
-        let body = resp.text().await.map_err(|e| transport(&server_name, &e))?;
-        match status {
-            200 => {
-                let answer: LoginAnswer =
-                    serde_json::from_str(&body).map_err(|_| Error::Protocol {
+    /// Logs in on `server`: `/v3/auth/user/login` first (unless the server is known to
+    /// speak v1 or `NACOS_API=v1`), then `/v1/auth/login` when that path is unknown.
+    async fn login(&self, server: &Server, auth: &Auth) -> Result<(String, Duration)> {
+        let v1_only = self.mode == ApiVersion::V1 || server.api() == Some(Api::V1);
+        let paths: &[&str] = if v1_only {
+            &["/v1/auth/login"]
+        } else {
+            &["/v3/auth/user/login", "/v1/auth/login"]
+        };
+        let server_name = server.addr.to_string();
+        let mut last = None;
+        for path in paths {
+            let url = format!("{}{}{path}", server.addr, self.context_path);
+            let resp = self
+                .http
+                .post(&url)
+                .timeout(self.request_timeout)
+                .header("Client-Version", USER_AGENT)
+                .header("RequestId", uuid::Uuid::new_v4().to_string())
+                .form(&[
+                    ("username", auth.username.as_str()),
+                    ("password", auth.password.expose()),
+                ])
+                .send()
+                .await
+                .map_err(|e| transport(&server_name, &e))?;
+            let status = resp.status().as_u16();
+            let body = resp.text().await.map_err(|e| transport(&server_name, &e))?;
+            match status {
+                200 => {
+                    let answer: LoginAnswer =
+                        serde_json::from_str(&body).map_err(|_| Error::Protocol {
+                            server: server_name.clone(),
+                            body: excerpt(&redact_token(&body)),
+                        })?;
+                    let ttl =
+                        Duration::from_secs(answer.token_ttl.filter(|t| *t > 0).unwrap_or(18_000));
+                    return Ok((answer.access_token, ttl));
+                }
+                404 | 410 => {
+                    last = Some(Error::Status {
                         server: server_name.clone(),
-                        body: excerpt(&redact_token(&body)),
-                    })?;
-                let ttl =
-                    Duration::from_secs(answer.token_ttl.filter(|t| *t > 0).unwrap_or(18_000));
-                Ok((answer.access_token, ttl))
+                        status,
+                        body: excerpt(&body),
+                    });
+                }
+                400 | 401 | 403 => {
+                    return Err(Error::Login {
+                        server: server_name,
+                        username: auth.username.clone(),
+                        body: excerpt(&body),
+                    });
+                }
+                _ => {
+                    return Err(Error::Status {
+                        server: server_name,
+                        status,
+                        body: excerpt(&body),
+                    });
+                }
             }
-            400 | 401 | 403 => Err(Error::Login {
-                server: server_name,
-                username: auth.username.clone(),
-                body: excerpt(&body),
-            }),
-            _ => Err(Error::Status {
-                server: server_name,
-                status,
-                body: excerpt(&body),
-            }),
         }
+        Err(last.unwrap_or(Error::Shutdown))
     }
+}
+
+/// `ok` (v1) or a v3 envelope with code 0.
+fn expect_ok(server: &str, api: Api, body: &str) -> Result<()> {
+    match api {
+        Api::V1 => Ok(()),
+        Api::V3 => match envelope::<serde_json::Value>(server, body)? {
+            (0, _) => Ok(()),
+            _ => Err(refused(server, body)),
+        },
+    }
+}
+
+fn instance_details(instance: &Instance) -> [(&'static str, String); 4] {
+    [
+        ("weight", instance.weight.to_string()),
+        ("enabled", instance.enabled.to_string()),
+        ("healthy", instance.healthy.to_string()),
+        (
+            "metadata",
+            serde_json::to_string(&instance.metadata).unwrap_or_default(),
+        ),
+    ]
+}
+
+fn list_query(key: &ServiceKey, healthy_only: bool) -> Vec<(&'static str, String)> {
+    vec![
+        ("namespaceId", key.namespace_id.clone()),
+        ("serviceName", key.service_name.clone()),
+        ("groupName", key.group_name.clone()),
+        ("healthyOnly", healthy_only.to_string()),
+    ]
 }
 
 fn instance_query(key: &ServiceKey, instance: &Instance) -> Vec<(&'static str, String)> {

@@ -91,7 +91,7 @@ impl fmt::Display for Secret {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ApiVersion {
-    /// Find out per server. This version speaks v1 on every server.
+    /// Find out per server: v3 first, v1 when the server answers 404 or 410 there.
     #[default]
     Auto,
     /// The v1 HTTP API (`/nacos/v1/ns/...`): Nacos 1.x, 2.x, 3.0, 3.1 and r-nacos.
@@ -824,13 +824,6 @@ impl ConfigBuilder {
         }
 
         let api = self.api.unwrap_or_default();
-        if api == ApiVersion::V3 {
-            return Err(Error::config(
-                "NACOS_API",
-                "v3",
-                "auto or v1: this version of nacos-core speaks the v1 API",
-            ));
-        }
 
         let request_timeout = self.request_timeout.unwrap_or(Duration::from_secs(3));
         if request_timeout.is_zero() {
@@ -1066,7 +1059,6 @@ mod tests {
                 "at least the beat interval",
             ),
             ("NACOS_API", "v2", "auto, v1 or v3"),
-            ("NACOS_API", "v3", "speaks the v1 API"),
             ("NACOS_DEREGISTER_GRACE", "soon", "a duration"),
             ("NACOS_REQUEST_TIMEOUT", "0ms", "at least 1ms"),
         ];

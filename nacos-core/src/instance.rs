@@ -177,9 +177,24 @@ impl BeatResult {
     /// must be registered again with full data.
     pub const RESOURCE_NOT_FOUND: i32 = 20404;
 
-    /// Whether the server asks for the instance to be registered again.
+    /// v3 `code` 21003 (`INSTANCE_NOT_FOUND`): the renewed instance is unknown, register
+    /// again with full data.
+    pub const INSTANCE_NOT_FOUND: i32 = 21003;
+
+    /// A result carrying only `code`.
+    pub fn with_code(code: i32) -> Self {
+        BeatResult {
+            code: Some(code),
+            ..BeatResult::default()
+        }
+    }
+
+    /// Whether the server asks for the instance to be registered again (v1 20404, v3 21003).
     pub fn is_not_found(&self) -> bool {
-        self.code == Some(Self::RESOURCE_NOT_FOUND)
+        matches!(
+            self.code,
+            Some(Self::RESOURCE_NOT_FOUND | Self::INSTANCE_NOT_FOUND)
+        )
     }
 }
 

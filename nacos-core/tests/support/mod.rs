@@ -1,5 +1,9 @@
 //! Helpers of the protocol tests: a recording mock responder, polling with a deadline and
 //! the configuration every test starts from.
+#![allow(
+    dead_code,
+    reason = "shared by several test binaries, each using a part of it"
+)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,6 +45,7 @@ pub(crate) async fn mock_server() -> MockServer {
 /// requests bounded by 300 ms.
 pub(crate) fn config(server: &MockServer) -> ConfigBuilder {
     nacos_core::Config::builder()
+        .api(nacos_core::ApiVersion::V1)
         .service_name("svc")
         .server_addr(server.address().to_string())
         .ip(IP.parse::<IpAddr>().unwrap())
