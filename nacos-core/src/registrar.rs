@@ -57,8 +57,33 @@ struct Entry {
     timeout: Duration,
 }
 
+/// What makes two registrations able to share one [`NamingClient`] (and its connections).
+#[derive(PartialEq)]
+struct ClientKey {
+    servers: Vec<crate::config::ServerAddr>,
+    context_path: String,
+    username: Option<String>,
+    password: Option<crate::config::Secret>,
+    api: crate::config::ApiVersion,
+    request_timeout: Duration,
+}
+
+impl ClientKey {
+    fn of(config: &Config) -> Self {
+        ClientKey {
+            servers: config.server_addrs().to_vec(),
+            context_path: config.context_path().to_owned(),
+            username: config.username().map(str::to_owned),
+            password: config.password().cloned(),
+            api: config.api(),
+            request_timeout: config.request_timeout(),
+        }
+    }
+}
+
 struct Engine {
     runtime: tokio::runtime::Handle,
+    clients: Mutex<Vec<(ClientKey, std::sync::Weak<NamingClient>)>>,
     next_id: AtomicU64,
     entries: Mutex<HashMap<u64, Entry>>,
     keys: Mutex<HashMap<String, u64>>,
@@ -95,6 +120,7 @@ impl Engine {
                 let runtime = rx.recv().expect("the nacos-registrar runtime cannot start");
                 Arc::new(Engine {
                     runtime,
+                    clients: Mutex::new(Vec::new()),
                     next_id: AtomicU64::new(1),
                     entries: Mutex::new(HashMap::new()),
                     keys: Mutex::new(HashMap::new()),
@@ -104,6 +130,24 @@ impl Engine {
                 })
             })
             .clone()
+    }
+
+    /// The client for `config`'s servers and credentials, shared by every registration
+    /// that talks to the same cluster the same way (one connection pool, one login).
+    fn client_for(&self, config: &Config) -> Result<Arc<NamingClient>> {
+        let key = ClientKey::of(config);
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients.retain(|(_, weak)| weak.strong_count() > 0);
+        if let Some(client) = clients
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, weak)| weak.upgrade())
+        {
+            return Ok(client);
+        }
+        let client = Arc::new(NamingClient::new(config)?);
+        clients.push((key, Arc::downgrade(&client)));
+        Ok(client)
     }
 
     fn install_signals(self: &Arc<Self>) {
@@ -330,8 +374,8 @@ impl Registration {
                 }),
             });
         }
-        let client = Arc::new(NamingClient::new(&config)?);
         let engine = Engine::get();
+        let client = engine.client_for(&config)?;
         engine.install_signals();
         let id = engine.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();

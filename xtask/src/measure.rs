@@ -8,7 +8,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::{wait_for, App, RNacos};
+use crate::{App, RNacos, wait_for};
 
 /// One run's figures.
 #[derive(Debug, Clone, Copy)]
@@ -72,8 +72,10 @@ pub fn lifecycle(bin: &str, runs: usize) -> Result<Vec<Sample>, String> {
             (count(&agent, &url)? == 0).then(SystemTime::now)
         })
         .ok_or_else(|| format!("run {run}: never gone:\n{}", app.output()))?;
-        spin_until(Duration::from_secs(10), || (!app.is_running()).then_some(()))
-            .ok_or_else(|| format!("run {run}: did not exit:\n{}", app.output()))?;
+        spin_until(Duration::from_secs(10), || {
+            (!app.is_running()).then_some(())
+        })
+        .ok_or_else(|| format!("run {run}: did not exit:\n{}", app.output()))?;
         let exited_at = SystemTime::now();
         let since = |a: SystemTime, b: SystemTime| b.duration_since(a).unwrap_or_default();
         samples.push(Sample {
