@@ -2,6 +2,8 @@
 //!
 //! The task waits for the app to listen, registers, then beats:
 //!
+//! - the first beat comes 50-100 % of an interval after the registration (spreading the
+//!   beats of a process that registers many instances at once);
 //! - the first beat after a registration carries the [`BeatInfo`] body; the next ones are
 //!   light (no body) while the server answers `lightBeatEnabled: true`;
 //! - the next beat is due after the server's `clientBeatInterval` when it gives one (> 0),
@@ -19,10 +21,11 @@
 //! The loop ends only on deregistration or replacement; it never stops on an error.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::addr::{Listening, advertised_addr, choose_listener, own_listeners};
@@ -47,6 +50,54 @@ pub(crate) enum Command {
     /// Another registration took over the same `service#ip#port`: stop without
     /// deregistering.
     Replaced,
+}
+
+/// The commands of one task: a queue and a wake-up, lighter than a channel (a task
+/// holds one for its whole life and receives a handful of commands).
+#[derive(Debug, Default)]
+pub(crate) struct Mailbox {
+    queue: std::sync::Mutex<std::collections::VecDeque<Command>>,
+    notify: Notify,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Mailbox {
+    /// Queues `command`; gives it back when the task has stopped.
+    pub(crate) fn send(&self, command: Command) -> Result<(), Command> {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(command);
+        }
+        queue.push_back(command);
+        drop(queue);
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// The next command.
+    ///
+    /// # Cancellation safety
+    /// Cancel-safe: a command is taken out of the queue only when this returns.
+    async fn recv(&self) -> Command {
+        loop {
+            let next = self
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front();
+            if let Some(command) = next {
+                return command;
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    /// Refuses further commands and returns those still queued.
+    fn close(&self) -> Vec<Command> {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        queue.drain(..).collect()
+    }
 }
 
 /// An acknowledgement, to a blocking or an async waiter.
@@ -103,7 +154,7 @@ pub(crate) struct BeatTask {
 }
 
 struct Run {
-    key: ServiceKey,
+    key: Arc<ServiceKey>,
     step: Step,
     next: Instant,
     bound: Option<SocketAddr>,
@@ -117,10 +168,10 @@ struct Run {
 }
 
 impl BeatTask {
-    pub(crate) async fn run(self, mut commands: mpsc::UnboundedReceiver<Command>) {
+    pub(crate) async fn run(self, commands: Arc<Mailbox>) {
         let now = Instant::now();
         let mut run = Run {
-            key: ServiceKey::from(&*self.config),
+            key: Arc::new(ServiceKey::from(&*self.config)),
             step: if self.detect_listener {
                 Step::Detect
             } else {
@@ -140,29 +191,29 @@ impl BeatTask {
             let outcome = tokio::select! {
                 biased;
                 command = commands.recv() => match command {
-                    Some(Command::Bound(addr)) => {
-                        self.on_bound(&mut run, addr).await;
+                    Command::Bound(addr) => {
+                        Box::pin(self.on_bound(&mut run, addr)).await;
                         continue;
                     }
-                    Some(Command::Replaced) => {
+                    Command::Replaced => {
+                        for command in commands.close() {
+                            if let Command::Deregister(done) = command {
+                                done.send();
+                            }
+                        }
                         self.status.update(|s| s.state = RegistrationState::Replaced);
                         tracing::info!(service = %self.config.service_name(),
                             "registration replaced by a newer one for the same instance");
                         return;
                     }
-                    Some(Command::Deregister(done)) => {
-                        self.deregister(&run).await;
+                    Command::Deregister(done) => {
+                        Box::pin(self.deregister(&run)).await;
                         done.send();
-                        commands.close();
-                        while let Ok(cmd) = commands.try_recv() {
-                            if let Command::Deregister(done) = cmd {
+                        for command in commands.close() {
+                            if let Command::Deregister(done) = command {
                                 done.send();
                             }
                         }
-                        return;
-                    }
-                    None => {
-                        self.deregister(&run).await;
                         return;
                     }
                 },
@@ -186,20 +237,25 @@ impl BeatTask {
                 std::future::pending::<()>().await;
             }
             sleep_until(next).await;
-            match (step, instance) {
-                (Step::Detect, _) => match own_listeners() {
-                    Some(listeners) => Outcome::Detected(choose_listener(&listeners, port)),
-                    None => Outcome::Detected(Listening::Nothing),
-                },
-                (Step::Register, Some(inst)) => {
-                    Outcome::Registered(client.register(&key, &inst).await)
+            // The request lives in a box only while it is in flight: a task that sleeps
+            // between beats holds a few words, not a whole HTTP exchange.
+            let request: Pin<Box<dyn Future<Output = Outcome> + Send>> = match (step, instance) {
+                (Step::Detect, _) => {
+                    return match own_listeners() {
+                        Some(listeners) => Outcome::Detected(choose_listener(&listeners, port)),
+                        None => Outcome::Detected(Listening::Nothing),
+                    };
                 }
-                (Step::Beat { full }, Some(inst)) => {
+                (Step::Register, Some(inst)) => {
+                    Box::pin(async move { Outcome::Registered(client.register(&key, &inst).await) })
+                }
+                (Step::Beat { full }, Some(inst)) => Box::pin(async move {
                     let body = full.then(|| BeatInfo::new(&inst, period_ms));
                     Outcome::Beat(client.beat(&key, &inst, body.as_ref()).await)
-                }
-                _ => Outcome::Nothing,
-            }
+                }),
+                _ => return Outcome::Nothing,
+            };
+            request.await
         }
     }
 
@@ -271,7 +327,7 @@ impl BeatTask {
                 }
                 run.failures = 0;
                 run.step = Step::Beat { full: true };
-                run.next = now + run.interval;
+                run.next = now + first_beat_delay(run.interval);
             }
             Outcome::Beat(Ok(result)) if result.is_not_found() => {
                 tracing::warn!(service = %self.config.service_name(),
@@ -423,6 +479,12 @@ impl BeatTask {
         self.status
             .update(|s| s.state = RegistrationState::Deregistered);
     }
+}
+
+/// The delay from a registration to its first beat: 50-100 % of the interval, so that a
+/// process registering many instances at once does not beat them all in the same instant.
+pub(crate) fn first_beat_delay(interval: Duration) -> Duration {
+    interval.mul_f64(0.5 + fastrand::f64() * 0.5)
 }
 
 /// `min(interval, 250 ms * 2^(failures - 1))`, jittered to 50-100 % of that.

@@ -44,11 +44,17 @@ pub const LOGIN_RETRY: Duration = Duration::from_secs(5);
 
 const SINGLE_SERVER_TRIES: usize = 3;
 
+/// At most this many requests of one client are on the wire at once (and so at most this
+/// many connections per server): a process registering thousands of instances sends its
+/// beats through a bounded pool instead of opening a connection per instance.
+pub const MAX_IN_FLIGHT: usize = 64;
+
 /// A client of the v1 naming API of one Nacos cluster.
 ///
 /// Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct NamingClient {
     http: reqwest::Client,
+    in_flight: tokio::sync::Semaphore,
     servers: Vec<Server>,
     mode: ApiVersion,
     context_path: String,
@@ -275,6 +281,7 @@ impl NamingClient {
             .no_proxy()
             .connect_timeout(config.request_timeout())
             .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(MAX_IN_FLIGHT)
             .build()
             .map_err(|e| Error::Transport {
                 server: "-".into(),
@@ -282,6 +289,7 @@ impl NamingClient {
             })?;
         Ok(NamingClient {
             http,
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
             servers: config
                 .server_addrs()
                 .iter()
@@ -484,6 +492,11 @@ impl NamingClient {
             req = req.form(form);
         }
         let server_name = server.to_string();
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| Error::Shutdown)?;
         let resp = req.send().await.map_err(|e| transport(&server_name, &e))?;
         let status = resp.status().as_u16();
         let body = resp.text().await.map_err(|e| transport(&server_name, &e))?;

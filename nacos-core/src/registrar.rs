@@ -25,10 +25,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::addr::own_listeners;
-use crate::beat::{BeatTask, Claims, Command, Done};
+use crate::beat::{BeatTask, Claims, Command, Done, Mailbox};
 use crate::client::NamingClient;
 use crate::config::Config;
 use crate::error::Result;
@@ -51,7 +51,7 @@ enum Shutdown {
 }
 
 struct Entry {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: Arc<Mailbox>,
     status: StatusHandle,
     grace: Duration,
     timeout: Duration,
@@ -327,7 +327,7 @@ pub struct Registration {
 struct Inner {
     id: u64,
     engine: Option<Arc<Engine>>,
-    commands: Option<mpsc::UnboundedSender<Command>>,
+    commands: Option<Arc<Mailbox>>,
     status: StatusHandle,
     timeout: Duration,
 }
@@ -378,7 +378,8 @@ impl Registration {
         let client = engine.client_for(&config)?;
         engine.install_signals();
         let id = engine.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let tx = Arc::new(Mailbox::default());
+        let rx = tx.clone();
         status.update(|s| s.state = RegistrationState::WaitingForListener);
         let timeout = config.request_timeout();
         engine
