@@ -370,7 +370,9 @@ impl BeatTask {
                 self.status
                     .update(|s| s.state = RegistrationState::Registering);
                 let delay = retry_delay(run.failures, run.interval);
-                if failures <= 3 || failures % 10 == 0 {
+                // A refused login is logged once by the client; repeating it helps nobody.
+                let quiet = matches!(err, Error::Login { .. });
+                if !quiet && (failures <= 3 || failures % 10 == 0) {
                     tracing::warn!(service = %self.config.service_name(),
                         instance = %run.instance.as_deref().map(Instance::addr).unwrap_or_default(),
                         failures, retry_in_ms = delay.as_millis() as u64, error = %err,

@@ -21,8 +21,9 @@
 //! sends the token as
 //! the `accessToken` query parameter, logs in again before the token expires (at
 //! `ttl - random(ttl/15 .. ttl/10)`, as the Java 2.x client does) and after a 403. Logins
-//! are rate-limited to one per [`LOGIN_RETRY`], so a wrong password gives one clear error
-//! per interval instead of a storm of requests.
+//! are rate-limited to one per [`LOGIN_RETRY`]; refused credentials double that wait up to
+//! [`MAX_LOGIN_RETRY`]. A login error is logged once (again only when it changes), so a
+//! wrong password gives one clear error instead of a storm of requests.
 
 use std::fmt;
 use std::sync::Mutex;
@@ -41,6 +42,8 @@ pub const USER_AGENT: &str = concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PK
 
 /// The shortest time between two logins to the same cluster.
 pub const LOGIN_RETRY: Duration = Duration::from_secs(5);
+/// The longest wait between two logins after the credentials were refused.
+pub const MAX_LOGIN_RETRY: Duration = Duration::from_secs(60);
 
 const SINGLE_SERVER_TRIES: usize = 3;
 
@@ -137,6 +140,13 @@ struct TokenState {
     token: Option<String>,
     refresh_at: Option<Instant>,
     expires_at: Option<Instant>,
+    /// The server of the last login attempt.
+    last_server: Option<ServerAddr>,
+    /// Refusals of the credentials in a row: each one doubles the wait before the next
+    /// login (5 s, 10 s, 20 s, 40 s, then 60 s).
+    refusals: u32,
+    /// The last login error written to the log, so the same one is not written again.
+    logged: Option<String>,
     last_login: Option<Instant>,
     last_error: Option<Error>,
 }
@@ -537,20 +547,29 @@ impl NamingClient {
             if stale.is_some() && state.token.as_deref() == stale {
                 state.token = None;
             }
-            let recent = state
-                .last_login
-                .is_some_and(|at| at.elapsed() < LOGIN_RETRY);
-            if recent {
+            let wait = match state.last_error {
+                Some(Error::Login { .. }) => {
+                    (LOGIN_RETRY * 2u32.pow(state.refusals.saturating_sub(1).min(4)))
+                        .min(MAX_LOGIN_RETRY)
+                }
+                _ => LOGIN_RETRY,
+            };
+            if state.last_login.is_some_and(|at| at.elapsed() < wait) {
                 if let Some(token) = &state.token {
                     return Ok(Some(token.clone()));
                 }
-                // Only a refusal of the credentials holds for every server: a login that
-                // failed on an unreachable server must not keep the next one from trying.
-                if let Some(err @ Error::Login { .. }) = &state.last_error {
-                    return Err(clone_login_error(err));
+                // A refusal of the credentials holds for every server; another failure
+                // holds for the server it happened on, so the next server may try.
+                match &state.last_error {
+                    Some(err @ Error::Login { .. }) => return Err(clone_login_error(err)),
+                    Some(err) if state.last_server.as_ref() == Some(&server.addr) => {
+                        return Err(clone_login_error(err));
+                    }
+                    _ => {}
                 }
             }
             state.last_login = Some(Instant::now());
+            state.last_server = Some(server.addr.clone());
         }
         let result = self.login(server, auth).await;
         let mut state = auth.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -563,25 +582,37 @@ impl NamingClient {
                 state.expires_at = Some(now + ttl);
                 state.token = Some(token.clone());
                 state.last_error = None;
+                if state.logged.take().is_some() {
+                    tracing::info!(server = %server.addr, username = %auth.username, "nacos login accepted again");
+                }
+                state.refusals = 0;
                 tracing::debug!(server = %server.addr, ttl_s = ttl.as_secs(), "logged in to nacos");
                 Ok(Some(token))
             }
             Err(e) => {
                 state.last_error = Some(clone_login_error(&e));
+                let message = e.to_string();
+                let first = state.logged.as_deref() != Some(message.as_str());
                 if matches!(e, Error::Login { .. }) {
+                    state.refusals += 1;
                     state.token = None;
-                    tracing::error!(server = %server.addr, username = %auth.username, error = %e,
-                        "nacos login refused: check NACOS_USERNAME and NACOS_PASSWORD");
+                    if first {
+                        tracing::error!(server = %server.addr, username = %auth.username, error = %e,
+                            "nacos login refused: check NACOS_USERNAME and NACOS_PASSWORD");
+                    } else {
+                        tracing::debug!(server = %server.addr, refusals = state.refusals, "nacos login refused again");
+                    }
+                    state.logged = Some(message);
                     return Err(e);
+                }
+                if first {
+                    tracing::error!(server = %server.addr, username = %auth.username, error = %e, "nacos login failed");
+                    state.logged = Some(message);
                 }
                 // A refresh that failed for another reason keeps a token that is still valid.
                 let valid = state.expires_at.is_some_and(|at| Instant::now() < at);
                 match (&state.token, valid) {
-                    (Some(token), true) => {
-                        tracing::warn!(server = %server.addr, error = %e,
-                            "nacos token refresh failed; the current token is still valid");
-                        Ok(Some(token.clone()))
-                    }
+                    (Some(token), true) => Ok(Some(token.clone())),
                     _ => {
                         state.token = None;
                         Err(e)
