@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
+use reqwest::header::HeaderValue;
 use serde::Deserialize;
 
 use crate::config::{ApiVersion, Config, Secret, ServerAddr};
@@ -101,6 +102,8 @@ struct Server {
     addr: ServerAddr,
     /// 0: unknown, 1: v1, 3: v3.
     api: AtomicU8,
+    /// `{server}{context}{path}` for each of [`PATHS`], parsed once.
+    urls: Vec<reqwest::Url>,
 }
 
 impl fmt::Debug for Server {
@@ -110,6 +113,31 @@ impl fmt::Debug for Server {
 }
 
 impl Server {
+    fn new(addr: &ServerAddr, context_path: &str) -> Result<Self> {
+        let urls = PATHS
+            .iter()
+            .map(|path| {
+                reqwest::Url::parse(&format!("{addr}{context_path}{path}")).map_err(|e| {
+                    Error::Transport {
+                        server: addr.to_string(),
+                        message: format!("invalid URL: {e}"),
+                    }
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Server {
+            addr: addr.clone(),
+            api: AtomicU8::new(0),
+            urls,
+        })
+    }
+
+    /// The URL of `path`, one of [`PATHS`].
+    fn url(&self, path: &str) -> reqwest::Url {
+        let i = PATHS.iter().position(|p| *p == path).unwrap_or(0);
+        self.urls[i].clone()
+    }
+
     fn api(&self) -> Option<Api> {
         match self.api.load(Ordering::Relaxed) {
             1 => Some(Api::V1),
@@ -163,7 +191,8 @@ struct LoginAnswer {
 struct Call {
     method: Method,
     path: &'static str,
-    query: Vec<(&'static str, String)>,
+    /// Percent-encoded, without the `?`.
+    query: String,
     form: Option<Vec<(&'static str, String)>>,
 }
 
@@ -188,66 +217,94 @@ impl Op<'_> {
 
     fn call(&self, api: Api) -> Call {
         match (api, *self) {
-            (Api::V1, Op::Register(key, instance)) => {
-                let mut query = instance_query(key, instance);
-                query.extend(instance_details(instance));
-                Call::new(Method::POST, "/v1/ns/instance", query)
-            }
-            (Api::V1, Op::Deregister(key, instance)) => Call::new(
-                Method::DELETE,
-                "/v1/ns/instance",
-                instance_query(key, instance),
+            (Api::V1, Op::Register(key, instance)) => Call::new(
+                Method::POST,
+                V1_INSTANCE,
+                instance_query(key, instance).details(instance),
             ),
+            (Api::V1, Op::Deregister(key, instance)) => {
+                Call::new(Method::DELETE, V1_INSTANCE, instance_query(key, instance))
+            }
             (Api::V1, Op::Beat(key, instance, beat)) => {
-                let query = vec![
-                    ("namespaceId", key.namespace_id.clone()),
-                    ("serviceName", key.grouped_service_name()),
-                    ("groupName", key.group_name.clone()),
-                    ("clusterName", instance.cluster_name.clone()),
-                    ("ip", instance.ip.clone()),
-                    ("port", instance.port.to_string()),
-                ];
-                let mut call = Call::new(Method::PUT, "/v1/ns/instance/beat", query);
+                let query = Query::default()
+                    .pair("namespaceId", &key.namespace_id)
+                    .pair("serviceName", &key.grouped_service_name())
+                    .pair("groupName", &key.group_name)
+                    .pair("clusterName", &instance.cluster_name)
+                    .pair("ip", &instance.ip)
+                    .pair("port", &instance.port.to_string());
+                let mut call = Call::new(Method::PUT, V1_BEAT, query);
                 call.form =
                     beat.map(|b| vec![("beat", serde_json::to_string(b).unwrap_or_default())]);
                 call
             }
-            (Api::V1, Op::List(key, healthy_only)) => Call::new(
-                Method::GET,
-                "/v1/ns/instance/list",
-                list_query(key, healthy_only),
+            (Api::V1, Op::List(key, healthy_only)) => {
+                Call::new(Method::GET, V1_LIST, list_query(key, healthy_only))
+            }
+            (Api::V3, Op::Register(key, instance)) => Call::new(
+                Method::POST,
+                V3_INSTANCE,
+                instance_query(key, instance)
+                    .details(instance)
+                    .pair("heartBeat", "false"),
             ),
-            (Api::V3, Op::Register(key, instance)) => {
-                let mut query = instance_query(key, instance);
-                query.extend(instance_details(instance));
-                query.push(("heartBeat", "false".into()));
-                Call::new(Method::POST, V3_INSTANCE, query)
-            }
-            (Api::V3, Op::Beat(key, instance, _)) => {
-                let mut query = instance_query(key, instance);
-                query.push(("heartBeat", "true".into()));
-                Call::new(Method::POST, V3_INSTANCE, query)
-            }
+            (Api::V3, Op::Beat(key, instance, _)) => Call::new(
+                Method::POST,
+                V3_INSTANCE,
+                instance_query(key, instance).pair("heartBeat", "true"),
+            ),
             (Api::V3, Op::Deregister(key, instance)) => {
                 Call::new(Method::DELETE, V3_INSTANCE, instance_query(key, instance))
             }
-            (Api::V3, Op::List(key, healthy_only)) => Call::new(
-                Method::GET,
-                "/v3/client/ns/instance/list",
-                list_query(key, healthy_only),
-            ),
+            (Api::V3, Op::List(key, healthy_only)) => {
+                Call::new(Method::GET, V3_LIST, list_query(key, healthy_only))
+            }
         }
     }
 }
 
+const V1_INSTANCE: &str = "/v1/ns/instance";
+const V1_BEAT: &str = "/v1/ns/instance/beat";
+const V1_LIST: &str = "/v1/ns/instance/list";
 const V3_INSTANCE: &str = "/v3/client/ns/instance";
+const V3_LIST: &str = "/v3/client/ns/instance/list";
+/// Every naming path, parsed into a URL once per server.
+const PATHS: [&str; 5] = [V1_INSTANCE, V1_BEAT, V1_LIST, V3_INSTANCE, V3_LIST];
+
+/// A query string, percent-encoded as it is built.
+struct Query(String);
+
+impl Default for Query {
+    fn default() -> Self {
+        Query(String::with_capacity(160))
+    }
+}
+
+impl Query {
+    #[must_use]
+    fn pair(mut self, key: &str, value: &str) -> Self {
+        url::form_urlencoded::Serializer::for_suffix(&mut self.0, 0).append_pair(key, value);
+        self
+    }
+
+    #[must_use]
+    fn details(self, instance: &Instance) -> Self {
+        self.pair("weight", &instance.weight.to_string())
+            .pair("enabled", if instance.enabled { "true" } else { "false" })
+            .pair("healthy", if instance.healthy { "true" } else { "false" })
+            .pair(
+                "metadata",
+                &serde_json::to_string(&instance.metadata).unwrap_or_default(),
+            )
+    }
+}
 
 impl Call {
-    fn new(method: Method, path: &'static str, query: Vec<(&'static str, String)>) -> Self {
+    fn new(method: Method, path: &'static str, query: Query) -> Self {
         Call {
             method,
             path,
-            query,
+            query: query.0,
             form: None,
         }
     }
@@ -303,11 +360,8 @@ impl NamingClient {
             servers: config
                 .server_addrs()
                 .iter()
-                .map(|addr| Server {
-                    addr: addr.clone(),
-                    api: AtomicU8::new(0),
-                })
-                .collect(),
+                .map(|addr| Server::new(addr, config.context_path()))
+                .collect::<Result<_>>()?,
             mode: config.api(),
             context_path: config.context_path().to_owned(),
             request_timeout: config.request_timeout(),
@@ -476,31 +530,37 @@ impl NamingClient {
     /// One request, with one new login and retry after a 403.
     async fn send_authed(&self, server: &Server, call: &Call) -> Result<String> {
         let token = self.token(server).await?;
-        match self.send(&server.addr, call, token.as_deref()).await {
+        match self.send(server, call, token.as_deref()).await {
             Err(Error::Status { status: 403, .. }) if self.auth.is_some() => {
                 let token = self.relogin(server, token.as_deref()).await?;
-                self.send(&server.addr, call, token.as_deref()).await
+                self.send(server, call, token.as_deref()).await
             }
             other => other,
         }
     }
 
-    async fn send(&self, server: &ServerAddr, call: &Call, token: Option<&str>) -> Result<String> {
-        let url = format!("{server}{}{}", self.context_path, call.path);
+    async fn send(&self, server: &Server, call: &Call, token: Option<&str>) -> Result<String> {
+        let mut url = server.url(call.path);
+        match token {
+            Some(token) => {
+                let mut query = call.query.clone();
+                url::form_urlencoded::Serializer::for_suffix(&mut query, 0)
+                    .append_pair("accessToken", token);
+                url.set_query(Some(&query));
+            }
+            None => url.set_query(Some(&call.query)),
+        }
         let mut req = self
             .http
-            .request(call.method.clone(), &url)
+            .request(call.method.clone(), url)
             .timeout(self.request_timeout)
-            .header("Client-Version", USER_AGENT)
-            .header("Request-Module", "Naming")
-            .header("RequestId", uuid::Uuid::new_v4().to_string())
-            .query(&call.query);
-        if let Some(token) = token {
-            req = req.query(&[("accessToken", token)]);
-        }
+            .header("Client-Version", HeaderValue::from_static(USER_AGENT))
+            .header("Request-Module", HeaderValue::from_static("Naming"))
+            .header("RequestId", uuid::Uuid::new_v4().to_string());
         if let Some(form) = &call.form {
             req = req.form(form);
         }
+        let server = &server.addr;
         let server_name = server.to_string();
         let _permit = self
             .in_flight
@@ -548,10 +608,9 @@ impl NamingClient {
                 state.token = None;
             }
             let wait = match state.last_error {
-                Some(Error::Login { .. }) => {
-                    (LOGIN_RETRY * 2u32.pow(state.refusals.saturating_sub(1).min(4)))
-                        .min(MAX_LOGIN_RETRY)
-                }
+                Some(Error::Login { .. }) => (LOGIN_RETRY
+                    * 2u32.pow(state.refusals.saturating_sub(1).min(4)))
+                .min(MAX_LOGIN_RETRY),
                 _ => LOGIN_RETRY,
             };
             if state.last_login.is_some_and(|at| at.elapsed() < wait) {
@@ -699,37 +758,26 @@ fn expect_ok(server: &str, api: Api, body: &str) -> Result<()> {
     }
 }
 
-fn instance_details(instance: &Instance) -> [(&'static str, String); 4] {
-    [
-        ("weight", instance.weight.to_string()),
-        ("enabled", instance.enabled.to_string()),
-        ("healthy", instance.healthy.to_string()),
-        (
-            "metadata",
-            serde_json::to_string(&instance.metadata).unwrap_or_default(),
-        ),
-    ]
+fn list_query(key: &ServiceKey, healthy_only: bool) -> Query {
+    Query::default()
+        .pair("namespaceId", &key.namespace_id)
+        .pair("serviceName", &key.service_name)
+        .pair("groupName", &key.group_name)
+        .pair("healthyOnly", if healthy_only { "true" } else { "false" })
 }
 
-fn list_query(key: &ServiceKey, healthy_only: bool) -> Vec<(&'static str, String)> {
-    vec![
-        ("namespaceId", key.namespace_id.clone()),
-        ("serviceName", key.service_name.clone()),
-        ("groupName", key.group_name.clone()),
-        ("healthyOnly", healthy_only.to_string()),
-    ]
-}
-
-fn instance_query(key: &ServiceKey, instance: &Instance) -> Vec<(&'static str, String)> {
-    vec![
-        ("namespaceId", key.namespace_id.clone()),
-        ("serviceName", key.service_name.clone()),
-        ("groupName", key.group_name.clone()),
-        ("clusterName", instance.cluster_name.clone()),
-        ("ip", instance.ip.clone()),
-        ("port", instance.port.to_string()),
-        ("ephemeral", instance.ephemeral.to_string()),
-    ]
+fn instance_query(key: &ServiceKey, instance: &Instance) -> Query {
+    Query::default()
+        .pair("namespaceId", &key.namespace_id)
+        .pair("serviceName", &key.service_name)
+        .pair("groupName", &key.group_name)
+        .pair("clusterName", &instance.cluster_name)
+        .pair("ip", &instance.ip)
+        .pair("port", &instance.port.to_string())
+        .pair(
+            "ephemeral",
+            if instance.ephemeral { "true" } else { "false" },
+        )
 }
 
 fn transport(server: &str, err: &reqwest::Error) -> Error {
