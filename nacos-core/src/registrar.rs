@@ -209,22 +209,18 @@ impl Engine {
         // Nobody asked us to trigger a drain: wait for the app to close its listener (its
         // own graceful shutdown), else do what the signal would have done.
         let deadline = tokio::time::Instant::now() + EXIT_WAIT;
+        let mut misses = 0;
         loop {
-            let still_listening = match own_listeners() {
-                Some(listeners) => {
-                    if bound.is_empty() {
-                        !listeners.is_empty()
-                    } else {
-                        bound
-                            .iter()
-                            .any(|b| listeners.iter().any(|l| l.port() == b.port()))
-                    }
+            // Closed = gone from /proc twice in a row and refusing a connection: a table
+            // read while other sockets come and go can skip an entry once.
+            if still_listening(&bound) {
+                misses = 0;
+            } else {
+                misses += 1;
+                if misses >= 2 && refuses_connections(&bound).await {
+                    tracing::debug!("the app closed its listener: it shuts down on its own");
+                    return;
                 }
-                None => true,
-            };
-            if !still_listening {
-                tracing::debug!("the app closed its listener: it shuts down on its own");
-                return;
             }
             if tokio::time::Instant::now() >= deadline {
                 break;
@@ -316,7 +312,10 @@ pub enum AddrSource {
 ///
 /// Dropping the last clone blocks the dropping thread until the deregistration finished or
 /// the request timeout (plus 500 ms) passed, so an app whose `main` returns does not leave
-/// a ghost instance behind.
+/// a ghost instance behind. That holds when the last clone goes on a thread the process
+/// waits for (the main thread, a runtime shutting down); a clone dropped on a detached
+/// thread as `main` returns may be cut short by the exit: call
+/// [`deregister_blocking`](Registration::deregister_blocking) on a thread that is waited for.
 #[derive(Debug, Clone)]
 #[must_use = "dropping the last Registration deregisters the instance"]
 pub struct Registration {
@@ -453,6 +452,16 @@ impl Registration {
         }
     }
 
+    /// Deregisters now, blocking the calling thread until the server answered or the
+    /// request timeout (plus 500 ms) passed: what dropping the last handle does, callable
+    /// on any handle (e.g. from a framework's shutdown hook on a thread the process waits
+    /// for). Later calls, signals and drops do nothing more.
+    pub fn deregister_blocking(&self) {
+        if let Some(tx) = &self.inner.commands {
+            deregister_and_wait(tx, self.inner.timeout);
+        }
+    }
+
     /// A future for an app's graceful-shutdown trigger (axum's `with_graceful_shutdown`):
     /// resolves after SIGTERM or SIGINT once every instance is deregistered and
     /// `NACOS_DEREGISTER_GRACE` has passed. Asking for it tells the engine the app drains by
@@ -472,6 +481,39 @@ impl Registration {
             }
         }
     }
+}
+
+/// Whether the app still listens: on one of the registered ports, or (none registered
+/// yet) on any port. Without `/proc` it is assumed to.
+fn still_listening(bound: &[SocketAddr]) -> bool {
+    match own_listeners() {
+        Some(listeners) if bound.is_empty() => !listeners.is_empty(),
+        Some(listeners) => bound
+            .iter()
+            .any(|b| listeners.iter().any(|l| l.port() == b.port())),
+        None => true,
+    }
+}
+
+/// Whether every registered port refuses a loopback connection (true with none registered).
+async fn refuses_connections(bound: &[SocketAddr]) -> bool {
+    for addr in bound {
+        let ip: std::net::IpAddr = if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        let target = if addr.ip().is_unspecified() || addr.ip().is_loopback() {
+            SocketAddr::new(ip, addr.port())
+        } else {
+            *addr
+        };
+        let connect = tokio::net::TcpStream::connect(target);
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(100), connect).await {
+            return false;
+        }
+    }
+    true
 }
 
 /// Waits for SIGTERM or SIGINT (Ctrl-C elsewhere) in the caller's runtime.
@@ -500,13 +542,17 @@ async fn wait_for_signal() {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let Some(tx) = self.commands.take() else {
-            return;
-        };
-        let (done, rx) = std::sync::mpsc::channel();
-        if tx.send(Command::Deregister(Done::Sync(done))).is_ok() {
-            let _ = rx.recv_timeout(self.timeout + DROP_MARGIN);
+        if let Some(tx) = self.commands.take() {
+            deregister_and_wait(&tx, self.timeout);
         }
         tracing::trace!(id = self.id, "registration handle dropped");
+    }
+}
+
+/// Asks the task to deregister and blocks until it did, or `timeout` plus 500 ms passed.
+fn deregister_and_wait(tx: &Mailbox, timeout: Duration) {
+    let (done, rx) = std::sync::mpsc::channel();
+    if tx.send(Command::Deregister(Done::Sync(done))).is_ok() {
+        let _ = rx.recv_timeout(timeout + DROP_MARGIN);
     }
 }

@@ -1,5 +1,6 @@
-//! The end-to-end suite every demo app passes: a real r-nacos, the demo as a child process,
-//! real signals. Each check panics with the app's log when it fails.
+//! The end-to-end suite every demo app passes: a real Nacos server (r-nacos, official 2.x,
+//! official 3.x: [`ServerKind`]), the demo as a child process, real signals. Each check
+//! panics with the app's log when it fails.
 //!
 //! A demo under test reads only `NACOS_*` and `PORT`, logs `listening on ADDR` once bound,
 //! serves `GET /health` with its registration status, and stops on SIGTERM/SIGINT.
@@ -9,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{App, RNacos, RNacosOptions, announced_port, get_text, wait_for};
+use crate::server::{Server, ServerKind, ServerOptions};
+use crate::{App, announced_port, get_text, wait_for};
 
 /// How a demo ends on SIGTERM or SIGINT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +37,7 @@ fn start_app(bin: &str, envs: &[(&str, String)]) -> (App, u16) {
     }
 }
 
-fn base_env(server: &RNacos, service: &str) -> Vec<(&'static str, String)> {
+fn base_env(server: &Server, service: &str) -> Vec<(&'static str, String)> {
     vec![
         ("NACOS_SERVER_ADDR", server.addr()),
         ("NACOS_SERVICE_NAME", service.to_owned()),
@@ -49,7 +51,7 @@ fn find_port(hosts: &[Value], port: u16) -> Option<Value> {
 
 /// Waits until Nacos lists an instance on `port`.
 fn listed(
-    server: &RNacos,
+    server: &Server,
     ns: &str,
     group: &str,
     service: &str,
@@ -66,7 +68,7 @@ fn listed(
 
 /// Waits until Nacos no longer lists an instance on `port`.
 fn unlisted(
-    server: &RNacos,
+    server: &Server,
     ns: &str,
     group: &str,
     service: &str,
@@ -84,8 +86,8 @@ fn unlisted(
 
 /// Every configured field reaches Nacos exactly: ip, port, weight, metadata, cluster,
 /// group and namespace.
-pub fn registers_exact_fields(bin: &str) {
-    let server = RNacos::start();
+pub fn registers_exact_fields(bin: &str, kind: ServerKind) {
+    let server = kind.start(&ServerOptions::default());
     let service = "e2e-exact";
     let mut envs = base_env(&server, service);
     envs.extend([
@@ -118,10 +120,11 @@ pub fn registers_exact_fields(bin: &str) {
     assert_eq!(host["metadata"]["zone"], "az-1", "{host}");
     assert_eq!(host["healthy"], true, "{host}");
     assert_eq!(host["ephemeral"], true, "{host}");
+    // r-nacos and 2.x answer `E2E_GROUP@@e2e-exact`, 3.x's v3 list the plain name.
     assert!(
         host["serviceName"]
             .as_str()
-            .is_some_and(|s| s.starts_with("E2E_GROUP@@")),
+            .is_some_and(|s| s == service || s == format!("E2E_GROUP@@{service}")),
         "{host}"
     );
     let elsewhere = server
@@ -134,8 +137,8 @@ pub fn registers_exact_fields(bin: &str) {
 }
 
 /// `PORT=0` on `0.0.0.0`: the real bound port and a real (not wildcard, not loopback) IP.
-pub fn registers_bound_port_and_real_ip(bin: &str) {
-    let server = RNacos::start();
+pub fn registers_bound_port_and_real_ip(bin: &str, kind: ServerKind) {
+    let server = kind.start(&ServerOptions::default());
     let service = "e2e-port0";
     let (app, port) = start_app(bin, &base_env(&server, service));
     assert_ne!(port, 0);
@@ -167,18 +170,24 @@ pub fn registers_bound_port_and_real_ip(bin: &str) {
         format!("{ip}:{port}"),
         "{health}"
     );
+    let api = format!("speaks the {} API", kind.api());
+    assert!(
+        app.output().contains(&api),
+        "the log should say `{api}`:\n{}",
+        app.output()
+    );
 }
 
 /// With short server timeouts, beats keep the instance listed and healthy over several of
 /// them.
-pub fn beats_keep_it_healthy(bin: &str) {
-    let server = RNacos::start_with(RNacosOptions {
-        health_timeout_s: Some(3),
-        instance_timeout_s: Some(5),
+pub fn beats_keep_it_healthy(bin: &str, kind: ServerKind) {
+    let server = kind.start(&ServerOptions {
+        short_timeouts: true,
+        ..ServerOptions::default()
     });
     let service = "e2e-beats";
     let mut envs = base_env(&server, service);
-    envs.push(("NACOS_HEARTBEAT_INTERVAL", "1s".into()));
+    envs.extend(Server::short_timeout_env());
     let (app, port) = start_app(bin, &envs);
     listed(
         &server,
@@ -209,8 +218,8 @@ pub fn beats_keep_it_healthy(bin: &str) {
 
 /// Nacos killed and restarted: the instance is listed again within one beat interval
 /// plus a second after the server answers again.
-pub fn back_after_nacos_restart(bin: &str) {
-    let mut server = RNacos::start();
+pub fn back_after_nacos_restart(bin: &str, kind: ServerKind) {
+    let mut server = kind.start(&ServerOptions::default());
     let service = "e2e-restart";
     let mut envs = base_env(&server, service);
     envs.push(("NACOS_HEARTBEAT_INTERVAL", "2s".into()));
@@ -255,8 +264,8 @@ pub fn back_after_nacos_restart(bin: &str) {
 
 /// A signal (`TERM` or `INT`): the instance is gone from Nacos by the time the process has
 /// exited, and the process exits by itself the way `exit` says.
-pub fn signal_deregisters_then_exits(bin: &str, signal: &str, exit: Exit) {
-    let server = RNacos::start();
+pub fn signal_deregisters_then_exits(bin: &str, kind: ServerKind, signal: &str, exit: Exit) {
+    let server = kind.start(&ServerOptions::default());
     let service = "e2e-signal";
     let (mut app, port) = start_app(bin, &base_env(&server, service));
     listed(
@@ -273,18 +282,25 @@ pub fn signal_deregisters_then_exits(bin: &str, signal: &str, exit: Exit) {
     let status = app
         .wait_exit(Duration::from_secs(10))
         .unwrap_or_else(|| panic!("still running 10 s after SIG{signal}:\n{}", app.output()));
-    // Checked once, right after the exit: no waiting for the server to expire it.
-    let hosts = server
-        .instances("public", "DEFAULT_GROUP", service)
-        .expect("nacos answers");
+    let exited = signalled.elapsed();
+    // The deregistration must have been acknowledged before the exit (the log says so).
+    // r-nacos shows it in its list at once; the official server updates the list it serves
+    // from a cache, asynchronously, so it gets a short lag there, far below the 15-30 s
+    // after which it would drop a silent instance by itself.
+    let lag = match kind {
+        ServerKind::RNacos => Duration::ZERO,
+        ServerKind::Official(_) => Duration::from_secs(2),
+    };
+    let gone_at = Instant::now();
     assert!(
-        find_port(&hosts, port).is_none(),
-        "still listed after the app exited: {hosts:?}\n{}",
+        unlisted(&server, "public", "DEFAULT_GROUP", service, port, lag),
+        "still listed {lag:?} after the app exited:\n{}",
         app.output()
     );
     eprintln!(
-        "[e2e] {bin}: exited {} ms after SIG{signal}, already deregistered",
-        signalled.elapsed().as_millis()
+        "[e2e] {bin} on {kind}: exited {} ms after SIG{signal}, deregistered; the list showed it gone {} ms after the exit",
+        exited.as_millis(),
+        gone_at.elapsed().as_millis()
     );
     let output = app.output();
     assert!(output.contains("deregistered from nacos"), "{output}");
@@ -299,8 +315,8 @@ pub fn signal_deregisters_then_exits(bin: &str, signal: &str, exit: Exit) {
 
 /// SIGTERM while a request is in flight: the instance leaves Nacos first, and the request
 /// still completes (the app drains as it would have without the layer).
-pub fn drains_in_flight_requests(bin: &str) {
-    let server = RNacos::start();
+pub fn drains_in_flight_requests(bin: &str, kind: ServerKind) {
+    let server = kind.start(&ServerOptions::default());
     let service = "e2e-drain";
     let (mut app, port) = start_app(bin, &base_env(&server, service));
     listed(
@@ -347,8 +363,8 @@ pub fn drains_in_flight_requests(bin: &str) {
 }
 
 /// Nacos down when the app starts: the app serves anyway, and registers once Nacos is up.
-pub fn nacos_down_at_start(bin: &str) {
-    let mut server = RNacos::reserve(RNacosOptions::default());
+pub fn nacos_down_at_start(bin: &str, kind: ServerKind) {
+    let mut server = kind.reserve(&ServerOptions::default());
     let service = "e2e-late";
     let (app, port) = start_app(bin, &base_env(&server, service));
     let (status, _) = get_text(&format!("http://127.0.0.1:{port}/")).expect("the app serves");
@@ -371,4 +387,332 @@ pub fn nacos_down_at_start(bin: &str) {
         Duration::from_secs(7),
     )
     .unwrap_or_else(|| panic!("not registered after nacos came up:\n{}", app.output()));
+}
+
+/// However many workers or middleware clones the app has, it is one registration: exactly
+/// one instance in Nacos, one `registered with nacos` line in the log, and `/health`
+/// showing `registrations == 1` after the first beats (`NACOS_HEARTBEAT_INTERVAL=500ms`;
+/// the server's `clientBeatInterval` may stretch the later ones).
+pub fn one_instance_per_process(bin: &str, kind: ServerKind) {
+    let server = kind.start(&ServerOptions::default());
+    let service = "e2e-once";
+    let mut envs = base_env(&server, service);
+    envs.push(("NACOS_HEARTBEAT_INTERVAL", "500ms".into()));
+    let (app, port) = start_app(bin, &envs);
+    listed(
+        &server,
+        "public",
+        "DEFAULT_GROUP",
+        service,
+        port,
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|| panic!("never listed:\n{}", app.output()));
+    std::thread::sleep(Duration::from_secs(2));
+    let hosts = server
+        .instances("public", "DEFAULT_GROUP", service)
+        .expect("nacos answers");
+    assert_eq!(
+        hosts.len(),
+        1,
+        "exactly one instance: {hosts:?}\n{}",
+        app.output()
+    );
+    let (status, body) =
+        get_text(&format!("http://127.0.0.1:{port}/health")).expect("health answers");
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_str(&body).expect("health is JSON");
+    assert_eq!(health["nacos"]["state"], "registered", "{health}");
+    assert_eq!(health["nacos"]["registrations"], 1, "{health}");
+    assert!(
+        health["nacos"]["beats"].as_u64().is_some_and(|b| b >= 1),
+        "no beat within 2 s: {health}\n{}",
+        app.output()
+    );
+    let output = app.output();
+    let registered = output
+        .lines()
+        .filter(|l| l.contains("registered with nacos"))
+        .count();
+    assert_eq!(
+        registered, 1,
+        "one `registered with nacos` line expected:\n{output}"
+    );
+}
+
+/// An app that stops its server without a signal (`POST /shutdown`, through actix's
+/// `ServerHandle`): the instance is gone from Nacos by the time the process has exited
+/// with status 0, deregistered by the handle drop, not by a signal.
+pub fn stop_without_signal_deregisters(bin: &str, kind: ServerKind) {
+    let server = kind.start(&ServerOptions::default());
+    let service = "e2e-stop";
+    let (mut app, port) = start_app(bin, &base_env(&server, service));
+    listed(
+        &server,
+        "public",
+        "DEFAULT_GROUP",
+        service,
+        port,
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|| panic!("never listed:\n{}", app.output()));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let answer = agent
+        .post(format!("http://127.0.0.1:{port}/shutdown"))
+        .send_empty()
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string());
+    assert_eq!(answer, Ok(202), "POST /shutdown:\n{}", app.output());
+    let status = app
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("still running 10 s after POST /shutdown:\n{}", app.output()));
+    // Checked once, right after the exit: no waiting for the server to expire it.
+    let hosts = server
+        .instances("public", "DEFAULT_GROUP", service)
+        .expect("nacos answers");
+    let output = app.output();
+    assert!(
+        find_port(&hosts, port).is_none(),
+        "still listed after the app exited: {hosts:?}\n{output}"
+    );
+    assert!(status.success(), "exit {status}:\n{output}");
+    assert!(output.contains("deregistered from nacos"), "{output}");
+    assert!(
+        !output.contains("SIGTERM") && !output.contains("SIGINT"),
+        "a signal was involved:\n{output}"
+    );
+}
+
+/// The instance removed behind the app's back (by an operator, or expired): the official
+/// server answers the next light beat with 20404 (v1) or the next renewal with 21003 (v3),
+/// and the app registers again at once; r-nacos re-creates it from the beat itself. Either
+/// way it is listed again within a beat interval plus a second.
+pub fn back_after_removal(bin: &str, kind: ServerKind) {
+    let server = kind.start(&ServerOptions::default());
+    let service = "e2e-removed";
+    let mut envs = base_env(&server, service);
+    envs.push(("NACOS_HEARTBEAT_INTERVAL", "1s".into()));
+    let (app, port) = start_app(bin, &envs);
+    let host = listed(
+        &server,
+        "public",
+        "DEFAULT_GROUP",
+        service,
+        port,
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|| panic!("never listed:\n{}", app.output()));
+    // Two beats: the first is full; only a light beat (v1) gets 20404.
+    wait_for(Duration::from_secs(10), || {
+        let (_, body) = get_text(&format!("http://127.0.0.1:{port}/health")).ok()?;
+        let health: Value = serde_json::from_str(&body).ok()?;
+        (health["nacos"]["beats"].as_u64()? >= 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("fewer than 2 beats:\n{}", app.output()));
+    let ip = host["ip"].as_str().expect("ip").to_owned();
+    server
+        .remove_instance(service, &ip, port)
+        .unwrap_or_else(|e| panic!("cannot remove the instance: {e}"));
+    let removed = Instant::now();
+    assert!(
+        unlisted(
+            &server,
+            "public",
+            "DEFAULT_GROUP",
+            service,
+            port,
+            Duration::from_secs(1)
+        ),
+        "the server did not remove it"
+    );
+    listed(
+        &server,
+        "public",
+        "DEFAULT_GROUP",
+        service,
+        port,
+        Duration::from_secs(5),
+    )
+    .unwrap_or_else(|| panic!("not back after removal:\n{}", app.output()));
+    let took = removed.elapsed();
+    eprintln!(
+        "[e2e] {bin} on {kind}: listed again {} ms after removal",
+        took.as_millis()
+    );
+    assert!(
+        took <= Duration::from_secs(2),
+        "back after {took:?} (interval 1s + 1s)"
+    );
+    if kind.reports_unknown_instances() {
+        let code = if kind.api() == "v3" {
+            "code=21003"
+        } else {
+            "code=20404"
+        };
+        let output = app.output();
+        assert!(
+            output.contains("nacos no longer knows this instance") && output.contains(code),
+            "expected a re-registration on {code}:\n{output}"
+        );
+    }
+}
+
+/// Authentication on (official server, short token lifetime): the app logs in with
+/// `NACOS_USERNAME`/`NACOS_PASSWORD`, registers, and renews its token before it expires
+/// without losing the instance.
+pub fn auth_token_renewed(bin: &str, kind: ServerKind) {
+    let ttl_s = 8;
+    let server = kind.start(&ServerOptions {
+        auth: true,
+        token_ttl_s: Some(ttl_s),
+        password: Some("e2e-Secret-1".into()),
+        ..ServerOptions::default()
+    });
+    let service = "e2e-auth";
+    let mut envs = base_env(&server, service);
+    envs.push(("NACOS_USERNAME", "nacos".into()));
+    envs.push(("NACOS_PASSWORD", "e2e-Secret-1".into()));
+    envs.push(("NACOS_HEARTBEAT_INTERVAL", "1s".into()));
+    let (app, port) = start_app(bin, &envs);
+    listed(
+        &server,
+        "public",
+        "DEFAULT_GROUP",
+        service,
+        port,
+        Duration::from_secs(15),
+    )
+    .unwrap_or_else(|| panic!("never listed with auth on:\n{}", app.output()));
+    // Two and a half token lifetimes: every request in between needs a valid token.
+    let until = Instant::now() + Duration::from_secs(u64::from(ttl_s) * 5 / 2);
+    while Instant::now() < until {
+        let hosts = server
+            .instances("public", "DEFAULT_GROUP", service)
+            .expect("nacos answers");
+        let host = find_port(&hosts, port)
+            .unwrap_or_else(|| panic!("lost the instance with auth on:\n{}", app.output()));
+        assert_eq!(host["healthy"], true, "{host}\n{}", app.output());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let output = app.output();
+    let logins = output.matches("logged in to nacos").count();
+    assert!(
+        logins >= 3,
+        "{logins} logins in {} s of {ttl_s} s tokens:\n{output}",
+        ttl_s * 5 / 2
+    );
+    assert!(
+        !output.contains("password"),
+        "a password in the log?\n{output}"
+    );
+    assert!(
+        !output.contains("e2e-Secret-1"),
+        "the password in the log:\n{output}"
+    );
+    assert!(
+        !output.contains("failed"),
+        "a failure with auth on:\n{output}"
+    );
+}
+
+/// A wrong password: one clear error in the log naming the variables to check, no storm
+/// of logins, and the app still serves.
+pub fn auth_wrong_password(bin: &str, kind: ServerKind) {
+    let server = kind.start(&ServerOptions {
+        auth: true,
+        ..ServerOptions::default()
+    });
+    let service = "e2e-badpw";
+    let mut envs = base_env(&server, service);
+    envs.push(("NACOS_USERNAME", "nacos".into()));
+    envs.push(("NACOS_PASSWORD", "not-the-password".into()));
+    let (app, port) = start_app(bin, &envs);
+    std::thread::sleep(Duration::from_secs(8));
+    let (status, _) = get_text(&format!("http://127.0.0.1:{port}/")).expect("the app serves");
+    assert_eq!(status, 200);
+    let output = app.output();
+    let errors: Vec<&str> = output.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "one error expected:\n{output}");
+    assert!(errors[0].contains("nacos login"), "{}", errors[0]);
+    assert!(
+        !output.contains("not-the-password"),
+        "the password in the log:\n{output}"
+    );
+    let attempts = output.matches("logged in").count()
+        + output.matches("login refused").count()
+        + output.matches("login failed").count();
+    assert!(attempts <= 3, "{attempts} login attempts in 8 s:\n{output}");
+    let hosts = server
+        .instances("public", "DEFAULT_GROUP", service)
+        .unwrap_or_default();
+    assert!(
+        hosts.is_empty(),
+        "registered with a wrong password? {hosts:?}"
+    );
+}
+
+/// Generates the suite every demo runs, once per server: a module `rnacos`, `nacos2`
+/// (official 2.x) and `nacos3` (official 3.x), each with one `#[test]` per check above.
+/// `$bin` is the demo binary's path (`env!("CARGO_BIN_EXE_...")`), visible in the
+/// calling module.
+#[macro_export]
+macro_rules! e2e_suite {
+    ($bin:expr) => {
+        $crate::e2e_suite!(@server rnacos, $crate::server::ServerKind::RNacos, $bin);
+        $crate::e2e_suite!(@server nacos2,
+            $crate::server::ServerKind::Official($crate::official::OfficialVersion::V2_3_2), $bin);
+        $crate::e2e_suite!(@server nacos3,
+            $crate::server::ServerKind::Official($crate::official::OfficialVersion::V3_1_0), $bin);
+    };
+    (@server $name:ident, $kind:expr, $bin:expr) => {
+        mod $name {
+            use super::*;
+            use $crate::e2e::{self as suite, Exit};
+            const KIND: $crate::server::ServerKind = $kind;
+
+            #[test]
+            fn registers_exact_fields() {
+                suite::registers_exact_fields($bin, KIND);
+            }
+            #[test]
+            fn registers_bound_port_and_real_ip() {
+                suite::registers_bound_port_and_real_ip($bin, KIND);
+            }
+            #[test]
+            fn one_instance_per_process() {
+                suite::one_instance_per_process($bin, KIND);
+            }
+            #[test]
+            fn beats_keep_it_healthy() {
+                suite::beats_keep_it_healthy($bin, KIND);
+            }
+            #[test]
+            fn back_after_nacos_restart() {
+                suite::back_after_nacos_restart($bin, KIND);
+            }
+            #[test]
+            fn back_after_removal() {
+                suite::back_after_removal($bin, KIND);
+            }
+            #[test]
+            fn sigterm_deregisters_then_exits() {
+                suite::signal_deregisters_then_exits($bin, KIND, "TERM", Exit::Clean);
+            }
+            #[test]
+            fn sigint_deregisters_then_exits() {
+                suite::signal_deregisters_then_exits($bin, KIND, "INT", Exit::Clean);
+            }
+            #[test]
+            fn drains_in_flight_requests() {
+                suite::drains_in_flight_requests($bin, KIND);
+            }
+            #[test]
+            fn nacos_down_at_start() {
+                suite::nacos_down_at_start($bin, KIND);
+            }
+        }
+    };
 }

@@ -394,3 +394,33 @@ pub fn get_text(url: &str) -> Result<(u16, String), String> {
 
 pub mod e2e;
 pub mod measure;
+pub mod official;
+pub mod server;
+
+/// Sends `method` to `url` with `params` in the query (a form body for `POST`/`PUT`) and
+/// returns the status and body (5 s timeout).
+///
+/// # Errors
+/// Transport errors and unknown methods, as text.
+pub fn send(method: &str, url: &str, params: &[(&str, &str)]) -> Result<(u16, String), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let pairs = params.iter().copied();
+    let resp = match method {
+        "GET" => agent.get(url).query_pairs(pairs).call(),
+        "DELETE" => agent.delete(url).query_pairs(pairs).call(),
+        "POST" => agent.post(url).send_form(pairs),
+        "PUT" => agent.put(url).send_form(pairs),
+        _ => return Err(format!("unsupported method {method}")),
+    };
+    let mut resp = resp.map_err(|e| format!("{method} {url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let text = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
+    Ok((status, text))
+}

@@ -1,8 +1,8 @@
 //! `cargo xtask`: the project's development commands.
 //!
-//! - `cargo xtask demo [axum|axum-minimal]`: start a local r-nacos (installing it the first
-//!   time), run the demo app against it, show the instance in Nacos's own list, stop the
-//!   app with SIGTERM and show the instance gone.
+//! - `cargo xtask demo [axum|axum-minimal|actix|actix-handle]`: start a local r-nacos
+//!   (installing it the first time), run the demo app against it, show the instance in
+//!   Nacos's own list, stop the app with SIGTERM and show the instance gone.
 //! - `cargo xtask test [ARGS]`: install r-nacos if needed, then `cargo test --workspace ARGS`.
 //! - `cargo xtask nacos install|run`: install r-nacos, or run one in the foreground.
 
@@ -22,7 +22,7 @@ fn main() -> ExitCode {
             args.get(2).and_then(|n| n.parse().ok()).unwrap_or(20),
         ),
         Some("nacos") => match args.get(1).map(String::as_str) {
-            Some("install") => ensure_rnacos().map(|bin| println!("r-nacos: {}", bin.display())),
+            Some("install") => install_servers(),
             Some("run") => run_nacos(),
             _ => Err(usage()),
         },
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    "usage: cargo xtask demo [axum|axum-minimal] | test [cargo test args] | nacos install|run"
+    "usage: cargo xtask demo [axum|axum-minimal|actix|actix-handle] | test [cargo test args] | nacos install|run"
         .into()
 }
 
@@ -57,6 +57,9 @@ fn cargo() -> Command {
 
 fn test(args: &[String]) -> Result<(), String> {
     let bin = ensure_rnacos()?;
+    for version in xtask::official::OfficialVersion::ALL {
+        xtask::official::ensure_official(version)?;
+    }
     let status = cargo()
         .args(["test", "--workspace"])
         .args(args)
@@ -102,6 +105,8 @@ fn demo_binary(which: &str) -> Result<(&'static str, &'static str), String> {
     match which {
         "axum" => Ok(("axum-demo", "axum-demo")),
         "axum-minimal" => Ok(("axum-demo", "axum-demo-minimal")),
+        "actix" => Ok(("actix-demo", "actix-demo")),
+        "actix-handle" => Ok(("actix-demo", "actix-demo-handle")),
         other => Err(format!("unknown demo {other:?}; {}", usage())),
     }
 }
@@ -119,11 +124,17 @@ fn demo(which: &str) -> Result<(), String> {
         server.console_url()
     );
 
-    let service = "axum-demo";
+    let service = package;
     let mut envs: Vec<(&str, String)> = vec![
         ("NACOS_SERVER_ADDR", server.addr()),
         ("NACOS_SERVICE_NAME", service.into()),
-        ("NACOS_METADATA", "version=0.1.0,framework=axum".into()),
+        (
+            "NACOS_METADATA",
+            format!(
+                "version=0.1.0,framework={}",
+                package.trim_end_matches("-demo")
+            ),
+        ),
         ("PORT", "0".into()),
     ];
     // The user's own NACOS_* settings apply too, except where the demo's server is.
@@ -257,6 +268,17 @@ fn timings(which: &str, runs: usize) -> Result<(), String> {
             ms(xtask::measure::quantile(&values, 0.9)),
             ms(xtask::measure::quantile(&values, 1.0)),
         );
+    }
+    Ok(())
+}
+
+/// Installs r-nacos and the official servers the suite uses.
+fn install_servers() -> Result<(), String> {
+    let bin = ensure_rnacos()?;
+    println!("r-nacos: {}", bin.display());
+    for version in xtask::official::OfficialVersion::ALL {
+        let root = xtask::official::ensure_official(version)?;
+        println!("nacos {version}: {}", root.display());
     }
     Ok(())
 }

@@ -1,56 +1,63 @@
-//! The end-to-end suite (`xtask::e2e`) against the axum demos and a real r-nacos.
-
-use xtask::e2e::{self, Exit};
+//! The end-to-end suite (`xtask::e2e`) against the axum demos, on r-nacos and the official
+//! Nacos 2.x and 3.x; authentication on the official servers; the smallest app's exits.
 
 const DEMO: &str = env!("CARGO_BIN_EXE_axum-demo");
 const MINIMAL: &str = env!("CARGO_BIN_EXE_axum-demo-minimal");
 
-#[test]
-fn registers_exact_fields() {
-    e2e::registers_exact_fields(DEMO);
+xtask::e2e_suite!(DEMO);
+
+mod auth {
+    use super::DEMO;
+    use xtask::e2e;
+    use xtask::official::OfficialVersion;
+    use xtask::server::ServerKind;
+
+    const NACOS2: ServerKind = ServerKind::Official(OfficialVersion::V2_3_2);
+    const NACOS3: ServerKind = ServerKind::Official(OfficialVersion::V3_1_0);
+
+    #[test]
+    fn nacos2_token_renewed() {
+        e2e::auth_token_renewed(DEMO, NACOS2);
+    }
+
+    #[test]
+    fn nacos3_token_renewed() {
+        e2e::auth_token_renewed(DEMO, NACOS3);
+    }
+
+    #[test]
+    fn nacos2_wrong_password_is_one_clear_error() {
+        e2e::auth_wrong_password(DEMO, NACOS2);
+    }
+
+    #[test]
+    fn nacos3_wrong_password_is_one_clear_error() {
+        e2e::auth_wrong_password(DEMO, NACOS3);
+    }
 }
 
-#[test]
-fn registers_bound_port_and_real_ip() {
-    e2e::registers_bound_port_and_real_ip(DEMO);
-}
+mod minimal {
+    use super::MINIMAL;
+    use xtask::e2e::{self, Exit};
+    use xtask::server::ServerKind;
 
-#[test]
-fn beats_keep_it_healthy() {
-    e2e::beats_keep_it_healthy(DEMO);
-}
+    #[test]
+    fn plain_serve_still_dies_on_sigterm_deregistered() {
+        e2e::signal_deregisters_then_exits(
+            MINIMAL,
+            ServerKind::RNacos,
+            "TERM",
+            Exit::KilledBySignal,
+        );
+    }
 
-#[test]
-fn back_after_nacos_restart() {
-    e2e::back_after_nacos_restart(DEMO);
-}
-
-#[test]
-fn sigterm_deregisters_then_drains() {
-    e2e::signal_deregisters_then_exits(DEMO, "TERM", Exit::Clean);
-}
-
-#[test]
-fn sigint_deregisters_then_drains() {
-    e2e::signal_deregisters_then_exits(DEMO, "INT", Exit::Clean);
-}
-
-#[test]
-fn drains_in_flight_requests() {
-    e2e::drains_in_flight_requests(DEMO);
-}
-
-#[test]
-fn plain_serve_still_dies_on_sigterm_deregistered() {
-    e2e::signal_deregisters_then_exits(MINIMAL, "TERM", Exit::KilledBySignal);
-}
-
-#[test]
-fn plain_serve_still_dies_on_sigint_deregistered() {
-    e2e::signal_deregisters_then_exits(MINIMAL, "INT", Exit::KilledBySignal);
-}
-
-#[test]
-fn nacos_down_at_start() {
-    e2e::nacos_down_at_start(DEMO);
+    #[test]
+    fn plain_serve_still_dies_on_sigint_deregistered() {
+        e2e::signal_deregisters_then_exits(
+            MINIMAL,
+            ServerKind::RNacos,
+            "INT",
+            Exit::KilledBySignal,
+        );
+    }
 }

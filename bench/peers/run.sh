@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# Peer clients under the same beat load as our engine (issue 5).
+#
+#   bench/peers/run.sh SERVER_ADDR N SECONDS [PEER...]
+#
+# PEER is any of: nacos-core java python node rust-nacos-rust-client (default: all, in
+# that order, one at a time). For each peer: set up its environment (cached
+# under ${NACOS_DEV_CACHE:-$HOME/.cache/nacos-dev}/peers/), start its runner
+# with `SERVER_ADDR N WARMUP+SECONDS+GRACE PREFIX`, wait for `ready <n>`, wait
+# WARMUP (default 0), sample /proc/<pid>/{stat,status}, sleep SECONDS, sample
+# again, check the server's instance list, stop the runner (SIGTERM), and
+# print one line:
+#
+#   peer=<name> version=<x> instances=<n> seconds=<s> cpu_percent_of_one_core=<..>
+#   rss_mb=<..> peak_rss_mb=<..> beats_seen=<..|-> [extra key=value ...]
+#
+# cpu_percent_of_one_core = 100 * delta(utime+stime of the whole process, all
+# threads) / wall time, over [ready+WARMUP, ready+WARMUP+SECONDS]. rss_mb is VmRSS at the end,
+# peak_rss_mb is VmHWM at the end (whole-process high-water mark, so it includes
+# start-up and registration).
+#
+# Extras: beat_interval_s (N*wall/beats_seen, the mean interval per instance),
+# listed_at_ready / healthy_at_end (counted in the server's v1 instance list),
+# threads, tcp_established / tcp_time_wait (to the server port, at the end;
+# see tcp_counts), startup_cpu_s (process CPU until `ready`: runtime
+# start-up plus N registrations), rss_mb_at_ready, server_cpu_percent (if
+# RNACOS_PID is set), warmup_s, host_busy_percent (whole machine, all cores,
+# over the window: anything else running skews the figures) and host_cores.
+#
+# Environment:
+#   NACOS_ACCESS_LOG  server log holding one access-log line per request (r-nacos
+#                     with RUST_LOG=info does this); beats_seen counts the
+#                     "PUT /nacos/v1/ns/instance/beat" lines written during the
+#                     window. Without it beats_seen is "-". with-rnacos.sh sets it.
+#   RNACOS_PID        server pid, to report its CPU over the same window.
+#   JAVA_OPTS         extra JVM options for the Java peer (default: none, i.e.
+#                     JVM defaults; heap ergonomics follow the machine's RAM).
+#   PEER_WARMUP       seconds to wait after `ready` before the window opens
+#                     (default 0: the window starts at `ready`).
+#   PEER_GRACE        extra seconds the runner is told to live (default 10).
+#   PEER_PAUSE        seconds to wait between peers (default 5).
+#   PEER_KEEP_RUNDIR  keep each runner's temp dir (stdout/stderr) if set.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cache=${NACOS_DEV_CACHE:-$HOME/.cache/nacos-dev}/peers
+all_peers=(nacos-core java python node rust-nacos-rust-client)
+
+usage() { echo "usage: $0 SERVER_ADDR N SECONDS [PEER...]   (peers: ${all_peers[*]})" >&2; exit 2; }
+[[ $# -ge 3 ]] || usage
+server=$1 n=$2 seconds=$3
+shift 3
+peers=("$@")
+[[ ${#peers[@]} -gt 0 ]] || peers=("${all_peers[@]}")
+[[ $n =~ ^[1-9][0-9]*$ && $seconds =~ ^[1-9][0-9]*$ ]] || usage
+[[ ${PEER_WARMUP:-0} =~ ^[0-9]+$ && ${PEER_GRACE:-10} =~ ^[0-9]+$ ]] || usage
+warmup=${PEER_WARMUP:-0}
+grace=${PEER_GRACE:-10}
+pause=${PEER_PAUSE:-5}
+
+# The runners must only ever talk to this loopback server.
+host=${server%:*}
+case $host in
+  127.*|localhost|'[::1]') ;;
+  *) echo "refusing non-loopback server address: $server" >&2; exit 2 ;;
+esac
+# No proxies anywhere: urllib (Python), reqwest (Rust) honour *_proxy variables.
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
+export NO_PROXY='*' no_proxy='*'
+
+(( seconds >= 20 )) || echo "note: SECONDS=$seconds < 20; instances are not checked past the 15 s unhealthy mark" >&2
+
+clk_tck=$(getconf CLK_TCK)
+log() { echo "[run.sh] $*" >&2; }
+now() { date +%s.%N; }
+
+# Cache key: hash of stdin.
+key_of() { sha256sum | cut -c1-16; }
+
+# ---- per-peer set-up: each sets peer_version and peer_cmd (an array) --------
+# (They run as `if ! setup_x`, where set -e is off: every step checks itself.)
+
+setup_nacos-core() {
+  # This project's engine, built from the working tree (release).
+  local root; root=$(cd "$here/../.." && pwd)
+  (cd "$root" && cargo build -q --release -p nacos-bench --bin peer-nacos-core) || return 1
+  peer_version="nacos-core:$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)"
+  peer_cmd=("${CARGO_TARGET_DIR:-$root/target}/release/peer-nacos-core")
+}
+
+setup_java() {
+  local src=$here/java
+  local key; key=$({ cat "$src/pom.xml" "$src/src/main/java/peerbench/Runner.java"; java -version 2>&1; } | key_of)
+  local build=$cache/java/build-$key
+  if [[ ! -f $build/.built ]]; then
+    command -v mvn >/dev/null && command -v java >/dev/null || { log "java peer needs mvn and java"; return 1; }
+    log "java: building runner in $build (Maven repo $cache/java/m2)"
+    rm -rf "$build"; mkdir -p "$build"
+    cp -r "$src/pom.xml" "$src/src" "$build/" || return 1
+    (cd "$build" && mvn -B -q -Dmaven.repo.local="$cache/java/m2" package) >"$build/build.log" 2>&1 \
+      || { tail -30 "$build/build.log" >&2; return 1; }
+    touch "$build/.built"
+  fi
+  local jar; jar=$(ls "$build"/target/lib/nacos-client-*.jar)
+  jar=${jar##*/nacos-client-}
+  peer_version="com.alibaba.nacos:nacos-client:${jar%.jar}"
+  # user.home points the client's cache/failover/log dirs (~/nacos, ~/logs) at the run dir.
+  # shellcheck disable=SC2206
+  peer_cmd=(java ${JAVA_OPTS:-} -Duser.home="@RUNDIR@/home" -Dorg.slf4j.simpleLogger.defaultLogLevel=warn
+            -cp "$build/target/classes:$build/target/lib/*" peerbench.Runner)
+}
+
+setup_python() {
+  local src=$here/python
+  local key; key=$({ cat "$src/requirements.txt"; python3 -c 'import sys; print(sys.version)'; } | key_of)
+  local venv=$cache/python/venv-$key
+  if [[ ! -f $venv/.built ]]; then
+    log "python: creating venv $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv" || return 1
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$src/requirements.txt" >"$venv.log" 2>&1 \
+      || { tail -30 "$venv.log" >&2; return 1; }
+    touch "$venv/.built"
+  fi
+  peer_version="nacos-sdk-python:$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("nacos-sdk-python"))')"
+  peer_version+="/python-$("$venv/bin/python" -c 'import platform; print(platform.python_version())')"
+  peer_cmd=("$venv/bin/python" "$src/runner.py")
+}
+
+setup_node() {
+  local src=$here/node
+  local key; key=$({ cat "$src/package.json" "$src/package-lock.json" "$src/runner.js"; node --version; } | key_of)
+  local dir=$cache/node/install-$key
+  if [[ ! -f $dir/.built ]]; then
+    log "node: npm ci into $dir"
+    rm -rf "$dir"; mkdir -p "$dir"
+    cp "$src/package.json" "$src/package-lock.json" "$src/runner.js" "$dir/" || return 1
+    (cd "$dir" && npm ci --no-audit --no-fund) >"$dir/install.log" 2>&1 \
+      || { tail -30 "$dir/install.log" >&2; return 1; }
+    touch "$dir/.built"
+  fi
+  local v1 v2
+  v1=$(node -p 'require(process.argv[1]).version' "$dir/node_modules/nacos/package.json")
+  v2=$(node -p 'require(process.argv[1]).version' "$dir/node_modules/nacos-naming/package.json")
+  peer_version="nacos:$v1/nacos-naming:$v2/node-$(node --version)"
+  peer_cmd=(node "$dir/runner.js")
+}
+
+setup_rust-nacos-rust-client() {
+  local src=$here/rust-nacos-rust-client
+  local target=$cache/rust-nacos-rust-client/target
+  log "rust-nacos-rust-client: cargo build --release (target dir $target)"
+  cargo build -q --release --locked --manifest-path "$src/Cargo.toml" --target-dir "$target" \
+    >"$cache/rust-nacos-rust-client/build.log" 2>&1 \
+    || { tail -30 "$cache/rust-nacos-rust-client/build.log" >&2; return 1; }
+  local v
+  v=$(awk '/^name = "nacos_rust_client"$/ {getline; gsub(/"/, "", $3); print $3}' "$src/Cargo.lock")
+  peer_version="nacos_rust_client:$v/$(rustc --version | cut -d' ' -f1-2 | tr ' ' '-')"
+  peer_cmd=("$target/release/nacos-rust-client-peer")
+}
+
+# ---- sampling -----------------------------------------------------------------
+
+# utime+stime in clock ticks for the whole thread group.
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
+mb() { awk -v kb="$1" 'BEGIN {printf "%.1f", kb / 1024}'; }
+pct() { awk -v t="$1" -v hz="$clk_tck" -v w="$2" 'BEGIN {printf "%.2f", 100 * t / hz / w}'; }
+log_size() { if [[ -n ${NACOS_ACCESS_LOG:-} ]]; then stat -c %s "$NACOS_ACCESS_LOG"; else echo 0; fi; }
+
+# Whole machine, all cores: "<busy ticks> <total ticks>" (noise indicator).
+host_ticks() { awk '$1 == "cpu" {t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
+
+# TCP connections to the server port: "<established> <time-wait>". Established
+# counts client-side sockets only; TIME-WAIT counts either side and, as Linux
+# keeps TIME-WAIT for 60 s, approximates connections closed in the last minute
+# (with WARMUP+SECONDS < 60 + PEER_PAUSE that includes the previous peer's).
+tcp_counts() {
+  local p=${server##*:}
+  echo "$(ss -Htan state established "( dport = :$p )" 2>/dev/null | wc -l)" \
+       "$(ss -Htan state time-wait "( sport = :$p or dport = :$p )" 2>/dev/null | wc -l)"
+}
+
+# Instances of $1 on the server: "<listed> <healthy>".
+server_counts() {
+  curl -fsS --max-time 10 "http://$server/nacos/v1/ns/instance/list?serviceName=$1&healthyOnly=false" \
+    | jq -r '[(.hosts | length), ([.hosts[] | select(.healthy)] | length)] | "\(.[0]) \(.[1])"' \
+    2>/dev/null || echo "? ?"
+}
+
+runner_pid=
+# SIGTERM, up to 10 s, then SIGKILL; only ever the runner this script started.
+stop_runner() {
+  kill -TERM "$1" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  runner_pid=
+}
+# Long waits run as `sleep & wait` so that a signal to this script is handled
+# at once rather than after the sleep.
+sleep_pid=
+nap() { sleep "$1" & sleep_pid=$!; wait "$sleep_pid"; sleep_pid=; }
+live_rundir=
+on_exit() {
+  [[ -z $sleep_pid ]] || kill "$sleep_pid" 2>/dev/null || true
+  [[ -z $runner_pid ]] || stop_runner "$runner_pid"
+  [[ -z $live_rundir || -n ${PEER_KEEP_RUNDIR:-} ]] || rm -rf "$live_rundir"
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+
+run_peer() {
+  local peer=$1
+  peer_version=- peer_cmd=()
+  mkdir -p "$cache/$peer"
+  if ! "setup_$peer"; then
+    echo "peer=$peer version=- instances=$n seconds=$seconds error=setup_failed"
+    return 1
+  fi
+
+  local rundir; rundir=$(mktemp -d "${TMPDIR:-/tmp}/peerbench-$peer.XXXXXX")
+  live_rundir=$rundir  # removed if we are interrupted; kept on a runner failure
+  mkdir -p "$rundir/home"
+  local prefix="peerbench-$(date +%s)-$$"
+  local service="$prefix-$peer"
+  local cmd=("${peer_cmd[@]//@RUNDIR@/$rundir}" "$server" "$n" "$((warmup + seconds + grace))" "$prefix")
+  log "$peer: starting ${cmd[*]}"
+  local t_start; t_start=$(now)
+  (cd "$rundir" && exec "${cmd[@]}") >"$rundir/stdout" 2>"$rundir/stderr" &
+  local pid=$!
+  runner_pid=$pid
+
+  local deadline=$((SECONDS + 300))
+  until grep -q '^ready ' "$rundir/stdout" 2>/dev/null; do
+    if ! kill -0 "$pid" 2>/dev/null || (( SECONDS > deadline )); then
+      log "$peer: no 'ready' (see $rundir)"; tail -20 "$rundir/stderr" >&2
+      stop_runner "$pid"; live_rundir=
+      echo "peer=$peer version=$peer_version instances=$n seconds=$seconds error=not_ready"
+      return 1
+    fi
+    sleep 0.05
+  done
+  local t_ready; t_ready=$(now)
+  local startup; startup=$(awk -v t="$(cpu_ticks "$pid")" -v hz="$clk_tck" 'BEGIN {printf "%.2f", t / hz}')
+  local r0; r0=$(status_kb "$pid" VmRSS)
+  local ready_line; ready_line=$(grep -m1 '^ready ' "$rundir/stdout")
+  local at_ready; at_ready=$(server_counts "$service")
+  log "$peer: $ready_line after $(awk -v a="$t_start" -v b="$t_ready" 'BEGIN {printf "%.1f", b - a}') s; server lists/healthy: $at_ready"
+  (( warmup == 0 )) || nap "$warmup"
+  # Window start.
+  local t0 c0 l0 s0=0 hb0 ht0
+  t0=$(now); c0=$(cpu_ticks "$pid"); l0=$(log_size)
+  [[ -z ${RNACOS_PID:-} ]] || s0=$(cpu_ticks "$RNACOS_PID")
+  read -r hb0 ht0 < <(host_ticks)
+
+  nap "$(awk -v t0="$t0" -v now="$(now)" -v s="$seconds" 'BEGIN {d = t0 + s - now; printf "%.3f", (d > 0 ? d : 0)}')"
+
+  # Window end.
+  if ! kill -0 "$pid" 2>/dev/null; then
+    log "$peer: runner exited early (see $rundir)"; tail -20 "$rundir/stderr" >&2
+    runner_pid= live_rundir=
+    echo "peer=$peer version=$peer_version instances=$n seconds=$seconds error=exited_early"
+    return 1
+  fi
+  local t1 c1 r1 h1 th l1 s1=0
+  t1=$(now); c1=$(cpu_ticks "$pid"); r1=$(status_kb "$pid" VmRSS); h1=$(status_kb "$pid" VmHWM)
+  th=$(status_kb "$pid" Threads); l1=$(log_size)
+  [[ -z ${RNACOS_PID:-} ]] || s1=$(cpu_ticks "$RNACOS_PID")
+  local hb1 ht1; read -r hb1 ht1 < <(host_ticks)
+  local estab tw; read -r estab tw < <(tcp_counts)
+  local at_end; at_end=$(server_counts "$service")
+
+  stop_runner "$pid"
+
+  local wall; wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')
+  local beats=- interval=-
+  if [[ -n ${NACOS_ACCESS_LOG:-} ]]; then
+    beats=$(tail -c "+$((l0 + 1))" "$NACOS_ACCESS_LOG" | head -c "$((l1 - l0))" \
+      | grep -c 'PUT /nacos/v1/ns/instance/beat' || true)
+    (( beats > 0 )) && interval=$(awk -v n="$n" -v w="$wall" -v b="$beats" 'BEGIN {printf "%.2f", n * w / b}')
+  fi
+  local line="peer=$peer version=$peer_version instances=$n seconds=$seconds"
+  line+=" cpu_percent_of_one_core=$(pct "$((c1 - c0))" "$wall")"
+  line+=" rss_mb=$(mb "$r1") peak_rss_mb=$(mb "$h1") beats_seen=$beats"
+  line+=" beat_interval_s=$interval listed_at_ready=${at_ready%% *}/$n healthy_at_end=${at_end##* }/$n"
+  line+=" threads=$th tcp_established=$estab tcp_time_wait=$tw"
+  line+=" startup_cpu_s=$startup rss_mb_at_ready=$(mb "$r0")"
+  [[ -z ${RNACOS_PID:-} ]] || line+=" server_cpu_percent=$(pct "$((s1 - s0))" "$wall")"
+  line+=" warmup_s=$warmup host_busy_percent=$(awk -v b="$((hb1 - hb0))" -v t="$((ht1 - ht0))" 'BEGIN {printf "%.1f", t ? 100 * b / t : 0}')"
+  line+=" host_cores=$(nproc)"
+  echo "$line"
+  if [[ -z ${PEER_KEEP_RUNDIR:-} ]]; then rm -rf "$rundir"; else log "$peer: run dir kept: $rundir"; fi
+  live_rundir=
+}
+
+status=0
+first=1
+for p in "${peers[@]}"; do
+  case " ${all_peers[*]} " in *" $p "*) ;; *) echo "unknown peer: $p" >&2; usage ;; esac
+  (( first )) || nap "$pause"
+  first=0
+  run_peer "$p" || status=1
+done
+exit $status

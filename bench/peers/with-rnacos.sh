@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Start a throwaway r-nacos on free loopback ports, run ./run.sh against it
+# (with its access log, so beats can be counted), then stop it.
+#
+#   bench/peers/with-rnacos.sh N SECONDS [PEER...]
+#
+# r-nacos binary: $RNACOS_BIN, default ${NACOS_DEV_CACHE:-$HOME/.cache/nacos-dev}/rnacos-0.8.8/bin/rnacos
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cache=${NACOS_DEV_CACHE:-$HOME/.cache/nacos-dev}
+rnacos=${RNACOS_BIN:-$cache/rnacos-0.8.8/bin/rnacos}
+[[ $# -ge 2 ]] || { echo "usage: $0 N SECONDS [PEER...]" >&2; exit 2; }
+[[ -x $rnacos ]] || { echo "r-nacos binary not found: $rnacos" >&2; exit 1; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/peerbench-rnacos.XXXXXX")
+http=$(free_port); grpc=$(free_port); console=$(free_port)
+# r-nacos derives the gRPC port from the HTTP port unless told; all three are explicit.
+(
+  cd "$work"
+  exec env RNACOS_HTTP_PORT="$http" RNACOS_GRPC_PORT="$grpc" RNACOS_HTTP_CONSOLE_PORT="$console" \
+    RNACOS_DATA_DIR="$work/data" RNACOS_SDK_HOST=127.0.0.1 RNACOS_CONSOLE_HOST=127.0.0.1 \
+    RUST_LOG=info "$rnacos" >"$work/rnacos.log" 2>&1
+) &
+server_pid=$!
+bench_pid=
+cleanup() {
+  if [[ -n $bench_pid ]]; then kill -TERM "$bench_pid" 2>/dev/null || true; wait "$bench_pid" 2>/dev/null || true; fi
+  kill "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  if [[ -n ${KEEP_RNACOS_DIR:-} ]]; then echo "r-nacos dir kept: $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+for _ in $(seq 1 100); do
+  curl -fsS --noproxy '*' -o /dev/null "http://127.0.0.1:$http/nacos/v1/ns/instance/list?serviceName=probe" 2>/dev/null && break
+  kill -0 "$server_pid" 2>/dev/null || { cat "$work/rnacos.log" >&2; exit 1; }
+  sleep 0.1
+done
+echo "r-nacos $($rnacos --version 2>/dev/null | head -1 || true) pid=$server_pid http=127.0.0.1:$http log=$work/rnacos.log" >&2
+
+# In the background so that a signal reaches the trap at once; cleanup() passes it on.
+NACOS_ACCESS_LOG="$work/rnacos.log" RNACOS_PID="$server_pid" "$here/run.sh" "127.0.0.1:$http" "$1" "$2" "${@:3}" &
+bench_pid=$!
+rc=0
+wait "$bench_pid" || rc=$?
+bench_pid=
+exit "$rc"

@@ -1,0 +1,283 @@
+use std::future::{Future, Ready, ready};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use actix_web::dev::{Service, Transform, forward_ready};
+use nacos_core::{Config, Registration, RegistrationState, StatusHandle};
+
+/// The actix-web middleware that registers the app with Nacos. See the [crate docs](crate).
+///
+/// Cheap to clone: every clone, and every [`NacosMiddleware`] the workers build from it,
+/// shares one registration, so a server with any number of workers registers one instance.
+///
+/// # Drop
+/// Dropping a `Nacos` (any clone, on any thread) once the app no longer listens on the
+/// registered port deregisters the instance and waits for it, bounded by
+/// `NACOS_REQUEST_TIMEOUT` plus 500 ms; while the app listens, it does nothing. (Linux:
+/// the listener is looked up in `/proc`, and a refused connection confirms it is gone.)
+///
+/// Why: a stopped actix server drops its factory, and so a clone, on the thread that
+/// awaited it, right after closing its listener, but it does not wait for its worker
+/// threads, which hold the other clones. Without this, the last clone could go on a worker
+/// thread while `main` returns and the process exits, leaving the instance in Nacos until
+/// it expires. With it, the instance is gone before `server.await` returns.
+#[derive(Debug, Clone)]
+#[must_use = "dropping the Nacos handles deregisters the instance"]
+pub struct Nacos {
+    registration: Registration,
+}
+
+impl Nacos {
+    /// Reads the `NACOS_*` environment variables and starts the registration, which waits
+    /// for the app to listen. Nothing is sent to Nacos yet.
+    ///
+    /// # Errors
+    /// A malformed or missing variable ([`nacos_core::Error::Config`] or
+    /// [`nacos_core::Error::Missing`]), naming the variable, the value and what was
+    /// expected.
+    pub fn from_env() -> Result<Self, nacos_core::Error> {
+        Self::new(Config::from_env()?)
+    }
+
+    /// Starts the registration `config` describes.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub fn new(config: Config) -> Result<Self, nacos_core::Error> {
+        Ok(Nacos {
+            registration: Registration::new(config)?,
+        })
+    }
+
+    /// Wraps an existing registration.
+    pub fn from_registration(registration: Registration) -> Self {
+        Nacos { registration }
+    }
+
+    /// Tells the registration where the app listens (e.g. an address from
+    /// `HttpServer::addrs()`), instead of detecting it: needed off Linux, or to pick one of
+    /// several listeners. A wildcard or loopback IP is replaced by the detected IP;
+    /// `NACOS_IP`/`NACOS_PORT` win over it.
+    pub fn bound(&self, addr: SocketAddr) {
+        self.registration.bound(addr);
+    }
+
+    /// A future for `HttpServer::shutdown_signal`: resolves after SIGTERM or SIGINT once
+    /// the instance is deregistered and `NACOS_DEREGISTER_GRACE` has passed; actix then
+    /// stops accepting and drains (gracefully, for SIGINT too). Only needed to keep serving
+    /// during the grace: without it actix handles the signals itself.
+    pub fn shutdown_signal(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.registration.shutdown_signal()
+    }
+
+    /// The registration status, for a health endpoint.
+    pub fn status(&self) -> StatusHandle {
+        self.registration.status()
+    }
+
+    /// The underlying registration.
+    pub fn registration(&self) -> &Registration {
+        &self.registration
+    }
+}
+
+impl Drop for Nacos {
+    fn drop(&mut self) {
+        if stopped_listening(&self.registration.status()) {
+            tracing::debug!("the server no longer listens: deregistering before the handle goes");
+            self.registration.deregister_blocking();
+        }
+    }
+}
+
+/// Whether the instance is (being) registered but the app no longer listens on its port.
+/// `false` when that cannot be told (no `/proc`).
+fn stopped_listening(status: &StatusHandle) -> bool {
+    let status = status.snapshot();
+    if !matches!(
+        status.state,
+        RegistrationState::Registering | RegistrationState::Registered
+    ) {
+        return false;
+    }
+    let Some(bound) = status.bound else {
+        return false;
+    };
+    let gone_from_proc = nacos_core::addr::own_listeners()
+        .is_some_and(|listeners| !listeners.iter().any(|l| l.port() == bound.port()));
+    // `/proc/net/tcp` is read in chunks and can miss an entry while other sockets come and
+    // go; a refused connection confirms that nothing listens any more.
+    gone_from_proc && connection_refused(bound)
+}
+
+/// Whether connecting to `bound` (a wildcard means loopback) is refused.
+fn connection_refused(bound: SocketAddr) -> bool {
+    let mut addr = bound;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+    }
+}
+
+impl<S, Req> Transform<S, Req> for Nacos
+where
+    S: Service<Req>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Transform = NacosMiddleware<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    /// Called once per worker (after actix has bound its sockets); registers nothing: the
+    /// registration was started by [`Nacos::from_env`] and is shared.
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(NacosMiddleware {
+            service,
+            nacos: self.clone(),
+        }))
+    }
+}
+
+/// The service [`Nacos`] makes in each worker: forwards readiness and calls to the inner
+/// service and keeps the registration alive while the worker holds it.
+///
+/// `call` returns the inner future itself: no allocation, no wrapping, no error type.
+#[derive(Debug)]
+pub struct NacosMiddleware<S> {
+    service: S,
+    nacos: Nacos,
+}
+
+impl<S> NacosMiddleware<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.service
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.service
+    }
+
+    /// The inner service; the registration lives on in the other clones.
+    pub fn into_inner(self) -> S {
+        self.service
+    }
+
+    /// The [`Nacos`] handle this service keeps alive.
+    pub fn nacos(&self) -> &Nacos {
+        &self.nacos
+    }
+}
+
+impl<S, Req> Service<Req> for NacosMiddleware<S>
+where
+    S: Service<Req>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    forward_ready!(service);
+
+    #[inline]
+    fn call(&self, req: Req) -> Self::Future {
+        self.service.call(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::StatusCode;
+    use actix_web::test::{TestRequest, call_service, init_service, read_body};
+    use actix_web::{App, HttpResponse, error, web};
+    use nacos_core::{Config, RegistrationState};
+
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    use super::connection_refused;
+    use crate::Nacos;
+
+    fn disabled() -> Nacos {
+        let config = Config::builder()
+            .service_name("svc")
+            .register_enabled(false)
+            .build()
+            .unwrap();
+        Nacos::new(config).unwrap()
+    }
+
+    #[actix_web::test]
+    async fn forwards_requests_responses_and_errors_unchanged() {
+        let app = init_service(
+            App::new()
+                .wrap(disabled())
+                .route(
+                    "/echo/{word}",
+                    web::get().to(|w: web::Path<String>| async move {
+                        HttpResponse::Created()
+                            .insert_header(("x-word", w.as_str()))
+                            .body(w.into_inner())
+                    }),
+                )
+                .route(
+                    "/fail",
+                    web::get().to(|| async {
+                        Err::<HttpResponse, _>(error::ErrorImATeapot("no coffee"))
+                    }),
+                ),
+        )
+        .await;
+        let resp = call_service(&app, TestRequest::get().uri("/echo/hi").to_request()).await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        assert_eq!(resp.headers().get("x-word").unwrap(), "hi");
+        assert_eq!(read_body(resp).await, "hi");
+        let resp = call_service(&app, TestRequest::get().uri("/fail").to_request()).await;
+        assert_eq!(resp.status(), StatusCode::IM_A_TEAPOT);
+        assert_eq!(read_body(resp).await, "no coffee");
+        let resp = call_service(&app, TestRequest::get().uri("/nowhere").to_request()).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[actix_web::test]
+    async fn wraps_scopes_and_resources_too() {
+        let app = init_service(
+            App::new().service(
+                web::scope("/api")
+                    .wrap(disabled())
+                    .service(web::resource("/x").wrap(disabled()).to(|| async { "x" })),
+            ),
+        )
+        .await;
+        let resp = call_service(&app, TestRequest::get().uri("/api/x").to_request()).await;
+        assert_eq!(read_body(resp).await, "x");
+    }
+
+    #[test]
+    fn a_closed_listener_refuses_connections() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let wildcard = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), addr.port());
+        assert!(!connection_refused(addr));
+        assert!(!connection_refused(wildcard));
+        drop(listener);
+        assert!(connection_refused(addr));
+        assert!(connection_refused(wildcard));
+    }
+
+    #[actix_web::test]
+    async fn disabled_registration_is_inert() {
+        let nacos = disabled();
+        assert!(!nacos.registration().is_enabled());
+        assert_eq!(nacos.status().snapshot().state, RegistrationState::Disabled);
+        drop(nacos.clone());
+        assert_eq!(nacos.status().snapshot().state, RegistrationState::Disabled);
+    }
+}
