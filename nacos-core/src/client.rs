@@ -444,6 +444,8 @@ impl NamingClient {
 
     /// Lists the instances of a service (v1 `GET /v1/ns/instance/list`, v3 `GET
     /// /v3/client/ns/instance/list`), unhealthy ones included unless `healthy_only`.
+    /// Nacos 3.1's v3 list shows only the `DEFAULT` cluster (its form defaults the cluster);
+    /// its v1 list shows all.
     ///
     /// # Errors
     /// The last server's error when every try failed; [`Error::Protocol`] for a body that
@@ -504,8 +506,10 @@ impl NamingClient {
             ApiVersion::V3 => Some(Api::V3),
             _ => server.api(),
         };
+        // A failed login says nothing about the naming API: it ends here.
+        let token = self.token(server).await?;
         let api = known.unwrap_or(Api::V3);
-        let result = self.send_authed(server, &op.call(api)).await;
+        let result = self.send_authed(server, &op.call(api), token).await;
         if known.is_some() {
             return result.map(|body| (api, body));
         }
@@ -515,7 +519,8 @@ impl NamingClient {
                 ..
             }) => {
                 server.learn(Api::V1, &format!("the v3 API answered HTTP {status}"));
-                self.send_authed(server, &op.call(Api::V1))
+                let token = self.token(server).await?;
+                self.send_authed(server, &op.call(Api::V1), token)
                     .await
                     .map(|body| (Api::V1, body))
             }
@@ -527,9 +532,13 @@ impl NamingClient {
         }
     }
 
-    /// One request, with one new login and retry after a 403.
-    async fn send_authed(&self, server: &Server, call: &Call) -> Result<String> {
-        let token = self.token(server).await?;
+    /// One request with `token`, with one new login and retry after a 403.
+    async fn send_authed(
+        &self,
+        server: &Server,
+        call: &Call,
+        token: Option<String>,
+    ) -> Result<String> {
         match self.send(server, call, token.as_deref()).await {
             Err(Error::Status { status: 403, .. }) if self.auth.is_some() => {
                 let token = self.relogin(server, token.as_deref()).await?;
@@ -620,9 +629,9 @@ impl NamingClient {
                 // A refusal of the credentials holds for every server; another failure
                 // holds for the server it happened on, so the next server may try.
                 match &state.last_error {
-                    Some(err @ Error::Login { .. }) => return Err(clone_login_error(err)),
+                    Some(err @ Error::Login { .. }) => return Err(err.clone()),
                     Some(err) if state.last_server.as_ref() == Some(&server.addr) => {
-                        return Err(clone_login_error(err));
+                        return Err(err.clone());
                     }
                     _ => {}
                 }
@@ -649,8 +658,15 @@ impl NamingClient {
                 Ok(Some(token))
             }
             Err(e) => {
-                state.last_error = Some(clone_login_error(&e));
-                let message = e.to_string();
+                state.last_error = Some(e.clone());
+                // What makes two failures "the same" for the log: their kind and status,
+                // not their text (a server's error body carries a timestamp).
+                let message = match &e {
+                    Error::Status { status, .. } => format!("HTTP {status}"),
+                    Error::Login { .. } => "refused".to_owned(),
+                    Error::Transport { message, .. } => message.clone(),
+                    other => format!("{other:?}").chars().take(40).collect(),
+                };
                 let first = state.logged.as_deref() != Some(message.as_str());
                 if matches!(e, Error::Login { .. }) {
                     state.refusals += 1;
@@ -819,24 +835,6 @@ fn redact_token(text: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-fn clone_login_error(err: &Error) -> Error {
-    match err {
-        Error::Login {
-            server,
-            username,
-            body,
-        } => Error::Login {
-            server: server.clone(),
-            username: username.clone(),
-            body: body.clone(),
-        },
-        other => Error::Transport {
-            server: "-".into(),
-            message: format!("login failed: {other}"),
-        },
-    }
 }
 
 #[cfg(test)]

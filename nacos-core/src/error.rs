@@ -13,7 +13,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// them and retries, and keeps the last one in its [`Status`](crate::Status).
 ///
 /// No variant ever carries a password or an access token.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A configuration value is malformed or missing.

@@ -869,9 +869,8 @@ impl OfficialNacos {
     }
 
     /// The instances Nacos lists for a service, unhealthy ones included; empty when the
-    /// service is unknown. 2.x: `GET /nacos/v1/ns/instance/list` (`hosts`); 3.x:
-    /// `GET /nacos/v3/client/ns/instance/list` (`data`, no `instanceId` field). Logs in
-    /// first when auth is on.
+    /// service is unknown, from `GET /nacos/v1/ns/instance/list` (`hosts`), which 3.0/3.1
+    /// still serve. Logs in first when auth is on.
     ///
     /// # Errors
     /// When the server does not answer or refuses.
@@ -895,22 +894,16 @@ impl OfficialNacos {
         if let Some(token) = &token {
             params.push(("accessToken", token));
         }
-        let path = if self.version.speaks_v3() {
-            "/nacos/v3/client/ns/instance/list"
-        } else {
-            "/nacos/v1/ns/instance/list"
-        };
+        // The v1 list on both: 3.1's v3 client list shows only the DEFAULT cluster unless
+        // the query names one.
+        let path = "/nacos/v1/ns/instance/list";
         let (status, text) = self.send("GET", path, &params)?;
         let body: Value =
             serde_json::from_str(&text).map_err(|e| format!("GET {path}: {status} {e}: {text}"))?;
         if status != 200 {
             return Err(format!("GET {path}: {status} {text}"));
         }
-        let list = if self.version.speaks_v3() {
-            &body["data"]
-        } else {
-            &body["hosts"]
-        };
+        let list = &body["hosts"];
         Ok(list.as_array().cloned().unwrap_or_default())
     }
 }
