@@ -17,6 +17,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo(args.get(1).map_or("axum", String::as_str)),
         Some("test") => test(&args[1..]),
+        Some("recovery") => recovery(
+            args.get(1).map_or("axum", String::as_str),
+            args.get(2).and_then(|n| n.parse().ok()).unwrap_or(5),
+        ),
         Some("timings") => timings(
             args.get(1).map_or("axum", String::as_str),
             args.get(2).and_then(|n| n.parse().ok()).unwrap_or(20),
@@ -87,10 +91,15 @@ fn run_nacos() -> Result<(), String> {
     }
 }
 
-/// Builds a demo binary and returns its path.
+/// Builds a demo binary (release when `XTASK_RELEASE=1`) and returns its path.
 fn build_demo(package: &str, bin: &str) -> Result<PathBuf, String> {
-    let status = cargo()
-        .args(["build", "--quiet", "--package", package, "--bin", bin])
+    let release = std::env::var("XTASK_RELEASE").is_ok_and(|v| v == "1");
+    let mut cmd = cargo();
+    cmd.args(["build", "--quiet", "--package", package, "--bin", bin]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd
         .status()
         .map_err(|e| format!("cannot run cargo build: {e}"))?;
     if !status.success() {
@@ -98,7 +107,9 @@ fn build_demo(package: &str, bin: &str) -> Result<PathBuf, String> {
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| workspace_root().join("target"), PathBuf::from);
-    Ok(target.join("debug").join(bin))
+    Ok(target
+        .join(if release { "release" } else { "debug" })
+        .join(bin))
 }
 
 fn demo_binary(which: &str) -> Result<(&'static str, &'static str), String> {
@@ -251,7 +262,12 @@ fn timings(which: &str, runs: usize) -> Result<(), String> {
     let exe = build_demo(package, bin)?;
     let samples = xtask::measure::lifecycle(&exe.to_string_lossy(), runs)?;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("{bin}, {runs} runs against a local r-nacos (debug build):");
+    let profile = if std::env::var("XTASK_RELEASE").is_ok_and(|v| v == "1") {
+        "release"
+    } else {
+        "debug"
+    };
+    println!("{bin}, {runs} runs against a local r-nacos ({profile} build):");
     println!("| figure | p50 ms | p90 ms | max ms |");
     println!("|---|---|---|---|");
     type Pick = fn(&xtask::measure::Sample) -> Duration;
@@ -280,5 +296,20 @@ fn install_servers() -> Result<(), String> {
         let root = xtask::official::ensure_official(version)?;
         println!("nacos {version}: {}", root.display());
     }
+    Ok(())
+}
+
+/// `cargo xtask recovery [demo] [runs]`: Nacos restarted, time until listed again.
+fn recovery(which: &str, runs: usize) -> Result<(), String> {
+    let (package, bin) = demo_binary(which)?;
+    ensure_rnacos()?;
+    let exe = build_demo(package, bin)?;
+    let times = xtask::measure::recovery(&exe.to_string_lossy(), runs)?;
+    let ms: Vec<String> = times.iter().map(|d| d.as_millis().to_string()).collect();
+    println!(
+        "{bin}, beat interval 5 s, r-nacos restarted {runs} times: listed again after [{}] ms (max {} ms)",
+        ms.join(", "),
+        times.iter().max().map_or(0, Duration::as_millis)
+    );
     Ok(())
 }

@@ -129,3 +129,47 @@ mod tests {
         assert_eq!(quantile(&v, 1.0), Duration::from_millis(10));
     }
 }
+
+/// Recovery after a Nacos restart: `runs` times, r-nacos is killed while `bin` beats every
+/// `NACOS_HEARTBEAT_INTERVAL` (default 5 s), started again 2 s later, and the time from
+/// "the server answers again" to "the instance is listed again" is measured.
+///
+/// # Errors
+/// A run whose instance never comes back within 30 s, with the app's log.
+pub fn recovery(bin: &str, runs: usize) -> Result<Vec<Duration>, String> {
+    let mut server = RNacos::start();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .into();
+    let url = format!(
+        "http://{}/nacos/v1/ns/instance/list?serviceName=recovery&groupName=DEFAULT_GROUP&namespaceId=public",
+        server.addr()
+    );
+    let app = App::start(
+        bin,
+        &[
+            ("NACOS_SERVER_ADDR", server.addr()),
+            ("NACOS_SERVICE_NAME", "recovery".into()),
+            ("PORT", "0".into()),
+            ("RUST_LOG", "info".into()),
+        ],
+    );
+    spin_until(Duration::from_secs(10), || {
+        (count(&agent, &url)? > 0).then_some(())
+    })
+    .ok_or_else(|| format!("never visible:\n{}", app.output()))?;
+    let mut out = Vec::with_capacity(runs);
+    for run in 0..runs {
+        server.stop();
+        std::thread::sleep(Duration::from_secs(2));
+        server.restart();
+        let back = std::time::Instant::now();
+        spin_until(Duration::from_secs(30), || {
+            (count(&agent, &url)? > 0).then_some(())
+        })
+        .ok_or_else(|| format!("run {run}: not back:\n{}", app.output()))?;
+        out.push(back.elapsed());
+    }
+    Ok(out)
+}

@@ -31,6 +31,16 @@ impl ServerKind {
         matches!(self, ServerKind::Official(_))
     }
 
+    /// The beat interval an app configured with `configured` ends up with: r-nacos always
+    /// answers `clientBeatInterval: 5000`, which the client follows; the official server
+    /// answers the instance's own `preserved.heart.beat.interval`.
+    pub fn effective_interval(self, configured: std::time::Duration) -> std::time::Duration {
+        match self {
+            ServerKind::RNacos => std::time::Duration::from_secs(5),
+            ServerKind::Official(_) => configured,
+        }
+    }
+
     /// The API `NACOS_API=auto` settles on with this server.
     pub fn api(self) -> &'static str {
         match self {
