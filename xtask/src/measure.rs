@@ -109,27 +109,6 @@ pub fn quantile(values: &[Duration], q: f64) -> Duration {
     sorted[rank - 1]
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_listening_timestamp() {
-        let out = "2026-11-21T04:15:33.606258Z  INFO axum_demo: listening on 0.0.0.0:44323\n";
-        let t = listening_time(out).unwrap();
-        let expected = humantime::parse_rfc3339("2026-11-21T04:15:33.606258Z").unwrap();
-        assert_eq!(t, expected);
-    }
-
-    #[test]
-    fn nearest_rank_quantiles() {
-        let v: Vec<Duration> = (1..=10).map(Duration::from_millis).collect();
-        assert_eq!(quantile(&v, 0.5), Duration::from_millis(5));
-        assert_eq!(quantile(&v, 0.9), Duration::from_millis(9));
-        assert_eq!(quantile(&v, 1.0), Duration::from_millis(10));
-    }
-}
-
 /// Recovery after a Nacos restart: `runs` times, r-nacos is killed while `bin` beats every
 /// `NACOS_HEARTBEAT_INTERVAL` (default 5 s), started again 2 s later, and the time from
 /// "the server answers again" to "the instance is listed again" is measured.
@@ -172,4 +151,25 @@ pub fn recovery(bin: &str, runs: usize) -> Result<Vec<Duration>, String> {
         out.push(back.elapsed());
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_listening_timestamp() {
+        let out = "2026-11-21T04:15:33.606258Z  INFO axum_demo: listening on 0.0.0.0:44323\n";
+        let t = listening_time(out).unwrap();
+        let expected = humantime::parse_rfc3339("2026-11-21T04:15:33.606258Z").unwrap();
+        assert_eq!(t, expected);
+    }
+
+    #[test]
+    fn nearest_rank_quantiles() {
+        let v: Vec<Duration> = (1..=10).map(Duration::from_millis).collect();
+        assert_eq!(quantile(&v, 0.5), Duration::from_millis(5));
+        assert_eq!(quantile(&v, 0.9), Duration::from_millis(9));
+        assert_eq!(quantile(&v, 1.0), Duration::from_millis(10));
+    }
 }
