@@ -67,8 +67,11 @@ if has peers; then
 fi
 
 if has overhead; then
-  echo "== request overhead" >&2
-  bench/scripts/overhead.sh | tee "$raw/overhead.txt"
+  echo "== request overhead: in-process, interleaved, then criterion, then wrk over loopback" >&2
+  "$bin/overhead-interleaved" all 101 20000 | tee "$raw/overhead-inprocess.txt"
+  cargo bench -q -p nacos-bench --bench overhead 2>/dev/null | grep -E 'time:|^[a-z_/-]+ ' | tee "$raw/overhead-criterion.txt" || true
+  command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+  bench/scripts/overhead.sh 6 10 | tee "$raw/overhead-wrk.txt"
 fi
 
 {
