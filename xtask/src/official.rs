@@ -705,23 +705,7 @@ impl OfficialNacos {
         path: &str,
         params: &[(&str, &str)],
     ) -> Result<(u16, String), String> {
-        let url = format!("http://{}{path}", self.addr());
-        let agent = agent(Duration::from_secs(5));
-        let pairs = params.iter().copied();
-        let resp = match method {
-            "GET" => agent.get(&url).query_pairs(pairs).call(),
-            "DELETE" => agent.delete(&url).query_pairs(pairs).call(),
-            "POST" => agent.post(&url).send_form(pairs),
-            "PUT" => agent.put(&url).send_form(pairs),
-            _ => return Err(format!("unsupported method {method}")),
-        };
-        let mut resp = resp.map_err(|e| format!("{method} {path}: {e}"))?;
-        let status = resp.status().as_u16();
-        let text = resp
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| format!("{method} {path}: {e}"))?;
-        Ok((status, text))
+        crate::send(method, &format!("http://{}{path}", self.addr()), params)
     }
 
     /// Logs in as `username` (`POST /nacos/v1/auth/login` on 2.x,
