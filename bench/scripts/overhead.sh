@@ -72,6 +72,12 @@ cargo build --release --quiet -p nacos-bench --bin hello-axum --bin hello-actix 
 target=$(cargo metadata --format-version 1 --no-deps |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release
 logs=$(mktemp -d "${TMPDIR:-/tmp}/nacos-overhead.XXXXXX")
+# Private copies: a rebuild of the shared target directory, or someone's clean-up of
+# processes named beat-stub, cannot change or stop this run's programs half-way.
+bin=$logs/bin
+mkdir "$bin"
+cp "$target/hello-axum" "$target/hello-actix" "$bin/"
+cp "$target/beat-stub" "$bin/overhead-stub"
 clk_tck=$(getconf CLK_TCK)
 
 pids=()
@@ -79,7 +85,9 @@ cleanup() {
     local pid
     for pid in "${pids[@]}"; do
         kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
     done
+    rm -rf -- "$bin"
 }
 trap cleanup EXIT
 
@@ -113,9 +121,9 @@ cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 
 if [[ $mode == stub ]]; then
     listening "$stub_port" && die "127.0.0.1:$stub_port is in use (set STUB_PORT)"
-    # Lives as long as the whole run could take, then prints what it received.
+    # Outlives the longest run this could be; stopped at the end.
     stub_seconds=$((rounds * (retries + 1) * 2 * (seconds + warmup + 20) * 2 + 60))
-    "$target/beat-stub" "$stub_port" "$stub_seconds" >"$logs/stub.json" 2>"$logs/stub.log" &
+    "$bin/overhead-stub" "$stub_port" "$stub_seconds" >"$logs/stub.json" 2>"$logs/stub.log" &
     stub_pid=$!
     pids+=("$stub_pid")
     wait_listening "$stub_port" "$stub_pid" || die "beat-stub did not start: $(cat "$logs/stub.log")"
@@ -134,11 +142,14 @@ measure() {
         disabled) env+=(NACOS_SERVER_ADDR=127.0.0.1:9 NACOS_REGISTER_ENABLED=false) ;;
         esac
     fi
+    if [[ $mode == stub ]] && ! kill -0 "$stub_pid" 2>/dev/null; then
+        die "the Nacos stub (pid $stub_pid) has exited: $(cat "$logs/stub.log")"
+    fi
     listening "$port" && die "127.0.0.1:$port is in use (set ${fw^^}_PORT)"
-    env "${env[@]}" "${server_pin[@]}" "$target/hello-$fw" >"$log.server" 2>&1 &
+    env "${env[@]}" "${server_pin[@]}" "$bin/hello-$fw" >"$log.server" 2>&1 &
     local pid=$!
     # measure runs in a command substitution: its own EXIT trap stops the server if it dies.
-    trap 'kill "$pid" 2>/dev/null || true' EXIT
+    trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true' EXIT
     wait_listening "$port" "$pid" || die "hello-$fw did not start: $(cat "$log.server")"
     if [[ $variant == nacos && $mode == stub ]]; then
         local i
