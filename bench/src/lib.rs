@@ -49,3 +49,15 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
 }
+
+/// Bytes and blocks the program currently holds on the heap, when the binary's global
+/// allocator is `stats_alloc`'s instrumented system allocator (as in `beat-load`): the
+/// heap a registration costs, read without the noise of RSS (allocator caches,
+/// fragmentation).
+pub fn heap_live(stats: stats_alloc::Stats) -> (usize, usize) {
+    // A realloc is already counted in bytes_allocated / bytes_deallocated.
+    let bytes = stats
+        .bytes_allocated
+        .saturating_sub(stats.bytes_deallocated);
+    (bytes, stats.allocations.saturating_sub(stats.deallocations))
+}

@@ -239,23 +239,32 @@ impl BeatTask {
                 std::future::pending::<()>().await;
             }
             sleep_until(next).await;
-            // The request lives in a box only while it is in flight: a task that sleeps
-            // between beats holds a few words, not a whole HTTP exchange.
-            let request: Pin<Box<dyn Future<Output = Outcome> + Send>> = match (step, instance) {
+            let inst = match (step, instance) {
                 (Step::Detect, _) => {
                     return match own_listeners() {
                         Some(listeners) => Outcome::Detected(choose_listener(&listeners, port)),
                         None => Outcome::Detected(Listening::Nothing),
                     };
                 }
-                (Step::Register, Some(inst)) => {
-                    Box::pin(async move { Outcome::Registered(client.register(&key, &inst).await) })
-                }
-                (Step::Beat { full }, Some(inst)) => Box::pin(async move {
-                    let body = full.then(|| BeatInfo::new(&inst, period_ms));
-                    Outcome::Beat(client.beat(&key, &inst, body.as_ref()).await)
-                }),
+                (Step::Register | Step::Beat { .. }, Some(inst)) => inst,
                 _ => return Outcome::Nothing,
+            };
+            // A slot first, then the request, which lives in a box only while it is in
+            // flight: a task that sleeps between beats, or waits for a slot behind a slow
+            // server, holds a few words, not a whole HTTP exchange.
+            let slot = client.admit().await;
+            let request: Pin<Box<dyn Future<Output = Outcome> + Send>> = match step {
+                Step::Beat { full } => Box::pin(async move {
+                    let body = full.then(|| BeatInfo::new(&inst, period_ms));
+                    let outcome = Outcome::Beat(client.beat(&key, &inst, body.as_ref()).await);
+                    drop(slot);
+                    outcome
+                }),
+                _ => Box::pin(async move {
+                    let outcome = Outcome::Registered(client.register(&key, &inst).await);
+                    drop(slot);
+                    outcome
+                }),
             };
             request.await
         }

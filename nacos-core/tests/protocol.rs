@@ -617,3 +617,49 @@ async fn a_refusing_server_does_not_block_logging_in_to_the_next_one() {
         "one registration per client"
     );
 }
+
+/// Many registrations behind a slow server: at most `MAX_IN_FLIGHT` requests reach it
+/// before the first answer, and every registration still gets through.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_in_flight_are_bounded() {
+    const DELAY: Duration = Duration::from_millis(800);
+    let registrations = nacos_core::client::MAX_IN_FLIGHT * 2 + 5;
+    let server = mock_server().await;
+    let log = Log::default();
+    mount(&server, &log, "POST", INSTANCE, |_, _| {
+        ok().set_delay(DELAY)
+    })
+    .await;
+    mount(&server, &log, "DELETE", INSTANCE, |_, _| ok()).await;
+    mount(&server, &log, "PUT", BEAT, |_, _| {
+        beat_answer(10200, 5000, true)
+    })
+    .await;
+    let regs: Vec<_> = (0..registrations)
+        .map(|i| {
+            start(
+                config(&server)
+                    .heartbeat_interval(SECS_5)
+                    .request_timeout(Duration::from_secs(3)),
+                19100 + i as u16,
+            )
+        })
+        .collect();
+
+    eventually(SECS_5, "every registration accepted", async || {
+        regs.iter().all(|r| r.status().is_registered())
+    })
+    .await;
+    let seen = log.of("POST", INSTANCE);
+    let first = seen[0].at;
+    let before_first_answer = seen
+        .iter()
+        .filter(|s| s.at < first + DELAY - Duration::from_millis(100))
+        .count();
+    assert_eq!(
+        before_first_answer,
+        nacos_core::client::MAX_IN_FLIGHT,
+        "requests on the wire before the first answer came back"
+    );
+    assert_eq!(seen.len(), registrations, "one registration each");
+}

@@ -4,11 +4,20 @@
 //! from 20000) through `nacos_core::Registration`, each beating every `INTERVAL` (default
 //! `5s`), waits until all are registered, then measures this process's CPU time and
 //! memory over `SECONDS` and prints one JSON line. Deregisters everything at the end.
+//!
+//! Besides RSS it reports the heap the program holds (counted by
+//! `stats_alloc`): before the first registration, once all are registered
+//! and at the end, and from those the heap per registration.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use nacos_core::{AddrSource, ApiVersion, Config, Registration};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+#[global_allocator]
+static ALLOC: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,6 +32,7 @@ fn main() {
         .parse::<u64>()
         .map_or_else(|_| Duration::from_secs(5), Duration::from_secs);
 
+    let (heap_before, _) = nacos_bench::heap_live(ALLOC.stats());
     let started = Instant::now();
     let registrations: Vec<Registration> = (0..instances)
         .map(|i| {
@@ -46,11 +56,13 @@ fn main() {
     let ready = started.elapsed();
     let cpu0 = nacos_bench::cpu_time();
     let (rss0, _) = nacos_bench::rss_mib();
+    let (heap0, _) = nacos_bench::heap_live(ALLOC.stats());
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(seconds));
     let wall = t0.elapsed();
     let cpu = nacos_bench::cpu_time() - cpu0;
     let (rss, peak) = nacos_bench::rss_mib();
+    let (heap, blocks) = nacos_bench::heap_live(ALLOC.stats());
     let failures: u64 = registrations
         .iter()
         .map(|r| r.status().snapshot().consecutive_failures)
@@ -70,6 +82,11 @@ fn main() {
             "rss_mib_after_register": rss0,
             "rss_mib": rss,
             "peak_rss_mib": peak,
+            "heap_mib_before": heap_before as f64 / MIB,
+            "heap_mib_after_register": heap0 as f64 / MIB,
+            "heap_mib": heap as f64 / MIB,
+            "heap_blocks": blocks,
+            "heap_bytes_per_registration": (heap.saturating_sub(heap_before)) / usize::from(instances.max(1)),
             "beats_acknowledged": beats,
             "failing_now": failures,
         })
