@@ -82,11 +82,15 @@ impl Mailbox {
     /// Cancel-safe: a command is taken out of the queue only when this returns.
     async fn recv(&self) -> Command {
         loop {
-            let next = self
-                .queue
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_front();
+            let next = {
+                let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                let next = queue.pop_front();
+                if queue.is_empty() {
+                    // The queue is empty nearly all the time: hold no buffer meanwhile.
+                    queue.shrink_to_fit();
+                }
+                next
+            };
             if let Some(command) = next {
                 return command;
             }

@@ -302,7 +302,7 @@ impl Query {
             .pair("healthy", if instance.healthy { "true" } else { "false" })
             .pair(
                 "metadata",
-                &serde_json::to_string(&instance.metadata).unwrap_or_default(),
+                &crate::instance::metadata_json(&instance.metadata),
             )
     }
 }

@@ -40,6 +40,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::instance::{Metadata, compact_metadata};
 
 /// Nacos's default HTTP port, used for a server entry without a port.
 pub const DEFAULT_SERVER_PORT: u16 = 8848;
@@ -215,7 +216,7 @@ pub struct Config {
     network_interface: Option<String>,
     preferred_networks: Vec<String>,
     weight: f64,
-    metadata: BTreeMap<String, String>,
+    metadata: Metadata,
     ephemeral: bool,
     enabled: bool,
     register_enabled: bool,
@@ -293,7 +294,7 @@ impl Config {
         self.weight
     }
     /// The metadata sent with the instance, `preserved.*` timing keys included.
-    pub fn metadata(&self) -> &BTreeMap<String, String> {
+    pub fn metadata(&self) -> &Metadata {
         &self.metadata
     }
     /// Whether the instance is ephemeral.
@@ -672,13 +673,15 @@ impl ConfigBuilder {
     /// [`Error::Config`] naming the variable of the first invalid value, or
     /// [`Error::Missing`] without a service name.
     pub fn build(self) -> Result<Config> {
-        let server_addrs = self
+        let mut server_addrs = self
             .server_addr
             .as_deref()
             .unwrap_or("127.0.0.1:8848")
             .split(',')
             .map(ServerAddr::parse)
             .collect::<Result<Vec<_>>>()?;
+        // A process may hold thousands of configurations: no spare capacity.
+        server_addrs.shrink_to_fit();
 
         let context_path = match self.context_path.as_deref().map(str::trim) {
             None => "/nacos".to_owned(),
@@ -799,6 +802,7 @@ impl ConfigBuilder {
             }
         }
         let metadata_len = serde_json::to_string(&metadata).map_or(0, |s| s.len());
+        let metadata = compact_metadata(metadata);
         if metadata_len > MAX_METADATA_JSON {
             return Err(Error::config(
                 "NACOS_METADATA",
@@ -970,12 +974,21 @@ mod tests {
         assert_eq!(cfg.preferred_networks(), ["10.0.0.0/8", "192.168."]);
         assert_eq!(cfg.weight(), 2.5);
         let md = cfg.metadata();
-        assert_eq!(md["version"], "1.2");
-        assert_eq!(md["canary"], "true");
-        assert_eq!(md["shard"], "3");
-        assert_eq!(md[PRESERVED_HEART_BEAT_INTERVAL], "2000");
-        assert_eq!(md[PRESERVED_HEART_BEAT_TIMEOUT], "6000");
-        assert_eq!(md[PRESERVED_IP_DELETE_TIMEOUT], "60000");
+        assert_eq!(md.get("version").map(String::as_str), Some("1.2"));
+        assert_eq!(md.get("canary").map(String::as_str), Some("true"));
+        assert_eq!(md.get("shard").map(String::as_str), Some("3"));
+        assert_eq!(
+            md.get(PRESERVED_HEART_BEAT_INTERVAL).map(String::as_str),
+            Some("2000")
+        );
+        assert_eq!(
+            md.get(PRESERVED_HEART_BEAT_TIMEOUT).map(String::as_str),
+            Some("6000")
+        );
+        assert_eq!(
+            md.get(PRESERVED_IP_DELETE_TIMEOUT).map(String::as_str),
+            Some("60000")
+        );
         assert!(!cfg.ephemeral() && !cfg.enabled() && !cfg.register_enabled());
         assert_eq!(cfg.beat_interval(), Duration::from_secs(2));
         assert_eq!(cfg.username(), Some("nacos"));
@@ -1010,8 +1023,11 @@ mod tests {
             ("NACOS_METADATA", "version=1.2, zone = a,"),
         ])
         .unwrap();
-        assert_eq!(cfg.metadata()["version"], "1.2");
-        assert_eq!(cfg.metadata()["zone"], "a");
+        assert_eq!(
+            cfg.metadata().get("version").map(String::as_str),
+            Some("1.2")
+        );
+        assert_eq!(cfg.metadata().get("zone").map(String::as_str), Some("a"));
     }
 
     #[test]
@@ -1120,7 +1136,7 @@ mod tests {
         assert_eq!(cfg.service_name(), "from-builder");
         assert_eq!(cfg.weight(), 3.0);
         assert_eq!(cfg.port(), Some(8081));
-        assert_eq!(cfg.metadata()["k"], "v");
+        assert_eq!(cfg.metadata().get("k").map(String::as_str), Some("v"));
     }
 
     #[test]

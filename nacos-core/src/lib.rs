@@ -60,6 +60,6 @@ mod status;
 pub use client::NamingClient;
 pub use config::{ApiVersion, Config, ConfigBuilder, Secret, ServerAddr};
 pub use error::{Error, Result};
-pub use instance::{BeatInfo, BeatResult, Instance, ServiceKey};
+pub use instance::{BeatInfo, BeatResult, Instance, Metadata, ServiceKey};
 pub use registrar::{AddrSource, Registration};
 pub use status::{RegistrationState, Status, StatusHandle};

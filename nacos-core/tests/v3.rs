@@ -119,7 +119,7 @@ async fn v3_instance_list_reads_the_envelope() {
     let all = client.instance_list(&key, false).await.unwrap();
     assert_eq!(all.len(), 2);
     assert_eq!(all[0].weight, 2.0);
-    assert_eq!(all[0].metadata["a"], "b");
+    assert_eq!(all[0].metadata.get("a").map(String::as_str), Some("b"));
     let healthy = client.instance_list(&key, true).await.unwrap();
     assert_eq!(healthy.len(), 1);
     assert_eq!(healthy[0].port, 80);
