@@ -303,7 +303,7 @@ mod tests {
             .build()
             .unwrap();
         let inst = Instance::from_config(&cfg, "10.0.0.1:1".parse().unwrap());
-        let keys: Vec<&str> = inst.metadata.iter_keys().map(String::as_str).collect();
+        let keys: Vec<&str> = inst.metadata.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
             [
