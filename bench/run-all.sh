@@ -82,6 +82,7 @@ fi
   echo "- rustc: $(rustc --version)"
   echo "- git: $(git rev-parse --short HEAD)"
   for f in "$raw"/*; do
+    [[ $(basename "$f") == README.md ]] && continue
     echo
     echo "## $(basename "$f")"
     echo
