@@ -34,6 +34,7 @@
 //! Durations are written the way [`humantime`] reads them: `5s`, `500ms`, `1m 30s`.
 //! Booleans accept `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -206,11 +207,12 @@ impl fmt::Display for ServerAddr {
 #[derive(Debug, Clone)]
 pub struct Config {
     server_addrs: Vec<ServerAddr>,
-    context_path: String,
-    namespace_id: String,
-    group_name: String,
+    // Defaults are `'static` text: a process may hold thousands of configurations.
+    context_path: Cow<'static, str>,
+    namespace_id: Cow<'static, str>,
+    group_name: Cow<'static, str>,
     service_name: String,
-    cluster_name: String,
+    cluster_name: Cow<'static, str>,
     ip: Option<IpAddr>,
     port: Option<u16>,
     network_interface: Option<String>,
@@ -435,6 +437,15 @@ fn parse_api(s: &str) -> Option<ApiVersion> {
         "v1" => Some(ApiVersion::V1),
         "v3" => Some(ApiVersion::V3),
         _ => None,
+    }
+}
+
+/// `text` as the `'static` `default` when it is that, so it takes no allocation.
+fn shared_text(text: String, default: &'static str) -> Cow<'static, str> {
+    if text == default {
+        Cow::Borrowed(default)
+    } else {
+        Cow::Owned(text)
     }
 }
 
@@ -840,11 +851,11 @@ impl ConfigBuilder {
 
         Ok(Config {
             server_addrs,
-            context_path,
-            namespace_id,
-            group_name,
+            context_path: shared_text(context_path, "/nacos"),
+            namespace_id: shared_text(namespace_id, "public"),
+            group_name: shared_text(group_name, "DEFAULT_GROUP"),
             service_name,
-            cluster_name,
+            cluster_name: shared_text(cluster_name, "DEFAULT"),
             ip: self.ip,
             port: self.port,
             network_interface: self.network_interface,

@@ -32,6 +32,7 @@ use crate::beat::{BeatTask, Claims, Command, Done, Mailbox};
 use crate::client::NamingClient;
 use crate::config::Config;
 use crate::error::Result;
+use crate::instance::ServiceKey;
 use crate::status::{RegistrationState, StatusHandle};
 
 /// How long, after deregistering on a signal, the engine waits for an app that did not
@@ -87,6 +88,7 @@ struct Engine {
     next_id: AtomicU64,
     entries: Mutex<HashMap<u64, Entry>>,
     keys: Mutex<HashMap<String, u64>>,
+    service_keys: Mutex<HashMap<ServiceKey, std::sync::Weak<ServiceKey>>>,
     signals: Once,
     app_drains: AtomicBool,
     shutdown: watch::Sender<Shutdown>,
@@ -124,6 +126,7 @@ impl Engine {
                     next_id: AtomicU64::new(1),
                     entries: Mutex::new(HashMap::new()),
                     keys: Mutex::new(HashMap::new()),
+                    service_keys: Mutex::new(HashMap::new()),
                     signals: Once::new(),
                     app_drains: AtomicBool::new(false),
                     shutdown: watch::channel(Shutdown::Running).0,
@@ -148,6 +151,20 @@ impl Engine {
         let client = Arc::new(NamingClient::new(config)?);
         clients.push((key, Arc::downgrade(&client)));
         Ok(client)
+    }
+
+    /// The key of `config`'s service, one `Arc` for every registration of the same
+    /// service (a sidecar registers many instances of a few services).
+    fn service_key(&self, config: &Config) -> Arc<ServiceKey> {
+        let key = ServiceKey::from(config);
+        let mut keys = self.service_keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = keys.get(&key).and_then(std::sync::Weak::upgrade) {
+            return shared;
+        }
+        keys.retain(|_, weak| weak.strong_count() > 0);
+        let shared = Arc::new(key.clone());
+        keys.insert(key, Arc::downgrade(&shared));
+        shared
     }
 
     fn install_signals(self: &Arc<Self>) {
@@ -290,6 +307,10 @@ impl Claims for Engine {
             }
         }
     }
+
+    fn release(&self, id: u64) {
+        self.remove(id);
+    }
 }
 
 /// How a [`Registration`] learns where the app listens.
@@ -355,13 +376,9 @@ impl Registration {
     /// # Panics
     /// As [`new`](Self::new).
     pub fn with_addr_source(config: Config, source: AddrSource) -> Result<Self> {
-        let status = StatusHandle::new(
-            RegistrationState::Disabled,
-            config.namespace_id(),
-            config.group_name(),
-            config.service_name(),
-        );
         if !config.register_enabled() {
+            let key = Arc::new(ServiceKey::from(&config));
+            let status = StatusHandle::new(RegistrationState::Disabled, key);
             tracing::info!(service = %config.service_name(), "nacos registration is disabled (NACOS_REGISTER_ENABLED=false)");
             return Ok(Registration {
                 inner: Arc::new(Inner {
@@ -375,6 +392,8 @@ impl Registration {
         }
         let engine = Engine::get();
         let client = engine.client_for(&config)?;
+        let key = engine.service_key(&config);
+        let status = StatusHandle::new(RegistrationState::Disabled, key.clone());
         engine.install_signals();
         let id = engine.next_id.fetch_add(1, Ordering::Relaxed);
         let tx = Arc::new(Mailbox::default());
@@ -397,16 +416,13 @@ impl Registration {
         let task = BeatTask {
             id,
             config: Arc::new(config),
+            key,
             client,
             status: status.clone(),
             detect_listener: source == AddrSource::Detect,
             claims: engine.clone(),
         };
-        let cleanup = engine.clone();
-        engine.runtime.spawn(async move {
-            task.run(rx).await;
-            cleanup.remove(id);
-        });
+        engine.runtime.spawn(task.run(rx));
         Ok(Registration {
             inner: Arc::new(Inner {
                 id,

@@ -6,6 +6,8 @@ use std::time::SystemTime;
 
 use serde::{Serialize, Serializer};
 
+use crate::instance::ServiceKey;
+
 /// Where a registration is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -71,38 +73,48 @@ fn rfc3339<S: Serializer>(time: &Option<SystemTime>, s: S) -> Result<S::Ok, S::E
 /// does not keep the registration alive.
 #[derive(Debug, Clone)]
 pub struct StatusHandle {
-    inner: Arc<Mutex<Status>>,
+    inner: Arc<Shared>,
+}
+
+/// The names are kept once, in the (shared) service key, and put in a [`Status`] only when
+/// a snapshot is taken: a process may hold thousands of these.
+#[derive(Debug)]
+struct Shared {
+    key: Arc<ServiceKey>,
+    status: Mutex<Status>,
 }
 
 impl StatusHandle {
-    pub(crate) fn new(
-        state: RegistrationState,
-        namespace_id: &str,
-        group_name: &str,
-        service_name: &str,
-    ) -> Self {
+    pub(crate) fn new(state: RegistrationState, key: Arc<ServiceKey>) -> Self {
         StatusHandle {
-            inner: Arc::new(Mutex::new(Status {
-                state,
-                namespace_id: namespace_id.to_owned(),
-                group_name: group_name.to_owned(),
-                service_name: service_name.to_owned(),
-                bound: None,
-                instance: None,
-                registered_since: None,
-                last_beat: None,
-                registrations: 0,
-                beats: 0,
-                consecutive_failures: 0,
-                last_error: None,
-                last_error_at: None,
-            })),
+            inner: Arc::new(Shared {
+                key,
+                status: Mutex::new(Status {
+                    state,
+                    namespace_id: String::new(),
+                    group_name: String::new(),
+                    service_name: String::new(),
+                    bound: None,
+                    instance: None,
+                    registered_since: None,
+                    last_beat: None,
+                    registrations: 0,
+                    beats: 0,
+                    consecutive_failures: 0,
+                    last_error: None,
+                    last_error_at: None,
+                }),
+            }),
         }
     }
 
     /// A copy of the current status.
     pub fn snapshot(&self) -> Status {
-        self.lock().clone()
+        let mut status = self.lock().clone();
+        status.namespace_id.clone_from(&self.inner.key.namespace_id);
+        status.group_name.clone_from(&self.inner.key.group_name);
+        status.service_name.clone_from(&self.inner.key.service_name);
+        status
     }
 
     /// Whether the instance is registered right now.
@@ -123,7 +135,7 @@ impl StatusHandle {
     }
 
     fn lock(&self) -> MutexGuard<'_, Status> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -133,10 +145,18 @@ mod tests {
 
     #[test]
     fn serialises_with_rfc3339_times() {
-        let h = StatusHandle::new(RegistrationState::Registered, "public", "G", "svc");
+        let key = ServiceKey {
+            namespace_id: "public".into(),
+            group_name: "G".into(),
+            service_name: "svc".into(),
+        };
+        let h = StatusHandle::new(RegistrationState::Registered, Arc::new(key));
         h.update(|s| s.registered_since = Some(SystemTime::UNIX_EPOCH));
         let json = serde_json::to_value(h.snapshot()).unwrap();
         assert_eq!(json["state"], "registered");
+        assert_eq!(json["group_name"], "G");
+        assert_eq!(json["service_name"], "svc");
+        assert_eq!(json["namespace_id"], "public");
         assert_eq!(json["registered_since"], "1970-01-01T00:00:00.000Z");
         assert!(json["last_beat"].is_null());
         assert!(h.is_registered());
