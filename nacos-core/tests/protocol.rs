@@ -553,7 +553,14 @@ async fn every_request_carries_the_client_headers() {
         );
         assert_eq!(header("client-version"), Some(agent), "{what}");
         let id = header("requestid").unwrap_or_else(|| panic!("{what}: no RequestId"));
-        assert!(!id.is_empty(), "{what}");
+        let uuid = uuid::Uuid::parse_str(&id)
+            .unwrap_or_else(|e| panic!("{what}: RequestId {id:?} is not a UUID: {e}"));
+        assert_eq!(uuid.get_version_num(), 4, "{what}: RequestId {id:?}");
+        assert_eq!(
+            id,
+            uuid.hyphenated().to_string(),
+            "{what}: lower-case, hyphenated"
+        );
         assert!(ids.insert(id), "{what}: RequestId reused");
         kinds.insert(what);
     }
