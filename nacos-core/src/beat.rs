@@ -155,7 +155,9 @@ enum Outcome {
 pub(crate) trait Claims: Send + Sync + 'static {
     /// Claims `key` (`service#ip#port`) for registration `id`; an older holder is replaced.
     fn claim(&self, key: String, id: u64);
-    /// Registration `id`'s task has ended: forget it and its claims.
+    /// Gives up `key` if registration `id` still holds it.
+    fn unclaim(&self, key: &str, id: u64);
+    /// Registration `id`'s task has ended (its claim given up first): forget it.
     fn release(&self, id: u64);
 }
 
@@ -230,6 +232,9 @@ impl BeatTask {
                 if flow.is_break() {
                     break;
                 }
+            }
+            if let Some(instance) = &run.instance {
+                self.claims.unclaim(&self.claim_key(instance), self.id);
             }
             self.claims.release(self.id);
         }
@@ -450,15 +455,7 @@ impl BeatTask {
         match advertised_addr(&self.config, bound) {
             Ok(addr) => {
                 let instance = Instance::from_config(&self.config, addr);
-                self.claims.claim(
-                    format!(
-                        "{}#{}#{}",
-                        self.key.grouped_service_name(),
-                        instance.ip,
-                        instance.port
-                    ),
-                    self.id,
-                );
+                self.claims.claim(self.claim_key(&instance), self.id);
                 self.status.update(|s| {
                     s.instance = Some(instance.addr());
                     s.state = RegistrationState::Registering;
@@ -477,6 +474,16 @@ impl BeatTask {
         }
     }
 
+    /// The key this task claims for `instance`: `group@@service#ip#port`.
+    fn claim_key(&self, instance: &Instance) -> String {
+        format!(
+            "{}#{}#{}",
+            self.key.grouped_service_name(),
+            instance.ip,
+            instance.port
+        )
+    }
+
     async fn on_bound(&self, run: &mut Run, addr: SocketAddr) {
         if run.bound == Some(addr) {
             return;
@@ -484,8 +491,10 @@ impl BeatTask {
         if run.attempted {
             // Moved to another address: the old instance goes first.
             self.deregister(run).await;
+            if let Some(old) = run.instance.take() {
+                self.claims.unclaim(&self.claim_key(&old), self.id);
+            }
             run.attempted = false;
-            run.instance = None;
         }
         run.bound = Some(addr);
         self.status.update(|s| s.bound = Some(addr));

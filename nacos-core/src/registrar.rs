@@ -280,17 +280,6 @@ impl Engine {
         drop(tokio::time::timeout(limit + DROP_MARGIN, all).await);
         (grace, bound)
     }
-
-    fn remove(&self, id: u64) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-        self.keys
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, v| *v != id);
-    }
 }
 
 impl Claims for Engine {
@@ -308,8 +297,18 @@ impl Claims for Engine {
         }
     }
 
+    fn unclaim(&self, key: &str, id: u64) {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if keys.get(key) == Some(&id) {
+            keys.remove(key);
+        }
+    }
+
     fn release(&self, id: u64) {
-        self.remove(id);
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
     }
 }
 

@@ -670,3 +670,46 @@ async fn requests_in_flight_are_bounded() {
     );
     assert_eq!(seen.len(), registrations, "one registration each");
 }
+
+/// A second registration of the same `service#ip#port` replaces the first, which then
+/// leaves the instance alone; once the second is gone, the key is free for a third.
+#[tokio::test(flavor = "multi_thread")]
+async fn same_instance_registered_twice_replaces_the_first() {
+    let server = mock_server().await;
+    let log = Log::default();
+    mount_nacos(&server, &log, |_, _| beat_answer(10200, 5000, true)).await;
+    let port = 18020;
+    let first = start(config(&server).heartbeat_interval(SECS_5), port);
+    eventually(SECS_5, "the first registered", async || {
+        first.status().is_registered()
+    })
+    .await;
+
+    let second = start(config(&server).heartbeat_interval(SECS_5), port);
+    eventually(
+        SECS_5,
+        "the first replaced, the second registered",
+        async || {
+            first.status().snapshot().state == RegistrationState::Replaced
+                && second.status().is_registered()
+        },
+    )
+    .await;
+    drop(first);
+    assert_eq!(
+        log.count("DELETE", INSTANCE),
+        0,
+        "a replaced registration does not deregister the instance it gave up"
+    );
+    drop(second);
+    assert_eq!(log.count("DELETE", INSTANCE), 1, "the holder deregisters");
+
+    let third = start(config(&server).heartbeat_interval(SECS_5), port);
+    eventually(SECS_5, "the third registered", async || {
+        third.status().is_registered()
+    })
+    .await;
+    assert_eq!(log.count("POST", INSTANCE), 3);
+    drop(third);
+    assert_eq!(log.count("DELETE", INSTANCE), 2);
+}
