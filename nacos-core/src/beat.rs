@@ -302,17 +302,15 @@ impl BeatTask {
             let request: Pin<Box<dyn Future<Output = Outcome> + Send>> = match step {
                 Step::Beat { full } => Box::pin(async move {
                     let body = full.then(|| BeatInfo::new(&inst, period_ms));
-                    let outcome = Outcome::Beat(client.beat(&key, &inst, body.as_ref()).await);
-                    drop(slot);
-                    outcome
+                    Outcome::Beat(client.beat(&key, &inst, body.as_ref()).await)
                 }),
-                _ => Box::pin(async move {
-                    let outcome = Outcome::Registered(client.register(&key, &inst).await);
-                    drop(slot);
-                    outcome
-                }),
+                _ => {
+                    Box::pin(async move { Outcome::Registered(client.register(&key, &inst).await) })
+                }
             };
-            request.await
+            let outcome = request.await;
+            drop(slot);
+            outcome
         }
     }
 
@@ -512,10 +510,10 @@ impl BeatTask {
             }
         };
         let started = std::time::Instant::now();
-        let result = timeout(
-            self.config.request_timeout(),
-            self.client.deregister(&self.key, &instance),
-        )
+        let result = timeout(self.config.request_timeout(), async {
+            let _slot = self.client.admit().await;
+            self.client.deregister(&self.key, &instance).await
+        })
         .await
         .unwrap_or_else(|_| {
             Err(Error::Transport {

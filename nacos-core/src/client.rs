@@ -48,9 +48,12 @@ pub const MAX_LOGIN_RETRY: Duration = Duration::from_secs(60);
 
 const SINGLE_SERVER_TRIES: usize = 3;
 
-/// At most this many requests of one client are on the wire at once (and so at most this
-/// many connections per server): a process registering thousands of instances sends its
-/// beats through a bounded pool instead of opening a connection per instance.
+/// At most this many of the beat engine's requests (registrations, beats,
+/// deregistrations) through one client are on the wire at once, and so at most this many
+/// connections per server: a process registering thousands of instances sends its beats
+/// through a bounded pool instead of opening a connection per instance. The engine waits
+/// for a slot before it builds a request ([`NamingClient`]'s own methods, called
+/// directly, are not limited).
 ///
 /// Each connection costs about 26 KB (hyper's read and write buffers and request queue).
 /// 16 requests in flight carry 3,200 beats per second (16,000 instances beating every 5 s)
@@ -63,10 +66,8 @@ pub const MAX_IN_FLIGHT: usize = 16;
 /// Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct NamingClient {
     http: reqwest::Client,
-    in_flight: tokio::sync::Semaphore,
-    /// Admission of the beat engine's requests, taken before a request is built (see
-    /// [`NamingClient::admit`]).
-    admission: Arc<tokio::sync::Semaphore>,
+    /// The beat engine's [`MAX_IN_FLIGHT`] slots (see [`NamingClient::admit`]).
+    in_flight: Arc<tokio::sync::Semaphore>,
     servers: Vec<Server>,
     mode: ApiVersion,
     context_path: String,
@@ -374,8 +375,7 @@ impl NamingClient {
             })?;
         Ok(NamingClient {
             http,
-            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
-            admission: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
             servers: config
                 .server_addrs()
                 .iter()
@@ -400,11 +400,11 @@ impl NamingClient {
     /// request, so thousands of registrations waiting for a slow server wait as a few
     /// words each, not as thousands of built requests.
     pub(crate) async fn admit(&self) -> tokio::sync::OwnedSemaphorePermit {
-        self.admission
+        self.in_flight
             .clone()
             .acquire_owned()
             .await
-            .expect("the admission semaphore is never closed")
+            .expect("the in-flight semaphore is never closed")
     }
 
     /// The servers this client talks to.
@@ -580,11 +580,6 @@ impl NamingClient {
     }
 
     async fn send(&self, server: &Server, call: &Call, token: Option<&str>) -> Result<String> {
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| Error::Shutdown)?;
         let mut url = server.url(call.path);
         match token {
             Some(token) => {

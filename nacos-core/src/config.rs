@@ -41,7 +41,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::instance::{Metadata, compact_metadata};
+use crate::instance::Metadata;
 
 /// Nacos's default HTTP port, used for a server entry without a port.
 pub const DEFAULT_SERVER_PORT: u16 = 8848;
@@ -62,7 +62,7 @@ pub const PRESERVED_IP_DELETE_TIMEOUT: &str = "preserved.ip.delete.timeout";
 pub const PRESERVED_REGISTER_SOURCE: &str = "preserved.register.source";
 
 /// A secret string (a password): `Debug` and `Display` print `<redacted>`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Secret(String);
 
 impl Secret {
@@ -90,7 +90,7 @@ impl fmt::Display for Secret {
 }
 
 /// Which Nacos HTTP API to speak (`NACOS_API`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum ApiVersion {
     /// Find out per server: v3 first, v1 when the server answers 404 or 410 there.
@@ -103,7 +103,7 @@ pub enum ApiVersion {
 }
 
 /// One Nacos server: scheme, host and port.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServerAddr {
     scheme: &'static str,
     host: String,
@@ -813,7 +813,14 @@ impl ConfigBuilder {
             }
         }
         let metadata_len = serde_json::to_string(&metadata).map_or(0, |s| s.len());
-        let metadata = compact_metadata(metadata);
+        // Exactly as many slots as entries: a process may hold thousands of configurations.
+        let metadata = {
+            let mut compact = Metadata::with_capacity(metadata.len());
+            for (key, value) in metadata {
+                compact.insert(key, value);
+            }
+            compact
+        };
         if metadata_len > MAX_METADATA_JSON {
             return Err(Error::config(
                 "NACOS_METADATA",

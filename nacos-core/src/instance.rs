@@ -19,26 +19,19 @@ pub type Metadata = litemap::LiteMap<String, String>;
 
 /// `metadata` as a JSON object, the form Nacos takes: `{"k":"v"}`, `{}` when empty.
 pub fn metadata_json(metadata: &Metadata) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-        .collect();
-    serde_json::Value::Object(map).to_string()
+    let mut out = Vec::with_capacity(64);
+    // Writing string pairs into a Vec cannot fail.
+    drop(metadata_as_map(
+        metadata,
+        &mut serde_json::Serializer::new(&mut out),
+    ));
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Serialises metadata as a map, empty or not (a `LiteMap` serialises an empty map as a
 /// sequence in human-readable formats).
 fn metadata_as_map<S: Serializer>(metadata: &Metadata, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_map(metadata.iter())
-}
-
-/// `metadata` in a vector of exactly its length.
-pub(crate) fn compact_metadata(metadata: impl IntoIterator<Item = (String, String)>) -> Metadata {
-    let mut entries: Vec<(String, String)> = metadata.into_iter().collect();
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    entries.dedup_by(|a, b| a.0 == b.0);
-    entries.shrink_to_fit();
-    Metadata::from_sorted_store_unchecked(entries)
 }
 
 /// Where an instance lives in Nacos: namespace, group and service.
@@ -118,19 +111,19 @@ impl Instance {
     ///
     /// Adds `preserved.register.source` = `RUST_NACOS` to the metadata unless it is set.
     pub fn from_config(config: &Config, addr: SocketAddr) -> Self {
-        let source = (!config.metadata().contains_key(PRESERVED_REGISTER_SOURCE)).then(|| {
-            (
+        let own = config.metadata();
+        let add_source = !own.contains_key(PRESERVED_REGISTER_SOURCE);
+        // Exactly as many slots as entries: a process may hold thousands of instances.
+        let mut metadata = Metadata::with_capacity(own.len() + usize::from(add_source));
+        for (key, value) in own.iter() {
+            metadata.insert(key.clone(), value.clone());
+        }
+        if add_source {
+            metadata.insert(
                 PRESERVED_REGISTER_SOURCE.to_owned(),
                 "RUST_NACOS".to_owned(),
-            )
-        });
-        let metadata = compact_metadata(
-            config
-                .metadata()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .chain(source),
-        );
+            );
+        }
         Instance {
             instance_id: String::new(),
             ip: addr.ip().to_string(),

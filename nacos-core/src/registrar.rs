@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::sync::{Arc, Mutex, Once, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
@@ -59,7 +59,7 @@ struct Entry {
 }
 
 /// What makes two registrations able to share one [`NamingClient`] (and its connections).
-#[derive(PartialEq)]
+#[derive(PartialEq, Eq, Hash)]
 struct ClientKey {
     servers: Vec<crate::config::ServerAddr>,
     context_path: String,
@@ -84,11 +84,11 @@ impl ClientKey {
 
 struct Engine {
     runtime: tokio::runtime::Handle,
-    clients: Mutex<Vec<(ClientKey, std::sync::Weak<NamingClient>)>>,
+    clients: Mutex<HashMap<ClientKey, Weak<NamingClient>>>,
     next_id: AtomicU64,
     entries: Mutex<HashMap<u64, Entry>>,
     keys: Mutex<HashMap<String, u64>>,
-    service_keys: Mutex<HashMap<ServiceKey, std::sync::Weak<ServiceKey>>>,
+    service_keys: Mutex<HashMap<ServiceKey, Weak<ServiceKey>>>,
     signals: Once,
     app_drains: AtomicBool,
     shutdown: watch::Sender<Shutdown>,
@@ -101,6 +101,23 @@ impl std::fmt::Debug for Engine {
 }
 
 static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
+
+/// The value `table` shares under `key` while any holder keeps it alive, or a new one
+/// from `make`; entries nobody holds any more are dropped when a new one is made.
+fn shared<K: Eq + std::hash::Hash, V>(
+    table: &Mutex<HashMap<K, Weak<V>>>,
+    key: K,
+    make: impl FnOnce(&K) -> Result<V>,
+) -> Result<Arc<V>> {
+    let mut table = table.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(value) = table.get(&key).and_then(Weak::upgrade) {
+        return Ok(value);
+    }
+    table.retain(|_, weak| weak.strong_count() > 0);
+    let value = Arc::new(make(&key)?);
+    table.insert(key, Arc::downgrade(&value));
+    Ok(value)
+}
 
 impl Engine {
     fn get() -> Arc<Engine> {
@@ -122,7 +139,7 @@ impl Engine {
                 let runtime = rx.recv().expect("the nacos-registrar runtime cannot start");
                 Arc::new(Engine {
                     runtime,
-                    clients: Mutex::new(Vec::new()),
+                    clients: Mutex::new(HashMap::new()),
                     next_id: AtomicU64::new(1),
                     entries: Mutex::new(HashMap::new()),
                     keys: Mutex::new(HashMap::new()),
@@ -138,33 +155,17 @@ impl Engine {
     /// The client for `config`'s servers and credentials, shared by every registration
     /// that talks to the same cluster the same way (one connection pool, one login).
     fn client_for(&self, config: &Config) -> Result<Arc<NamingClient>> {
-        let key = ClientKey::of(config);
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        clients.retain(|(_, weak)| weak.strong_count() > 0);
-        if let Some(client) = clients
-            .iter()
-            .find(|(k, _)| *k == key)
-            .and_then(|(_, weak)| weak.upgrade())
-        {
-            return Ok(client);
-        }
-        let client = Arc::new(NamingClient::new(config)?);
-        clients.push((key, Arc::downgrade(&client)));
-        Ok(client)
+        shared(&self.clients, ClientKey::of(config), |_| {
+            NamingClient::new(config)
+        })
     }
 
     /// The key of `config`'s service, one `Arc` for every registration of the same
     /// service (a sidecar registers many instances of a few services).
-    fn service_key(&self, config: &Config) -> Arc<ServiceKey> {
-        let key = ServiceKey::from(config);
-        let mut keys = self.service_keys.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(shared) = keys.get(&key).and_then(std::sync::Weak::upgrade) {
-            return shared;
-        }
-        keys.retain(|_, weak| weak.strong_count() > 0);
-        let shared = Arc::new(key.clone());
-        keys.insert(key, Arc::downgrade(&shared));
-        shared
+    fn service_key(&self, config: &Config) -> Result<Arc<ServiceKey>> {
+        shared(&self.service_keys, ServiceKey::from(config), |key| {
+            Ok(key.clone())
+        })
     }
 
     fn install_signals(self: &Arc<Self>) {
@@ -391,7 +392,7 @@ impl Registration {
         }
         let engine = Engine::get();
         let client = engine.client_for(&config)?;
-        let key = engine.service_key(&config);
+        let key = engine.service_key(&config)?;
         let status = StatusHandle::new(RegistrationState::Disabled, key.clone());
         engine.install_signals();
         let id = engine.next_id.fetch_add(1, Ordering::Relaxed);
