@@ -457,11 +457,7 @@ pub fn stop_without_signal_deregisters(bin: &str, kind: ServerKind) {
         Duration::from_secs(10),
     )
     .unwrap_or_else(|| panic!("never listed:\n{}", app.output()));
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let answer = agent
+    let answer = crate::agent(Duration::from_secs(5))
         .post(format!("http://127.0.0.1:{port}/shutdown"))
         .send_empty()
         .map(|r| r.status().as_u16())

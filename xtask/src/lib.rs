@@ -252,15 +252,10 @@ impl Drop for RNacos {
 /// # Errors
 /// Transport errors, non-2xx statuses and bodies that are not JSON, as text.
 pub fn get_json(url: &str) -> Result<Value, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
-    let text = resp
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| e.to_string())?;
+    let (status, text) = get_text(url)?;
+    if !(200..300).contains(&status) {
+        return Err(format!("GET {url}: HTTP {status}: {text}"));
+    }
     serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
 }
 
@@ -378,18 +373,17 @@ pub fn announced_port(output: &str) -> Option<u16> {
 /// # Errors
 /// Transport errors, as text.
 pub fn get_text(url: &str) -> Result<(u16, String), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
+    send("GET", url, &[])
+}
+
+/// An HTTP agent whose calls end after `timeout` and give any status as an answer (not as
+/// an error).
+pub fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .build()
-        .into();
-    let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let text = resp
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| e.to_string())?;
-    Ok((status, text))
+        .into()
 }
 
 pub mod e2e;
@@ -403,11 +397,7 @@ pub mod server;
 /// # Errors
 /// Transport errors and unknown methods, as text.
 pub fn send(method: &str, url: &str, params: &[(&str, &str)]) -> Result<(u16, String), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = agent(Duration::from_secs(5));
     let pairs = params.iter().copied();
     let resp = match method {
         "GET" => agent.get(url).query_pairs(pairs).call(),

@@ -29,6 +29,9 @@ fn listening_time(output: &str) -> Option<SystemTime> {
 
 fn count(agent: &ureq::Agent, url: &str) -> Option<usize> {
     let mut resp = agent.get(url).call().ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
     let text = resp.body_mut().read_to_string().ok()?;
     let body: serde_json::Value = serde_json::from_str(&text).ok()?;
     Some(body["hosts"].as_array().map_or(0, Vec::len))
@@ -40,10 +43,7 @@ fn count(agent: &ureq::Agent, url: &str) -> Option<usize> {
 /// A run that does not register, deregister or exit in time, with the app's log.
 pub fn lifecycle(bin: &str, runs: usize) -> Result<Vec<Sample>, String> {
     let server = RNacos::start();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .into();
+    let agent = crate::agent(Duration::from_secs(2));
     let mut samples = Vec::with_capacity(runs);
     for run in 0..runs {
         let service = format!("timing-{run}");
@@ -117,10 +117,7 @@ pub fn quantile(values: &[Duration], q: f64) -> Duration {
 /// A run whose instance never comes back within 30 s, with the app's log.
 pub fn recovery(bin: &str, runs: usize) -> Result<Vec<Duration>, String> {
     let mut server = RNacos::start();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .into();
+    let agent = crate::agent(Duration::from_secs(2));
     let url = format!(
         "http://{}/nacos/v1/ns/instance/list?serviceName=recovery&groupName=DEFAULT_GROUP&namespaceId=public",
         server.addr()

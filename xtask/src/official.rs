@@ -441,14 +441,6 @@ fn release_ports(ports: &[u16]) {
     taken.retain(|p| !ports.contains(p));
 }
 
-fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
 /// A running official Nacos (Java) on free loopback ports with a temporary `nacos.home`
 /// (configuration, Derby data, logs). Stopped (killed and reaped) on drop.
 #[derive(Debug)]
@@ -828,7 +820,7 @@ impl OfficialNacos {
         } else {
             "/nacos/v1/ns/service/list?pageNo=1&pageSize=1"
         };
-        agent(Duration::from_secs(2))
+        crate::agent(Duration::from_secs(2))
             .get(format!("http://{}{path}", self.addr()))
             .call()
             .is_ok()
