@@ -47,7 +47,7 @@
 //! .shutdown_signal(nacos.shutdown_signal()) // replaces actix's own SIGTERM/SIGINT handling
 //! .bind(("0.0.0.0", 0))?;
 //! for addr in server.addrs() {
-//!     nacos.bound(addr); // optional: exact address, no detection
+//!     nacos.listening_on(addr); // optional: exact address, no detection
 //! }
 //! server.run().await?;
 //! # Ok(()) }
@@ -57,16 +57,16 @@
 //! `HttpServer::bind` opens the listening socket before any worker builds its `App`, and the
 //! middleware never sees it. So [`Nacos::from_env`] starts one registration that watches the
 //! process's own listening TCP sockets (Linux `/proc`) and registers as soon as one appears,
-//! with its port (`PORT=0` works). [`Nacos::bound`] gives the address explicitly instead
+//! with its port (`PORT=0` works). [`Nacos::listening_on`] gives the address explicitly instead
 //! (needed off Linux). `new_transform`, which actix runs once per worker, only hands each
 //! worker a clone.
 //!
 //! # Shutdown
 //! - actix's own signal handling (the default): on SIGTERM (graceful) or SIGINT (forced)
 //!   actix closes its listener at once and stops; nacos-core's signal listener deregisters
-//!   the instance meanwhile, sees the listener closed and lets actix finish as it would
-//!   have without Nacos: SIGTERM still drains in-flight requests, the exit status is the
-//!   same. See [`nacos_core::registrar`].
+//!   the instance meanwhile and, actix having its own handlers, leaves actix to finish as
+//!   it would have without Nacos: SIGTERM still drains in-flight requests, the exit status
+//!   is the same. See [`nacos_core`'s signal section](nacos_core#signals).
 //! - `HttpServer::shutdown_signal(nacos.shutdown_signal())`: deregister first, wait
 //!   `NACOS_DEREGISTER_GRACE`, then a graceful stop, on SIGTERM and SIGINT alike.
 //! - `disable_signals()` and a stop through a `ServerHandle`: when the stopped server drops

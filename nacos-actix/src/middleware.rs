@@ -1,9 +1,8 @@
 use std::future::{Future, Ready, ready};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use actix_web::dev::{Service, Transform, forward_ready};
-use nacos_core::{Config, Registration, RegistrationState, StatusHandle};
+use nacos_core::{Config, Registration, StatusHandle};
 
 /// The actix-web middleware that registers the app with Nacos. See the [crate docs](crate).
 ///
@@ -42,7 +41,7 @@ impl Nacos {
     /// Starts the registration `config` describes.
     ///
     /// # Errors
-    /// When the HTTP client cannot be built.
+    /// [`nacos_core::Error::HttpClient`] when the HTTP client cannot be built.
     pub fn new(config: Config) -> Result<Self, nacos_core::Error> {
         Ok(Nacos {
             registration: Registration::new(config)?,
@@ -58,8 +57,14 @@ impl Nacos {
     /// `HttpServer::addrs()`), instead of detecting it: needed off Linux, or to pick one of
     /// several listeners. A wildcard or loopback IP is replaced by the detected IP;
     /// `NACOS_IP`/`NACOS_PORT` win over it.
+    pub fn listening_on(&self, addr: SocketAddr) {
+        self.registration.listening_on(addr);
+    }
+
+    /// The former name of [`listening_on`](Self::listening_on).
+    #[deprecated(since = "0.1.1", note = "renamed to `listening_on`")]
     pub fn bound(&self, addr: SocketAddr) {
-        self.registration.bound(addr);
+        self.listening_on(addr);
     }
 
     /// A future for `HttpServer::shutdown_signal`: resolves after SIGTERM or SIGINT once
@@ -83,45 +88,10 @@ impl Nacos {
 
 impl Drop for Nacos {
     fn drop(&mut self) {
-        if stopped_listening(&self.registration.status()) {
+        if self.registration.stopped_listening() {
             tracing::debug!("the server no longer listens: deregistering before the handle goes");
             self.registration.deregister_blocking();
         }
-    }
-}
-
-/// Whether the instance is (being) registered but the app no longer listens on its port.
-/// `false` when that cannot be told (no `/proc`).
-fn stopped_listening(status: &StatusHandle) -> bool {
-    let status = status.snapshot();
-    if !matches!(
-        status.state,
-        RegistrationState::Registering | RegistrationState::Registered
-    ) {
-        return false;
-    }
-    let Some(bound) = status.bound else {
-        return false;
-    };
-    let gone_from_proc = nacos_core::addr::own_listeners()
-        .is_some_and(|listeners| !listeners.iter().any(|l| l.port() == bound.port()));
-    // `/proc/net/tcp` is read in chunks and can miss an entry while other sockets come and
-    // go; a refused connection confirms that nothing listens any more.
-    gone_from_proc && connection_refused(bound)
-}
-
-/// Whether connecting to `bound` (a wildcard means loopback) is refused.
-fn connection_refused(bound: SocketAddr) -> bool {
-    let mut addr = bound;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-        Ok(_) => false,
-        Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
     }
 }
 
@@ -200,9 +170,6 @@ mod tests {
     use actix_web::{App, HttpResponse, error, web};
     use nacos_core::{Config, RegistrationState};
 
-    use std::net::{Ipv4Addr, SocketAddr};
-
-    use super::connection_refused;
     use crate::Nacos;
 
     fn disabled() -> Nacos {
@@ -258,18 +225,6 @@ mod tests {
         .await;
         let resp = call_service(&app, TestRequest::get().uri("/api/x").to_request()).await;
         assert_eq!(read_body(resp).await, "x");
-    }
-
-    #[test]
-    fn a_closed_listener_refuses_connections() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let wildcard = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), addr.port());
-        assert!(!connection_refused(addr));
-        assert!(!connection_refused(wildcard));
-        drop(listener);
-        assert!(connection_refused(addr));
-        assert!(connection_refused(wildcard));
     }
 
     #[actix_web::test]

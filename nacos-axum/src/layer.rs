@@ -30,7 +30,7 @@ impl NacosLayer {
     /// Starts the registration `config` describes.
     ///
     /// # Errors
-    /// When the HTTP client cannot be built.
+    /// [`nacos_core::Error::HttpClient`] when the HTTP client cannot be built.
     pub fn new(config: Config) -> Result<Self, nacos_core::Error> {
         Ok(NacosLayer {
             registration: Registration::new(config)?,
@@ -45,8 +45,14 @@ impl NacosLayer {
     /// Tells the layer where the app listens (e.g. `listener.local_addr()?`), instead of
     /// detecting it. A wildcard or loopback IP is replaced by the detected IP;
     /// `NACOS_IP`/`NACOS_PORT` win over it.
+    pub fn listening_on(&self, addr: SocketAddr) {
+        self.registration.listening_on(addr);
+    }
+
+    /// The former name of [`listening_on`](Self::listening_on).
+    #[deprecated(since = "0.1.1", note = "renamed to `listening_on`")]
     pub fn bound(&self, addr: SocketAddr) {
-        self.registration.bound(addr);
+        self.listening_on(addr);
     }
 
     /// A future for `axum::serve(..).with_graceful_shutdown(..)`: resolves after SIGTERM or

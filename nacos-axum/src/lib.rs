@@ -39,7 +39,7 @@
 //!     .route("/health", get(|| async { "ok" }))
 //!     .layer(nacos.clone());
 //! let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
-//! nacos.bound(listener.local_addr()?); // optional: exact address, no detection
+//! nacos.listening_on(listener.local_addr()?); // optional: exact address, no detection
 //! axum::serve(listener, app)
 //!     .with_graceful_shutdown(nacos.shutdown_signal())
 //!     .await?;
@@ -49,7 +49,31 @@
 //! # How the layer knows the app is listening
 //! A tower layer never sees the listener, so [`NacosLayer`] watches the process's own
 //! listening TCP sockets (Linux `/proc`) and registers as soon as one appears, with its
-//! port. [`NacosLayer::bound`] gives the address explicitly instead (needed off Linux).
+//! port. [`NacosLayer::listening_on`] gives the address explicitly instead (needed off
+//! Linux).
+//!
+//! # Try it without a Nacos
+//! With registration switched off (`NACOS_REGISTER_ENABLED=false`, or the builder) the
+//! layer is inert and the app works as without it:
+//!
+//! ```
+//! use axum::{body::Body, http::Request, routing::get, Router};
+//! use nacos_axum::{Config, NacosLayer};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::builder()
+//!     .service_name("orders")
+//!     .register_enabled(false)
+//!     .build()?;
+//! let app = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(NacosLayer::new(config)?);
+//! let response = app.oneshot(Request::get("/").body(Body::empty())?).await?;
+//! assert_eq!(response.status(), 200);
+//! # Ok(()) }
+//! ```
 //!
 //! # Cost per request
 //! `Router::layer` with *any* layer, even one that does nothing, costs axum about 90-140 ns
@@ -61,10 +85,12 @@
 //! # Pitfalls
 //! - Build the layer once and clone it: each `from_env()` is its own registration.
 //! - A process listening on several ports (an admin or metrics port) must set `NACOS_PORT`
-//!   or call [`NacosLayer::bound`].
-//! - Signals: see [`nacos_core::registrar`]. An app without graceful shutdown still exits
-//!   on SIGTERM, after deregistering; an app with its own signal handler still drains, but
-//!   only [`NacosLayer::shutdown_signal`] orders "deregister, then drain".
+//!   or call [`NacosLayer::listening_on`].
+//! - Signals: see [`nacos_core`'s signal section](nacos_core#signals). An app without
+//!   graceful shutdown still exits on SIGTERM, after deregistering; an app with its own
+//!   signal handler still drains, however long it keeps serving, but only
+//!   [`NacosLayer::shutdown_signal`] orders "deregister, then drain".
+//!   `NACOS_HANDLE_SIGNALS=false` leaves the signals to the app.
 
 #![warn(
     missing_docs,

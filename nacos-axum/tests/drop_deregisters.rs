@@ -20,7 +20,7 @@ async fn dropping_the_router_deregisters() {
     let status = nacos.status();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    nacos.bound(addr);
+    nacos.listening_on(addr);
     let app = Router::new()
         .route("/", get(|| async { "hi" }))
         .layer(nacos);

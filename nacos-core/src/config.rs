@@ -30,6 +30,7 @@
 //! | `NACOS_API` | `auto`, `v1` or `v3` | `auto` |
 //! | `NACOS_DEREGISTER_GRACE` | delay between deregistration and draining | `0s` |
 //! | `NACOS_REQUEST_TIMEOUT` | timeout of one HTTP request to Nacos | `3s` |
+//! | `NACOS_HANDLE_SIGNALS` | `false` leaves SIGTERM/SIGINT to the app | `true` |
 //!
 //! Durations are written the way [`humantime`] reads them: `5s`, `500ms`, `1m 30s`.
 //! Booleans accept `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`.
@@ -41,7 +42,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::instance::Metadata;
+use crate::metadata::{
+    Metadata, PRESERVED_HEART_BEAT_INTERVAL, PRESERVED_HEART_BEAT_TIMEOUT, PRESERVED_IP_DELETE_TIMEOUT,
+};
 
 /// Nacos's default HTTP port, used for a server entry without a port.
 pub const DEFAULT_SERVER_PORT: u16 = 8848;
@@ -51,15 +54,6 @@ pub const DEFAULT_BEAT_INTERVAL: Duration = Duration::from_secs(5);
 const MAX_SERVICE_NAME: usize = 512;
 const MAX_GROUP_NAME: usize = 128;
 const MAX_METADATA_JSON: usize = 1024;
-
-/// Metadata key of the beat interval, in ms (a Nacos convention).
-pub const PRESERVED_HEART_BEAT_INTERVAL: &str = "preserved.heart.beat.interval";
-/// Metadata key of the time without beats after which the instance is unhealthy, in ms.
-pub const PRESERVED_HEART_BEAT_TIMEOUT: &str = "preserved.heart.beat.timeout";
-/// Metadata key of the time without beats after which the instance is deleted, in ms.
-pub const PRESERVED_IP_DELETE_TIMEOUT: &str = "preserved.ip.delete.timeout";
-/// Metadata key naming who registered the instance (informational).
-pub const PRESERVED_REGISTER_SOURCE: &str = "preserved.register.source";
 
 /// A secret string (a password): `Debug` and `Display` print `<redacted>`.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -100,6 +94,17 @@ pub enum ApiVersion {
     V1,
     /// The v3 client HTTP API (`/nacos/v3/client/ns/...`): Nacos 3.x.
     V3,
+}
+
+impl fmt::Display for ApiVersion {
+    /// `auto`, `v1` or `v3`, as `NACOS_API` takes them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ApiVersion::Auto => "auto",
+            ApiVersion::V1 => "v1",
+            ApiVersion::V3 => "v3",
+        })
+    }
 }
 
 /// One Nacos server: scheme, host and port.
@@ -230,6 +235,7 @@ pub struct Config {
     api: ApiVersion,
     deregister_grace: Duration,
     request_timeout: Duration,
+    handle_signals: bool,
 }
 
 impl Config {
@@ -344,6 +350,10 @@ impl Config {
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
     }
+    /// Whether the engine handles SIGTERM and SIGINT (`NACOS_HANDLE_SIGNALS`).
+    pub fn handle_signals(&self) -> bool {
+        self.handle_signals
+    }
 }
 
 /// Builds a [`Config`]; every setter overrides the environment variable it names.
@@ -375,6 +385,7 @@ pub struct ConfigBuilder {
     api: Option<ApiVersion>,
     deregister_grace: Option<Duration>,
     request_timeout: Option<Duration>,
+    handle_signals: Option<bool>,
 }
 
 /// Reads one variable, trying aliases in order; empty values count as unset.
@@ -496,11 +507,19 @@ fn comma_list(raw: &str) -> Vec<String> {
 }
 
 macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: String) => {
+        $(#[$doc])*
+        #[must_use]
+        pub fn $name(mut self, value: impl Into<String>) -> Self {
+            self.$name = Some(value.into());
+            self
+        }
+    };
     ($(#[$doc:meta])* $name:ident: $ty:ty) => {
         $(#[$doc])*
         #[must_use]
-        pub fn $name(mut self, value: impl Into<$ty>) -> Self {
-            self.$name = Some(value.into());
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.$name = Some(value);
             self
         }
     };
@@ -566,6 +585,7 @@ impl ConfigBuilder {
             api: env.parsed(&["NACOS_API"], parse_api, "auto, v1 or v3")?,
             deregister_grace: env.duration("NACOS_DEREGISTER_GRACE")?,
             request_timeout: env.duration("NACOS_REQUEST_TIMEOUT")?,
+            handle_signals: env.bool("NACOS_HANDLE_SIGNALS")?,
         })
     }
 
@@ -650,6 +670,12 @@ impl ConfigBuilder {
     setter!(
         /// Timeout of one HTTP request to Nacos (`NACOS_REQUEST_TIMEOUT`).
         request_timeout: Duration
+    );
+    setter!(
+        /// Whether the engine handles SIGTERM and SIGINT (`NACOS_HANDLE_SIGNALS`); `false`
+        /// leaves them to the app, which deregisters through `shutdown_signal()`,
+        /// `deregister()` or drop.
+        handle_signals: bool
     );
 
     /// Login password (`NACOS_PASSWORD`).
@@ -880,6 +906,7 @@ impl ConfigBuilder {
             api,
             deregister_grace: self.deregister_grace.unwrap_or(Duration::ZERO),
             request_timeout,
+            handle_signals: self.handle_signals.unwrap_or(true),
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The error type of this crate.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// A specialised `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -12,7 +13,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The other variants describe a failed exchange with a Nacos server; the registrar logs
 /// them and retries, and keeps the last one in its [`Status`](crate::Status).
 ///
-/// No variant ever carries a password or an access token.
+/// Causes are kept: [`std::error::Error::source`] gives the underlying error (the HTTP
+/// library's, without the request URL; the JSON parser's). No variant, and no cause,
+/// ever carries a password or an access token.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -40,13 +43,38 @@ pub enum Error {
         expected: String,
     },
 
+    /// The HTTP client could not be built (for example no TLS backend for an `https://`
+    /// server); the cause is the HTTP library's error.
+    #[error("cannot build the HTTP client")]
+    HttpClient {
+        /// The HTTP library's error.
+        #[source]
+        source: Cause,
+    },
+
     /// The server could not be reached, or did not answer within the request timeout.
-    #[error("request to {server} failed: {message}")]
+    ///
+    /// `source` is the HTTP library's error, with the request URL (which may hold an access
+    /// token) removed.
+    #[error("request to {server} failed: {what}")]
     Transport {
         /// The server's base address, e.g. `http://127.0.0.1:8848`.
         server: String,
-        /// What went wrong (connection refused, timed out, ...).
-        message: String,
+        /// What went wrong, in a few words: `cannot connect`, `timed out`, ...
+        what: &'static str,
+        /// The HTTP library's error, without the URL.
+        #[source]
+        source: Cause,
+    },
+
+    /// An operation did not finish within its bound (e.g. a deregistration within the
+    /// request timeout, whatever the number of servers tried).
+    #[error("{operation} timed out after {} ms", after.as_millis())]
+    Timeout {
+        /// The operation, e.g. `deregistration`.
+        operation: &'static str,
+        /// The bound that passed.
+        after: std::time::Duration,
     },
 
     /// The server answered with an HTTP status other than 200.
@@ -60,13 +88,28 @@ pub enum Error {
         body: String,
     },
 
+    /// The server answered HTTP 200 but refused the request in its answer: a v3 envelope
+    /// `{"code":..,"message":..}` whose code is not 0.
+    #[error("{server} refused the request: code {code}: {message}")]
+    Refused {
+        /// The server's base address.
+        server: String,
+        /// The server's code, e.g. `20004`.
+        code: i64,
+        /// The server's message (at most 256 characters).
+        message: String,
+    },
+
     /// The server answered 200 with a body this crate does not understand.
     #[error("{server} answered with an unexpected body: {body}")]
     Protocol {
         /// The server's base address.
         server: String,
-        /// The start of the answer's body (at most 256 characters).
+        /// The start of the answer's body (at most 256 characters, tokens redacted).
         body: String,
+        /// The JSON parser's error.
+        #[source]
+        source: Cause,
     },
 
     /// The server refused the configured username and password.
@@ -83,10 +126,26 @@ pub enum Error {
     /// The address to advertise could not be found; the message says what to set.
     #[error("cannot determine the address to register: {0}")]
     Address(String),
+}
 
-    /// The registration has been deregistered and no longer accepts commands.
-    #[error("the registration is shut down")]
-    Shutdown,
+/// The underlying error of an [`Error`], shared so that errors stay cheap to clone (the
+/// status handle and the login state keep the last one). Reach it through
+/// [`std::error::Error::source`].
+pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Displays an error followed by its causes: `outer: cause: root cause`.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
 }
 
 impl Error {
@@ -96,7 +155,7 @@ impl Error {
     /// a request the server will never accept, so it is not.
     pub(crate) fn is_retryable(&self) -> bool {
         match self {
-            Error::Transport { .. } | Error::Protocol { .. } => true,
+            Error::Transport { .. } | Error::Protocol { .. } | Error::Timeout { .. } => true,
             Error::Status { status, .. } => *status >= 500 || *status == 403 || *status == 429,
             _ => false,
         }

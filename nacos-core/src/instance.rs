@@ -2,37 +2,10 @@
 
 use std::net::SocketAddr;
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, PRESERVED_REGISTER_SOURCE};
-
-/// An instance's metadata: string keys and values, sorted by key, held in one vector (a
-/// [`litemap::LiteMap`]).
-///
-/// A `BTreeMap<String, String>` takes a 540-byte node however few entries it holds, and
-/// a process that registers thousands of instances holds two maps per registration (the
-/// configuration's and the instance's): a map of a few entries costs a tenth of that here.
-///
-/// Look up with `get("key")`, add with `insert`; `Instance` and `BeatInfo` serialise it as
-/// a JSON object (even when empty), and [`metadata_json`] gives the text sent to Nacos.
-pub type Metadata = litemap::LiteMap<String, String>;
-
-/// `metadata` as a JSON object, the form Nacos takes: `{"k":"v"}`, `{}` when empty.
-pub fn metadata_json(metadata: &Metadata) -> String {
-    let mut out = Vec::with_capacity(64);
-    // Writing string pairs into a Vec cannot fail.
-    drop(metadata_as_map(
-        metadata,
-        &mut serde_json::Serializer::new(&mut out),
-    ));
-    String::from_utf8(out).unwrap_or_default()
-}
-
-/// Serialises metadata as a map, empty or not (a `LiteMap` serialises an empty map as a
-/// sequence in human-readable formats).
-fn metadata_as_map<S: Serializer>(metadata: &Metadata, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_map(metadata.iter())
-}
+use crate::config::Config;
+use crate::metadata::{Metadata, PRESERVED_REGISTER_SOURCE, metadata_as_map};
 
 /// Where an instance lives in Nacos: namespace, group and service.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -245,6 +218,7 @@ pub(crate) struct InstanceList {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metadata::metadata_json;
 
     #[test]
     fn beat_info_serialises_like_the_java_client() {

@@ -1,43 +1,80 @@
 //! Nacos service registration for Rust web services, without a web framework.
 //!
 //! `nacos-core` holds what every framework adapter shares: the configuration read from
-//! `NACOS_*` environment variables ([`Config`]), the Nacos v1 naming API client
-//! ([`NamingClient`]), the beat engine (the Java client's `BeatReactor`, see [`beat`]) and
-//! the registrar lifecycle ([`Registration`]): register once the app listens, beat, register
-//! again after a Nacos restart, deregister on SIGTERM/SIGINT and on drop.
+//! `NACOS_*` environment variables ([`Config`]), the Nacos naming API client
+//! ([`NamingClient`], v1 and v3) and the registration lifecycle ([`Registration`]):
+//! register once the app listens, beat, register again after a Nacos restart, deregister
+//! on SIGTERM/SIGINT and on drop.
 //!
-//! Apps normally use an adapter (`nacos-axum`'s `NacosLayer`); this crate is for adapters
-//! and for programs that register something other than a web server.
+//! Apps normally use an adapter (`nacos-axum`'s `NacosLayer`, `nacos-actix`'s `Nacos`);
+//! this crate is for adapters and for programs that register something other than a web
+//! server.
 //!
 //! # Example
 //!
-//! ```no_run
+//! ```
 //! use nacos_core::{AddrSource, Config, Registration};
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // NACOS_SERVICE_NAME=orders NACOS_SERVER_ADDR=127.0.0.1:8848 in the environment
-//! let config = Config::from_env()?;
-//! let registration = Registration::with_addr_source(config, AddrSource::Adapter)?;
+//! // would do the same as: Config::from_env()?
+//! let config = Config::builder()
+//!     .service_name("orders")
+//!     .server_addr("127.0.0.1:8848")
+//! #   .register_enabled(false)
+//!     .build()?;
+//! let registration = Registration::with_addr_source(config, AddrSource::Reported)?;
 //!
 //! let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
 //! // Registers 0.0.0.0's detected IP and the real port, then beats every 5 s.
-//! registration.bound(listener.local_addr()?);
+//! registration.listening_on(listener.local_addr()?);
 //!
-//! // ... serve ...
+//! // ... serve, with registration.shutdown_signal() as the graceful-shutdown trigger ...
 //!
-//! // Wait for SIGTERM/SIGINT: the instance is deregistered before this resolves.
-//! registration.shutdown_signal().await;
+//! registration.deregister().await; // or drop it: the last handle deregisters
 //! # Ok(()) }
 //! ```
+//!
+//! # Where each step lives
+//!
+//! | step | module |
+//! |---|---|
+//! | configuration (`NACOS_*`, builder) | `config`, `metadata` |
+//! | the instance model, beat bodies and answers | `instance` |
+//! | the HTTP APIs: request sending, API choice, retries | `client` (`client/v1`, `client/v3`, `client/auth` for login and the token) |
+//! | the app's listener: found, chosen, closed | `listener` |
+//! | the advertised IP and port | `addr` |
+//! | one registration's life: register, beat, register again, deregister | `task` (`task/mailbox`, `task/timing`) |
+//! | the process-wide engine thread and shared tables | `engine` |
+//! | SIGTERM/SIGINT | `signals` |
+//! | the handle and drop | `registration` |
+//! | the health snapshot | `status` |
+//!
+//! # Signals
+//! The engine listens for SIGTERM and SIGINT from the first registration request on (not
+//! with `NACOS_HANDLE_SIGNALS=false`). On the first signal every instance is deregistered,
+//! `NACOS_DEREGISTER_GRACE` passes, then the app stops as it would have without this
+//! crate:
+//! - an app that awaits [`Registration::shutdown_signal`] drains;
+//! - an app with its own handler for the signal is left alone, however long it serves;
+//! - an app with no handler is ended as the signal's default action ends it, at most
+//!   [`EXIT_WAIT`] (500 ms) after the grace, with the same exit status;
+//! - where the handlers cannot be read (no `/proc`, off Linux) the app is never ended by
+//!   the engine: it keeps serving, deregistered, until a second signal or its own end.
+//!
+//! A second SIGTERM or SIGINT applies the signal's default action at once.
 //!
 //! # Features
 //! - `rustls`: `https://` servers in `NACOS_SERVER_ADDR`.
 //!
 //! # Pitfalls
 //! - A [`Registration`] with [`AddrSource::Detect`] registers the port of the process's
-//!   only listening socket; a process that listens on several ports needs `NACOS_PORT`.
-//! - The engine listens for SIGTERM and SIGINT once a registration exists (see
-//!   [`registrar`] for how it keeps the app's own behaviour on those signals).
+//!   only listening socket (Linux); a process that listens on several ports needs
+//!   `NACOS_PORT` or [`Registration::listening_on`].
+//! - An app that installs its own SIGTERM/SIGINT handler later than 5 ms after it starts
+//!   listening cannot be seen by the engine: await [`Registration::shutdown_signal`] or
+//!   set `NACOS_HANDLE_SIGNALS=false`.
 //! - Dropping the last [`Registration`] deregisters, blocking up to the request timeout.
 
 #![warn(
@@ -48,18 +85,32 @@
 )]
 #![forbid(unsafe_code)]
 
-pub mod addr;
-pub mod beat;
-pub mod client;
-pub mod config;
+mod addr;
+mod client;
+mod config;
+mod engine;
 mod error;
-pub mod instance;
-pub mod registrar;
+mod instance;
+mod listener;
+mod metadata;
+mod registration;
+mod signals;
 mod status;
+mod task;
 
-pub use client::NamingClient;
-pub use config::{ApiVersion, Config, ConfigBuilder, Secret, ServerAddr};
-pub use error::{Error, Result};
-pub use instance::{BeatInfo, BeatResult, Instance, Metadata, ServiceKey};
-pub use registrar::{AddrSource, Registration};
+pub use addr::{advertised_addr, detect_ip};
+pub use client::{LOGIN_RETRY, MAX_IN_FLIGHT, MAX_LOGIN_RETRY, NamingClient, USER_AGENT};
+pub use config::{
+    ApiVersion, Config, ConfigBuilder, DEFAULT_BEAT_INTERVAL, DEFAULT_SERVER_PORT, Secret,
+    ServerAddr,
+};
+pub use error::{Cause, Error, Result};
+pub use instance::{BeatInfo, BeatResult, Instance, ServiceKey};
+pub use listener::{ListenerState, listener_state, own_listeners};
+pub use metadata::{
+    Metadata, PRESERVED_HEART_BEAT_INTERVAL, PRESERVED_HEART_BEAT_TIMEOUT,
+    PRESERVED_IP_DELETE_TIMEOUT, PRESERVED_REGISTER_SOURCE, metadata_json,
+};
+pub use registration::{AddrSource, Registration};
+pub use signals::EXIT_WAIT;
 pub use status::{RegistrationState, Status, StatusHandle};

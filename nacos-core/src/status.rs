@@ -55,7 +55,7 @@ pub struct Status {
     pub beats: u64,
     /// Failed requests in a row (0 when the last one succeeded).
     pub consecutive_failures: u64,
-    /// The last error, kept after recovery.
+    /// The last error with its causes (`outer: cause: root cause`), kept after recovery.
     pub last_error: Option<String>,
     /// When the last error happened.
     #[serde(serialize_with = "rfc3339")]
@@ -129,7 +129,7 @@ impl StatusHandle {
     pub(crate) fn failed(&self, error: &crate::Error) -> u64 {
         let mut s = self.lock();
         s.consecutive_failures += 1;
-        s.last_error = Some(error.to_string());
+        s.last_error = Some(crate::error::Chain(error).to_string());
         s.last_error_at = Some(SystemTime::now());
         s.consecutive_failures
     }

@@ -630,7 +630,7 @@ async fn a_refusing_server_does_not_block_logging_in_to_the_next_one() {
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_in_flight_are_bounded() {
     const DELAY: Duration = Duration::from_millis(800);
-    let registrations = nacos_core::client::MAX_IN_FLIGHT * 2 + 5;
+    let registrations = nacos_core::MAX_IN_FLIGHT * 2 + 5;
     let server = mock_server().await;
     let log = Log::default();
     mount(&server, &log, "POST", INSTANCE, |_, _| {
@@ -665,7 +665,7 @@ async fn requests_in_flight_are_bounded() {
         .count();
     assert_eq!(
         before_first_answer,
-        nacos_core::client::MAX_IN_FLIGHT,
+        nacos_core::MAX_IN_FLIGHT,
         "requests on the wire before the first answer came back"
     );
     assert_eq!(seen.len(), registrations, "one registration each");

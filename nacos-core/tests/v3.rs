@@ -8,7 +8,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use nacos_core::client::Api;
+
 use nacos_core::{ApiVersion, Instance, NamingClient, ServiceKey};
 use serde_json::json;
 use support::{
@@ -166,7 +166,7 @@ async fn auto_falls_back_to_v1_on_410_and_remembers_it() {
     let addr = cfg.server_addrs()[0].clone();
     assert_eq!(client.api_of(&addr), None);
     client.register(&key, &inst).await.unwrap();
-    assert_eq!(client.api_of(&addr), Some(Api::V1));
+    assert_eq!(client.api_of(&addr), Some(ApiVersion::V1));
     client.register(&key, &inst).await.unwrap();
     assert_eq!(log.count("POST", V3_INSTANCE), 1);
     assert_eq!(log.count("POST", INSTANCE), 2);
@@ -187,7 +187,7 @@ async fn auto_stays_on_v3_when_the_server_speaks_it() {
     client.register(&key, &inst).await.unwrap();
     assert_eq!(
         client.api_of(&cfg.server_addrs()[0]),
-        Some(Api::V3),
+        Some(ApiVersion::V3),
         "remembered"
     );
     assert_eq!(log.count("POST", V3_INSTANCE), 2);

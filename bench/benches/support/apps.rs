@@ -115,7 +115,7 @@ pub(crate) fn enabled_registration() -> Registration {
         .service_name("bench")
         .build()
         .expect("config");
-    Registration::with_addr_source(config, AddrSource::Adapter).expect("registration")
+    Registration::with_addr_source(config, AddrSource::Reported).expect("registration")
 }
 
 /// The bare axum app: one `GET /` route.

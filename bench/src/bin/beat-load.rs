@@ -45,8 +45,8 @@ fn main() {
                 .build()
                 .expect("config");
             let reg =
-                Registration::with_addr_source(config, AddrSource::Adapter).expect("registration");
-            reg.bound(SocketAddr::from(([10, 255, 0, 1], 20000 + i)));
+                Registration::with_addr_source(config, AddrSource::Reported).expect("registration");
+            reg.listening_on(SocketAddr::from(([10, 255, 0, 1], 20000 + i)));
             reg
         })
         .collect();

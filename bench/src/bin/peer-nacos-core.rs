@@ -31,8 +31,8 @@ fn main() {
                 .build()
                 .expect("config");
             let reg =
-                Registration::with_addr_source(config, AddrSource::Adapter).expect("registration");
-            reg.bound(SocketAddr::new(ip, 8080 + (i % 1000) as u16));
+                Registration::with_addr_source(config, AddrSource::Reported).expect("registration");
+            reg.listening_on(SocketAddr::new(ip, 8080 + (i % 1000) as u16));
             reg
         })
         .collect();

@@ -58,9 +58,9 @@ pub(crate) fn config(server: &MockServer) -> ConfigBuilder {
 /// The engine is process-wide and a newer registration of the same `service#ip#port`
 /// replaces an older one, so every test uses its own port.
 pub(crate) fn start(config: ConfigBuilder, port: u16) -> Registration {
-    let reg = Registration::with_addr_source(config.build().unwrap(), AddrSource::Adapter)
+    let reg = Registration::with_addr_source(config.build().unwrap(), AddrSource::Reported)
         .expect("registration starts");
-    reg.bound(SocketAddr::new(IP.parse().unwrap(), port));
+    reg.listening_on(SocketAddr::new(IP.parse().unwrap(), port));
     reg
 }
 

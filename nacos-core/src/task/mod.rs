@@ -1,4 +1,9 @@
-//! The beat engine: one task per registration, the job of the Java client's `BeatReactor`.
+//! One registration's life, as one task on the engine's runtime: wait for the app to
+//! listen, register, beat, register again when the server forgot the instance, and send the
+//! deregistration. The job of the Java client's `BeatReactor` for one instance.
+//!
+//! - [`mailbox`]: the commands a task receives (bound address, deregister, replaced);
+//! - [`timing`]: the beat grid, the first beat's spread, the backoff after a failure.
 //!
 //! The task waits for the app to listen, registers, then beats:
 //!
@@ -28,100 +33,24 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use crate::addr::{Listening, advertised_addr, choose_listener, own_listeners};
+use crate::addr::advertised_addr;
+use crate::listener::{Listening, choose_listener, detect_pause, own_listeners};
 use crate::client::NamingClient;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::instance::{BeatInfo, BeatResult, Instance, ServiceKey};
 use crate::status::{RegistrationState, StatusHandle};
 
-/// The first retry delay after a failure; doubled per failure up to the beat interval.
-pub(crate) const FIRST_RETRY: Duration = Duration::from_millis(250);
+pub(crate) mod mailbox;
+pub(crate) mod timing;
+
+pub(crate) use mailbox::{Command, Done, Mailbox};
+use timing::{first_beat_delay, on_tick, retry_delay};
+
 /// How long to wait before trying again to find the IP to advertise.
 const ADDRESS_RETRY: Duration = Duration::from_secs(5);
-
-/// What the registrar tells a beat task.
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// The app listens at this address (from the framework adapter).
-    Bound(SocketAddr),
-    /// Deregister, acknowledge, stop.
-    Deregister(Done),
-    /// Another registration took over the same `service#ip#port`: stop without
-    /// deregistering.
-    Replaced,
-}
-
-/// The commands of one task: a queue and a wake-up, lighter than a channel (a task
-/// holds one for its whole life and receives a handful of commands).
-#[derive(Debug, Default)]
-pub(crate) struct Mailbox {
-    queue: std::sync::Mutex<std::collections::VecDeque<Command>>,
-    notify: Notify,
-    closed: std::sync::atomic::AtomicBool,
-}
-
-impl Mailbox {
-    /// Queues `command`; gives it back when the task has stopped.
-    pub(crate) fn send(&self, command: Command) -> Result<(), Command> {
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(command);
-        }
-        queue.push_back(command);
-        drop(queue);
-        self.notify.notify_one();
-        Ok(())
-    }
-
-    /// The next command.
-    ///
-    /// # Cancellation safety
-    /// Cancel-safe: a command is taken out of the queue only when this returns.
-    async fn recv(&self) -> Command {
-        loop {
-            let next = {
-                let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-                let next = queue.pop_front();
-                if queue.is_empty() {
-                    // The queue is empty nearly all the time: hold no buffer meanwhile.
-                    queue.shrink_to_fit();
-                }
-                next
-            };
-            if let Some(command) = next {
-                return command;
-            }
-            self.notify.notified().await;
-        }
-    }
-
-    /// Refuses further commands and returns those still queued.
-    fn close(&self) -> Vec<Command> {
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
-        queue.drain(..).collect()
-    }
-}
-
-/// An acknowledgement, to a blocking or an async waiter.
-#[derive(Debug)]
-pub(crate) enum Done {
-    Sync(std::sync::mpsc::Sender<()>),
-    Async(tokio::sync::oneshot::Sender<()>),
-}
-
-impl Done {
-    fn send(self) {
-        match self {
-            Done::Sync(tx) => drop(tx.send(())),
-            Done::Async(tx) => drop(tx.send(())),
-        }
-    }
-}
 
 /// The step a task takes next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,17 +80,20 @@ enum Outcome {
     Nothing,
 }
 
-/// What the engine needs to know when a task has its instance.
-pub(crate) trait Claims: Send + Sync + 'static {
+/// What the engine hears from a task.
+pub(crate) trait TaskEvents: Send + Sync + 'static {
     /// Claims `key` (`service#ip#port`) for registration `id`; an older holder is replaced.
     fn claim(&self, key: String, id: u64);
     /// Gives up `key` if registration `id` still holds it.
     fn unclaim(&self, key: &str, id: u64);
     /// Registration `id`'s task has ended (its claim given up first): forget it.
     fn release(&self, id: u64);
+    /// A registration request is about to go out (the engine starts listening for signals
+    /// when `handle_signals`).
+    fn registering(self: Arc<Self>, handle_signals: bool);
 }
 
-pub(crate) struct BeatTask {
+pub(crate) struct Task {
     pub(crate) id: u64,
     pub(crate) config: Arc<Config>,
     /// Shared by every registration of the same service.
@@ -169,7 +101,7 @@ pub(crate) struct BeatTask {
     pub(crate) client: Arc<NamingClient>,
     pub(crate) status: StatusHandle,
     pub(crate) detect_listener: bool,
-    pub(crate) claims: Arc<dyn Claims>,
+    pub(crate) events: Arc<dyn TaskEvents>,
 }
 
 struct Run {
@@ -185,7 +117,7 @@ struct Run {
     ambiguity_logged: bool,
 }
 
-impl BeatTask {
+impl Task {
     /// The task's whole life, ending with its release from the engine.
     ///
     /// An async block rather than an `async fn`, and commands handled in a boxed future
@@ -234,9 +166,9 @@ impl BeatTask {
                 }
             }
             if let Some(instance) = &run.instance {
-                self.claims.unclaim(&self.claim_key(instance), self.id);
+                self.events.unclaim(&self.claim_key(instance), self.id);
             }
-            self.claims.release(self.id);
+            self.events.release(self.id);
         }
     }
 
@@ -280,6 +212,8 @@ impl BeatTask {
         let instance = run.instance.clone();
         let port = self.config.port();
         let period_ms = u64::try_from(run.interval.as_millis()).unwrap_or(u64::MAX);
+        let events = (step == Step::Register).then(|| self.events.clone());
+        let handle_signals = self.config.handle_signals();
         async move {
             if step == Step::Idle {
                 std::future::pending::<()>().await;
@@ -298,6 +232,9 @@ impl BeatTask {
             // A slot first, then the request, which lives in a box only while it is in
             // flight: a task that sleeps between beats, or waits for a slot behind a slow
             // server, holds a few words, not a whole HTTP exchange.
+            if let Some(events) = events {
+                events.registering(handle_signals);
+            }
             let slot = client.admit().await;
             let request: Pin<Box<dyn Future<Output = Outcome> + Send>> = match step {
                 Step::Beat { full } => Box::pin(async move {
@@ -341,20 +278,11 @@ impl BeatTask {
                                 .collect::<Vec<_>>()
                                 .join(", ")
                         ));
-                        tracing::error!(service = %self.config.service_name(), error = %err, "cannot register");
+                        tracing::error!(service = %self.config.service_name(), error = %crate::error::Chain(&err), "cannot register");
                         self.status.failed(&err);
                     }
                 }
-                // Poll fast at first (the app usually listens within milliseconds), then slower.
-                let waited = now - run.detect_started;
-                let pause = if waited < Duration::from_secs(2) {
-                    Duration::from_millis(2)
-                } else if waited < Duration::from_secs(30) {
-                    Duration::from_millis(50)
-                } else {
-                    Duration::from_millis(500)
-                };
-                run.next = now + pause;
+                run.next = now + detect_pause(now - run.detect_started);
             }
             Outcome::Registered(Ok(())) => {
                 let inst = run
@@ -432,10 +360,10 @@ impl BeatTask {
                 if !quiet && (failures <= 3 || failures % 10 == 0) {
                     tracing::warn!(service = %self.config.service_name(),
                         instance = %run.instance.as_deref().map(Instance::addr).unwrap_or_default(),
-                        failures, retry_in_ms = delay.as_millis() as u64, error = %err,
+                        failures, retry_in_ms = delay.as_millis() as u64, error = %crate::error::Chain(&err),
                         "nacos {what} failed");
                 } else {
-                    tracing::debug!(service = %self.config.service_name(), failures, error = %err,
+                    tracing::debug!(service = %self.config.service_name(), failures, error = %crate::error::Chain(&err),
                         "nacos {what} failed");
                 }
                 run.step = Step::Register;
@@ -453,7 +381,7 @@ impl BeatTask {
         match advertised_addr(&self.config, bound) {
             Ok(addr) => {
                 let instance = Instance::from_config(&self.config, addr);
-                self.claims.claim(self.claim_key(&instance), self.id);
+                self.events.claim(self.claim_key(&instance), self.id);
                 self.status.update(|s| {
                     s.instance = Some(instance.addr());
                     s.state = RegistrationState::Registering;
@@ -461,10 +389,12 @@ impl BeatTask {
                 run.instance = Some(Arc::new(instance));
                 run.attempted = true;
                 run.step = Step::Register;
-                run.next = Instant::now();
+                // A moment for the app to install its own signal handlers before the
+                // engine looks at them (see the `signals` module).
+                run.next = Instant::now() + crate::signals::SETTLE;
             }
             Err(err) => {
-                tracing::error!(service = %self.config.service_name(), error = %err, "cannot register");
+                tracing::error!(service = %self.config.service_name(), error = %crate::error::Chain(&err), "cannot register");
                 self.status.failed(&err);
                 run.step = Step::Resolve;
                 run.next = Instant::now() + ADDRESS_RETRY;
@@ -490,7 +420,7 @@ impl BeatTask {
             // Moved to another address: the old instance goes first.
             self.deregister(run).await;
             if let Some(old) = run.instance.take() {
-                self.claims.unclaim(&self.claim_key(&old), self.id);
+                self.events.unclaim(&self.claim_key(&old), self.id);
             }
             run.attempted = false;
         }
@@ -516,15 +446,9 @@ impl BeatTask {
         })
         .await
         .unwrap_or_else(|_| {
-            Err(Error::Transport {
-                server: self
-                    .client
-                    .servers()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-                message: "deregistration timed out".into(),
+            Err(Error::Timeout {
+                operation: "deregistration",
+                after: self.config.request_timeout(),
             })
         });
         let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -536,7 +460,7 @@ impl BeatTask {
             Err(ref err) => {
                 self.status.failed(err);
                 tracing::warn!(service = %self.config.service_name(), instance = %instance.addr(),
-                    elapsed_ms, error = %err, "nacos deregistration failed; the server drops the instance once beats stop");
+                    elapsed_ms, error = %crate::error::Chain(err), "nacos deregistration failed; the server drops the instance once beats stop");
             }
         }
         self.status
@@ -544,61 +468,3 @@ impl BeatTask {
     }
 }
 
-/// The grid beats are due on: deadlines are rounded up to it, so the engine wakes once for
-/// every beat due in the same 20 ms instead of once per beat (what keeps a process beating
-/// thousands of instances cheap). Costs at most 20 ms of lateness.
-pub(crate) const BEAT_TICK: Duration = Duration::from_millis(20);
-
-/// `at` rounded up to the next [`BEAT_TICK`].
-pub(crate) fn on_tick(at: Instant) -> Instant {
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    let since = at.saturating_duration_since(epoch).as_nanos();
-    let tick = BEAT_TICK.as_nanos();
-    let rounded = since.div_ceil(tick) * tick;
-    epoch + Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
-}
-
-/// The delay from a registration to its first beat: 50-100 % of the interval, so that a
-/// process registering many instances at once does not beat them all in the same instant.
-pub(crate) fn first_beat_delay(interval: Duration) -> Duration {
-    interval.mul_f64(0.5 + fastrand::f64() * 0.5)
-}
-
-/// `min(interval, 250 ms * 2^(failures - 1))`, jittered to 50-100 % of that.
-pub(crate) fn retry_delay(failures: u32, interval: Duration) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    let base = FIRST_RETRY.saturating_mul(1 << exp).min(interval);
-    base.mul_f64(0.5 + fastrand::f64() * 0.5)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deadlines_land_on_the_tick_grid() {
-        let base = on_tick(Instant::now());
-        for ms in [0, 1, 19, 20, 21, 5000] {
-            let t = on_tick(base + Duration::from_millis(ms));
-            let offset = t - base;
-            assert_eq!(offset.as_nanos() % BEAT_TICK.as_nanos(), 0, "{ms} ms");
-            assert!(
-                offset >= Duration::from_millis(ms)
-                    && offset < Duration::from_millis(ms) + BEAT_TICK
-            );
-        }
-    }
-
-    #[test]
-    fn retry_delay_grows_and_stays_within_the_interval() {
-        let interval = Duration::from_secs(5);
-        for failures in 1..40 {
-            let d = retry_delay(failures, interval);
-            assert!(d <= interval, "{failures}: {d:?}");
-        }
-        let first = retry_delay(1, interval);
-        assert!(first >= Duration::from_millis(125) && first <= FIRST_RETRY);
-        assert!(retry_delay(30, interval) >= interval / 2);
-    }
-}

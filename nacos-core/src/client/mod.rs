@@ -1,0 +1,511 @@
+//! The Nacos naming HTTP APIs: register, deregister, beat, instance list, login.
+//!
+//! [`NamingClient`] speaks one of two APIs per server, chosen by `NACOS_API`
+//! ([`ApiVersion`]); the requests and answers of each live in their own module:
+//! - `v1` (`{context}/v1/ns/...`): Nacos 1.x, 2.x, 3.0, 3.1 and r-nacos;
+//! - `v3` (`{context}/v3/client/ns/...`): Nacos 3.x;
+//! - **auto** (the default): the first request to each server goes to v3; a 404 or 410
+//!   there means the server speaks v1 only, and the request is sent again on v1. The
+//!   answer is remembered per server and logged once.
+//!
+//! Login and the token live in `auth` ([`LOGIN_RETRY`], [`MAX_LOGIN_RETRY`]).
+//!
+//! Mirrors the Java 1.x client's `NamingProxy`: every request starts at a random server and
+//! tries each server once; with a single server it tries up to 3 times. Transport failures,
+//! HTTP 5xx and 403 are tried again; a 400 is not. Every request carries `User-Agent`,
+//! `Client-Version`, `Request-Module: Naming` and a fresh `RequestId`, and is bounded by
+//! the configured request timeout.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use reqwest::Method;
+use reqwest::header::HeaderValue;
+
+use crate::config::{ApiVersion, Config, ServerAddr};
+use crate::error::{Error, Result, excerpt};
+use crate::instance::{BeatInfo, BeatResult, Instance, ServiceKey};
+
+mod auth;
+pub(crate) mod v1;
+pub(crate) mod v3;
+
+use auth::Auth;
+pub use auth::{LOGIN_RETRY, MAX_LOGIN_RETRY};
+
+/// The `User-Agent` this crate sends: its name and version.
+pub const USER_AGENT: &str = concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION"));
+
+const SINGLE_SERVER_TRIES: usize = 3;
+
+/// At most this many of the beat engine's requests (registrations, beats,
+/// deregistrations) through one client are on the wire at once, and so at most this many
+/// connections per server: a process registering thousands of instances sends its beats
+/// through a bounded pool instead of opening a connection per instance. The engine waits
+/// for a slot before it builds a request ([`NamingClient`]'s own methods, called
+/// directly, are not limited).
+///
+/// Each connection costs about 26 KB (hyper's read and write buffers and request queue).
+/// 16 requests in flight carry 3,200 beats per second (16,000 instances beating every 5 s)
+/// as long as the server answers within 5 ms; a slower server makes beats queue here, not
+/// fail.
+pub const MAX_IN_FLIGHT: usize = 16;
+
+/// A client of the naming API (v1 or v3) of one Nacos cluster.
+///
+/// Cheap to share behind an `Arc`; all methods take `&self`.
+pub struct NamingClient {
+    http: reqwest::Client,
+    /// The beat engine's [`MAX_IN_FLIGHT`] slots (see [`NamingClient::admit`]).
+    in_flight: Arc<tokio::sync::Semaphore>,
+    servers: Vec<Server>,
+    mode: ApiVersion,
+    context_path: String,
+    request_timeout: Duration,
+    auth: Option<Auth>,
+}
+
+impl fmt::Debug for NamingClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NamingClient")
+            .field("servers", &self.servers)
+            .field("api", &self.mode)
+            .field("context_path", &self.context_path)
+            .field("request_timeout", &self.request_timeout)
+            .field("username", &self.auth.as_ref().map(|a| &a.username))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A server and what is known of the API it speaks.
+struct Server {
+    addr: ServerAddr,
+    /// 0: unknown, 1: v1, 3: v3.
+    api: AtomicU8,
+    /// `{server}{context}{path}` for each of [`PATHS`], parsed once.
+    urls: Vec<reqwest::Url>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.addr)
+    }
+}
+
+impl Server {
+    fn new(addr: &ServerAddr, context_path: &str) -> Result<Self> {
+        let urls = PATHS
+            .iter()
+            .map(|path| {
+                reqwest::Url::parse(&format!("{addr}{context_path}{path}")).map_err(|e| {
+                    Error::config(
+                        "NACOS_CONTEXT_PATH",
+                        context_path,
+                        format!("a path that makes a valid URL with {addr} ({e})"),
+                    )
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Server {
+            addr: addr.clone(),
+            api: AtomicU8::new(0),
+            urls,
+        })
+    }
+
+    /// The URL of `path`, one of [`PATHS`].
+    fn url(&self, path: &str) -> reqwest::Url {
+        let i = PATHS.iter().position(|p| *p == path).unwrap_or(0);
+        self.urls[i].clone()
+    }
+
+    /// The API the server is known to speak: `V1`, `V3`, or `None` while unknown.
+    fn api(&self) -> Option<ApiVersion> {
+        match self.api.load(Ordering::Relaxed) {
+            1 => Some(ApiVersion::V1),
+            3 => Some(ApiVersion::V3),
+            _ => None,
+        }
+    }
+
+    fn learn(&self, api: ApiVersion, why: &str) {
+        let code = match api {
+            ApiVersion::V1 => 1,
+            _ => 3,
+        };
+        if self.api.swap(code, Ordering::Relaxed) != code {
+            tracing::info!(server = %self.addr, api = %api, "nacos server speaks the {api} API ({why})");
+        }
+    }
+}
+
+/// A request before it is sent: method, path below the context path, query and form.
+struct Call {
+    method: Method,
+    path: &'static str,
+    /// Percent-encoded, without the `?`.
+    query: String,
+    form: Option<Vec<(&'static str, String)>>,
+}
+
+/// One naming operation, whichever API carries it.
+#[derive(Clone, Copy)]
+enum Op<'a> {
+    Register(&'a ServiceKey, &'a Instance),
+    Deregister(&'a ServiceKey, &'a Instance),
+    Beat(&'a ServiceKey, &'a Instance, Option<&'a BeatInfo>),
+    List(&'a ServiceKey, bool),
+}
+
+impl Op<'_> {
+    fn what(&self) -> &'static str {
+        match self {
+            Op::Register(..) => "register",
+            Op::Deregister(..) => "deregister",
+            Op::Beat(..) => "beat",
+            Op::List(..) => "instance list",
+        }
+    }
+
+    fn call(&self, api: ApiVersion) -> Call {
+        match api {
+            ApiVersion::V1 => v1::call(*self),
+            _ => v3::call(*self),
+        }
+    }
+}
+
+/// Every naming path, parsed into a URL once per server.
+const PATHS: [&str; 5] = [v1::INSTANCE, v1::BEAT, v1::LIST, v3::INSTANCE, v3::LIST];
+
+/// A query string, percent-encoded as it is built.
+pub(crate) struct Query(String);
+
+impl Default for Query {
+    fn default() -> Self {
+        Query(String::with_capacity(160))
+    }
+}
+
+impl Query {
+    #[must_use]
+    pub(crate) fn pair(mut self, key: &str, value: &str) -> Self {
+        url::form_urlencoded::Serializer::for_suffix(&mut self.0, 0).append_pair(key, value);
+        self
+    }
+
+    #[must_use]
+    pub(crate) fn details(self, instance: &Instance) -> Self {
+        self.pair("weight", &instance.weight.to_string())
+            .pair("enabled", if instance.enabled { "true" } else { "false" })
+            .pair("healthy", if instance.healthy { "true" } else { "false" })
+            .pair(
+                "metadata",
+                &crate::metadata::metadata_json(&instance.metadata),
+            )
+    }
+}
+
+impl Call {
+    fn new(method: Method, path: &'static str, query: Query) -> Self {
+        Call {
+            method,
+            path,
+            query: query.0,
+            form: None,
+        }
+    }
+}
+
+/// A fresh random (v4) UUID for the `RequestId` header. Drawn from `fastrand`, not the
+/// operating system: it identifies a request in the server's logs and guards nothing, and
+/// a `getrandom` system call per beat is measurable at thousands of instances.
+fn request_id() -> HeaderValue {
+    let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = id.hyphenated().encode_lower(&mut text);
+    HeaderValue::from_str(text).expect("a UUID is a valid header value")
+}
+
+impl NamingClient {
+    /// A client for the servers of `config`.
+    ///
+    /// # Errors
+    /// [`Error::HttpClient`] when the HTTP client cannot be built (no TLS backend);
+    /// [`Error::Config`] naming `NACOS_CONTEXT_PATH` when a server's URL cannot be made.
+    pub fn new(config: &Config) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .no_proxy()
+            .connect_timeout(config.request_timeout())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(MAX_IN_FLIGHT)
+            .build()
+            .map_err(|e| Error::HttpClient {
+                source: Arc::new(e.without_url()),
+            })?;
+        Ok(NamingClient {
+            http,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+            servers: config
+                .server_addrs()
+                .iter()
+                .map(|addr| Server::new(addr, config.context_path()))
+                .collect::<Result<_>>()?,
+            mode: config.api(),
+            context_path: config.context_path().to_owned(),
+            request_timeout: config.request_timeout(),
+            auth: match (config.username(), config.password()) {
+                (Some(username), Some(password)) => Some(Auth::new(username, password)),
+                _ => None,
+            },
+        })
+    }
+
+    /// Waits for one of the [`MAX_IN_FLIGHT`] slots of the beat engine's requests and
+    /// holds it until the permit is dropped. The engine takes it before it builds a
+    /// request, so thousands of registrations waiting for a slow server wait as a few
+    /// words each, not as thousands of built requests.
+    pub(crate) async fn admit(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the in-flight semaphore is never closed")
+    }
+
+    /// The servers this client talks to.
+    pub fn servers(&self) -> Vec<ServerAddr> {
+        self.servers.iter().map(|s| s.addr.clone()).collect()
+    }
+
+    /// The API `server` (an entry of [`servers`](Self::servers)) is known to speak
+    /// ([`ApiVersion::V1`] or [`ApiVersion::V3`]): `None` until the first answer in
+    /// `auto` mode.
+    pub fn api_of(&self, server: &ServerAddr) -> Option<ApiVersion> {
+        self.servers
+            .iter()
+            .find(|s| &s.addr == server)
+            .and_then(Server::api)
+    }
+
+    /// Registers `instance` (v1 `POST /v1/ns/instance`, v3 `POST /v3/client/ns/instance`).
+    ///
+    /// # Errors
+    /// The last server's error when every try failed; [`Error::Refused`] when a v3 server
+    /// refuses it.
+    ///
+    /// # Cancellation safety
+    /// Dropping the future abandons the request; the server may or may not have applied it.
+    pub async fn register(&self, key: &ServiceKey, instance: &Instance) -> Result<()> {
+        let (server, api, body) = self.call(Op::Register(key, instance)).await?;
+        expect_ok(&server, api, &body)
+    }
+
+    /// Deregisters `instance` (v1 `DELETE /v1/ns/instance`, v3 `DELETE
+    /// /v3/client/ns/instance`). Unknown instances answer success too.
+    ///
+    /// # Errors
+    /// As [`register`](Self::register).
+    pub async fn deregister(&self, key: &ServiceKey, instance: &Instance) -> Result<()> {
+        let (server, api, body) = self.call(Op::Deregister(key, instance)).await?;
+        expect_ok(&server, api, &body)
+    }
+
+    /// Sends one beat. v1: `PUT /v1/ns/instance/beat`, with the [`BeatInfo`] body when
+    /// `beat` is given, a light beat otherwise. v3: the register call with
+    /// `heartBeat=true` (no body, no `clientBeatInterval`; code 21003 becomes a
+    /// [`BeatResult`] whose [`is_not_found`](BeatResult::is_not_found) is true).
+    ///
+    /// # Errors
+    /// The last server's error when every try failed; [`Error::Protocol`] when the answer is
+    /// not the JSON a beat gets; [`Error::Refused`] for another v3 code.
+    pub async fn beat(
+        &self,
+        key: &ServiceKey,
+        instance: &Instance,
+        beat: Option<&BeatInfo>,
+    ) -> Result<BeatResult> {
+        let (server, api, body) = self.call(Op::Beat(key, instance, beat)).await?;
+        match api {
+            ApiVersion::V1 => v1::beat_result(&server, &body),
+            _ => v3::beat_result(&server, &body),
+        }
+    }
+
+    /// Lists the instances of a service (v1 `GET /v1/ns/instance/list`, v3 `GET
+    /// /v3/client/ns/instance/list`), unhealthy ones included unless `healthy_only`.
+    /// Nacos 3.1's v3 list shows only the `DEFAULT` cluster (its form defaults the cluster);
+    /// its v1 list shows all.
+    ///
+    /// # Errors
+    /// The last server's error when every try failed; [`Error::Protocol`] for a body that
+    /// is not an instance list; [`Error::Refused`] for a v3 code other than 0.
+    pub async fn instance_list(
+        &self,
+        key: &ServiceKey,
+        healthy_only: bool,
+    ) -> Result<Vec<Instance>> {
+        let (server, api, body) = self.call(Op::List(key, healthy_only)).await?;
+        match api {
+            ApiVersion::V1 => v1::instance_list(&server, &body),
+            _ => v3::instance_list(&server, &body, healthy_only),
+        }
+    }
+
+    /// Tries the servers as the module docs say; returns the answering server, the API
+    /// it answered on and the body.
+    async fn call(&self, op: Op<'_>) -> Result<(String, ApiVersion, String)> {
+        let n = self.servers.len();
+        let tries = if n == 1 { SINGLE_SERVER_TRIES } else { n };
+        let start = fastrand::usize(..n);
+        let mut attempt = 0;
+        loop {
+            let server = &self.servers[(start + attempt) % n];
+            attempt += 1;
+            match self.call_server(server, op).await {
+                Ok((api, body)) => return Ok((server.addr.to_string(), api, body)),
+                Err(e) if attempt < tries && e.is_retryable() => {
+                    tracing::debug!(server = %server.addr, what = op.what(),
+                        error = %crate::error::Chain(&e), "nacos request failed");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One server, on the API it speaks (finding it out in `auto` mode).
+    async fn call_server(&self, server: &Server, op: Op<'_>) -> Result<(ApiVersion, String)> {
+        let known = match self.mode {
+            ApiVersion::Auto => server.api(),
+            mode => Some(mode),
+        };
+        // A failed login says nothing about the naming API: it ends here.
+        let token = self.token(server).await?;
+        let api = known.unwrap_or(ApiVersion::V3);
+        let result = self.send_authed(server, &op.call(api), token).await;
+        if known.is_some() {
+            return result.map(|body| (api, body));
+        }
+        match result {
+            Err(Error::Status {
+                status: status @ (404 | 410),
+                ..
+            }) => {
+                server.learn(ApiVersion::V1, &format!("the v3 API answered HTTP {status}"));
+                let token = self.token(server).await?;
+                self.send_authed(server, &op.call(ApiVersion::V1), token)
+                    .await
+                    .map(|body| (ApiVersion::V1, body))
+            }
+            Err(e @ (Error::Transport { .. } | Error::Login { .. })) => Err(e),
+            other => {
+                server.learn(ApiVersion::V3, "the v3 API answered");
+                other.map(|body| (ApiVersion::V3, body))
+            }
+        }
+    }
+
+    /// One request with `token`, with one new login and retry after a 403.
+    async fn send_authed(
+        &self,
+        server: &Server,
+        call: &Call,
+        token: Option<String>,
+    ) -> Result<String> {
+        match self.send(server, call, token.as_deref()).await {
+            Err(Error::Status { status: 403, .. }) if self.auth.is_some() => {
+                let token = self.relogin(server, token.as_deref()).await?;
+                self.send(server, call, token.as_deref()).await
+            }
+            other => other,
+        }
+    }
+
+    async fn send(&self, server: &Server, call: &Call, token: Option<&str>) -> Result<String> {
+        let mut url = server.url(call.path);
+        match token {
+            Some(token) => {
+                let mut query = call.query.clone();
+                url::form_urlencoded::Serializer::for_suffix(&mut query, 0)
+                    .append_pair("accessToken", token);
+                url.set_query(Some(&query));
+            }
+            None => url.set_query(Some(&call.query)),
+        }
+        let mut req = self
+            .http
+            .request(call.method.clone(), url)
+            .timeout(self.request_timeout)
+            .header("Client-Version", HeaderValue::from_static(USER_AGENT))
+            .header("Request-Module", HeaderValue::from_static("Naming"))
+            .header("RequestId", request_id());
+        if let Some(form) = &call.form {
+            req = req.form(form);
+        }
+        let server_name = server.addr.to_string();
+        let resp = req.send().await.map_err(|e| transport(&server_name, e))?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(|e| transport(&server_name, e))?;
+        if status == 200 {
+            Ok(body)
+        } else {
+            Err(Error::Status {
+                server: server_name,
+                status,
+                body: excerpt(&body),
+            })
+        }
+    }
+}
+
+/// `ok` (v1) or a v3 envelope with code 0.
+fn expect_ok(server: &str, api: ApiVersion, body: &str) -> Result<()> {
+    match api {
+        ApiVersion::V1 => Ok(()),
+        _ => v3::expect_ok(server, body),
+    }
+}
+
+pub(crate) fn list_query(key: &ServiceKey, healthy_only: bool) -> Query {
+    Query::default()
+        .pair("namespaceId", &key.namespace_id)
+        .pair("serviceName", &key.service_name)
+        .pair("groupName", &key.group_name)
+        .pair("healthyOnly", if healthy_only { "true" } else { "false" })
+}
+
+pub(crate) fn instance_query(key: &ServiceKey, instance: &Instance) -> Query {
+    Query::default()
+        .pair("namespaceId", &key.namespace_id)
+        .pair("serviceName", &key.service_name)
+        .pair("groupName", &key.group_name)
+        .pair("clusterName", &instance.cluster_name)
+        .pair("ip", &instance.ip)
+        .pair("port", &instance.port.to_string())
+        .pair(
+            "ephemeral",
+            if instance.ephemeral { "true" } else { "false" },
+        )
+}
+
+/// A transport error for `server`, keeping reqwest's error (its URL, which holds the
+/// access token, removed) as the cause.
+fn transport(server: &str, err: reqwest::Error) -> Error {
+    let what = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "cannot connect"
+    } else if err.is_body() || err.is_decode() {
+        "the answer was cut off"
+    } else {
+        "the exchange failed"
+    };
+    Error::Transport {
+        server: server.to_owned(),
+        what,
+        source: Arc::new(err.without_url()),
+    }
+}
