@@ -284,6 +284,12 @@ pub fn signal_deregisters_then_exits(bin: &str, kind: ServerKind, signal: &str, 
         .wait_exit(Duration::from_secs(10))
         .unwrap_or_else(|| panic!("still running 10 s after SIG{signal}:\n{}", app.output()));
     let exited = signalled.elapsed();
+    assert!(
+        exited < crate::SIGNAL_EXIT_BOUND,
+        "exited {} ms after SIG{signal}, beyond the documented bound:\n{}",
+        exited.as_millis(),
+        app.output()
+    );
     // The deregistration must have been acknowledged before the exit (the log says so).
     // r-nacos shows it in its list at once; the official server updates the list it serves
     // from a cache, asynchronously, so it gets a short lag there, far below the 15-30 s
@@ -312,6 +318,182 @@ pub fn signal_deregisters_then_exits(bin: &str, kind: ServerKind, signal: &str, 
             assert_eq!(status.signal(), Some(expected), "exit {status}:\n{output}");
         }
     }
+}
+
+/// An app with its own graceful shutdown that keeps serving `wait` after SIGTERM (the
+/// binary reads `SHUTDOWN_WAIT`): the instance leaves Nacos right after the signal, every
+/// request during the wait is answered, and the app exits 0 by itself after the wait.
+/// Nothing kills it, however long the wait.
+pub fn own_shutdown_is_never_killed(bin: &str, kind: ServerKind, wait: Duration) {
+    let server = kind.start(&ServerOptions::default());
+    let service = "e2e-own-shutdown";
+    let mut env = base_env(&server, service);
+    env.push(("SHUTDOWN_WAIT", format!("{}ms", wait.as_millis())));
+    let (mut app, port) = start_app(bin, &env);
+    listed(
+        &server,
+        "public",
+        "DEFAULT_GROUP",
+        service,
+        port,
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|| panic!("never listed:\n{}", app.output()));
+    let signalled = Instant::now();
+    app.signal("TERM");
+    assert!(
+        unlisted(
+            &server,
+            "public",
+            "DEFAULT_GROUP",
+            service,
+            port,
+            Duration::from_secs(2)
+        ),
+        "still listed 2 s after SIGTERM:\n{}",
+        app.output()
+    );
+    let gone = signalled.elapsed();
+    // Requests all through the wait (but the last 300 ms, when the app starts draining).
+    let mut answered = 0;
+    while signalled.elapsed() + Duration::from_millis(300) < wait {
+        match get_text(&format!("http://127.0.0.1:{port}/")) {
+            Ok((200, _)) => answered += 1,
+            other => panic!(
+                "request {} ms after SIGTERM failed: {other:?}\n{}",
+                signalled.elapsed().as_millis(),
+                app.output()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = app.wait_exit(wait + Duration::from_secs(10)).unwrap_or_else(|| {
+        panic!(
+            "still running {} s after SIGTERM:\n{}",
+            (wait + Duration::from_secs(10)).as_secs(),
+            app.output()
+        )
+    });
+    let exited = signalled.elapsed();
+    assert!(
+        status.success(),
+        "exit {status} (143 = killed by SIGTERM):\n{}",
+        app.output()
+    );
+    assert!(
+        exited >= wait,
+        "exited {} ms after SIGTERM, before its own {} ms wait:\n{}",
+        exited.as_millis(),
+        wait.as_millis(),
+        app.output()
+    );
+    eprintln!(
+        "[e2e] {bin} on {kind}: gone from nacos {} ms after SIGTERM, {answered} requests answered during its {} ms wait, exited 0 after {} ms",
+        gone.as_millis(),
+        wait.as_millis(),
+        exited.as_millis()
+    );
+}
+
+/// A second signal while the app drains applies the signal's default action at once.
+pub fn second_signal_stops_at_once(bin: &str, kind: ServerKind, signal: &str) {
+    let server = kind.start(&ServerOptions::default());
+    let service = "e2e-second-signal";
+    let mut env = base_env(&server, service);
+    env.push(("SHUTDOWN_WAIT", "60s".into()));
+    let (mut app, port) = start_app(bin, &env);
+    listed(
+        &server,
+        "public",
+        "DEFAULT_GROUP",
+        service,
+        port,
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|| panic!("never listed:\n{}", app.output()));
+    app.signal(signal);
+    assert!(
+        unlisted(
+            &server,
+            "public",
+            "DEFAULT_GROUP",
+            service,
+            port,
+            Duration::from_secs(2)
+        ),
+        "still listed 2 s after SIG{signal}:\n{}",
+        app.output()
+    );
+    assert!(app.is_running(), "exited on the first signal:\n{}", app.output());
+    let second = Instant::now();
+    app.signal(signal);
+    let status = app.wait_exit(Duration::from_secs(5)).unwrap_or_else(|| {
+        panic!(
+            "still running 5 s after a second SIG{signal}:\n{}",
+            app.output()
+        )
+    });
+    let expected = if signal == "INT" { 2 } else { 15 };
+    assert_eq!(
+        status.signal(),
+        Some(expected),
+        "exit {status}:\n{}",
+        app.output()
+    );
+    eprintln!(
+        "[e2e] {bin} on {kind}: died of the second SIG{signal} {} ms after it",
+        second.elapsed().as_millis()
+    );
+}
+
+/// `NACOS_HANDLE_SIGNALS=false`: the engine leaves the signals alone. An app that awaits
+/// `shutdown_signal()` still deregisters and drains (the future listens itself); a plain
+/// app dies of the signal at once, as it would have without the layer.
+pub fn signals_left_to_the_app(bin: &str, kind: ServerKind, signal: &str, exit: Exit) {
+    let server = kind.start(&ServerOptions::default());
+    let service = "e2e-no-signals";
+    let mut env = base_env(&server, service);
+    env.push(("NACOS_HANDLE_SIGNALS", "false".into()));
+    let (mut app, port) = start_app(bin, &env);
+    listed(
+        &server,
+        "public",
+        "DEFAULT_GROUP",
+        service,
+        port,
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|| panic!("never listed:\n{}", app.output()));
+    let signalled = Instant::now();
+    app.signal(signal);
+    let status = app.wait_exit(Duration::from_secs(10)).unwrap_or_else(|| {
+        panic!(
+            "still running 10 s after SIG{signal}:\n{}",
+            app.output()
+        )
+    });
+    let exited = signalled.elapsed();
+    let output = app.output();
+    match exit {
+        Exit::Clean => {
+            assert!(status.success(), "exit {status}:\n{output}");
+            assert!(output.contains("deregistered from nacos"), "{output}");
+        }
+        Exit::KilledBySignal => {
+            let expected = if signal == "INT" { 2 } else { 15 };
+            assert_eq!(status.signal(), Some(expected), "exit {status}:\n{output}");
+            assert!(!output.contains("deregistering from nacos before shutdown"), "{output}");
+            assert!(
+                exited < crate::SIGNAL_EXIT_BOUND / 4,
+                "died {} ms after SIG{signal}: the engine held the signal back\n{output}",
+                exited.as_millis()
+            );
+        }
+    }
+    eprintln!(
+        "[e2e] {bin} on {kind} with NACOS_HANDLE_SIGNALS=false: exited {} ms after SIG{signal} ({status})",
+        exited.as_millis()
+    );
 }
 
 /// SIGTERM while a request is in flight: the instance leaves Nacos first, and the request

@@ -11,6 +11,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The longest an app may take to exit after SIGTERM/SIGINT in the end-to-end suite when
+/// it has no handler of its own: the deregistration (bounded by the request timeout, but
+/// milliseconds on loopback), no grace, then at most `nacos_core::EXIT_WAIT` (500 ms)
+/// before the signal's default action; 2 s leaves room for a loaded machine.
+pub const SIGNAL_EXIT_BOUND: Duration = Duration::from_secs(2);
+
 /// The r-nacos release the project develops and tests against.
 pub const RNACOS_VERSION: &str = "0.8.8";
 

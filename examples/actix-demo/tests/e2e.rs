@@ -8,6 +8,7 @@ xtask::e2e_suite!(DEMO);
 
 mod handle {
     use super::HANDLE;
+    use std::time::Duration;
     use xtask::e2e::{self, Exit};
     use xtask::server::ServerKind;
 
@@ -20,6 +21,26 @@ mod handle {
     #[test]
     fn server_handle_stop_without_signal_deregisters() {
         e2e::stop_without_signal_deregisters(HANDLE, ServerKind::RNacos);
+    }
+
+    #[test]
+    fn own_shutdown_serving_2s_after_sigterm_is_never_killed() {
+        e2e::own_shutdown_is_never_killed(HANDLE, ServerKind::RNacos, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn own_shutdown_serving_10s_after_sigterm_is_never_killed() {
+        e2e::own_shutdown_is_never_killed(HANDLE, ServerKind::RNacos, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_second_sigterm_stops_at_once() {
+        e2e::second_signal_stops_at_once(HANDLE, ServerKind::RNacos, "TERM");
+    }
+
+    #[test]
+    fn handle_signals_false_leaves_sigint_to_the_app() {
+        e2e::signals_left_to_the_app(HANDLE, ServerKind::RNacos, "INT", Exit::KilledBySignal);
     }
 
     #[test]

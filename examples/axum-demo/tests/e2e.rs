@@ -3,6 +3,7 @@
 
 const DEMO: &str = env!("CARGO_BIN_EXE_axum-demo");
 const MINIMAL: &str = env!("CARGO_BIN_EXE_axum-demo-minimal");
+const OWN_SHUTDOWN: &str = env!("CARGO_BIN_EXE_axum-demo-own-shutdown");
 
 xtask::e2e_suite!(DEMO);
 
@@ -59,5 +60,52 @@ mod minimal {
             "INT",
             Exit::KilledBySignal,
         );
+    }
+}
+
+/// The signal policy: an app's own graceful shutdown is never cut short, a second signal
+/// stops at once, and `NACOS_HANDLE_SIGNALS=false` leaves the signals to the app.
+mod signals {
+    use super::{DEMO, MINIMAL, OWN_SHUTDOWN};
+    use std::time::Duration;
+    use xtask::e2e::{self, Exit};
+    use xtask::server::ServerKind;
+
+    #[test]
+    fn own_shutdown_serving_2s_after_sigterm_is_never_killed() {
+        e2e::own_shutdown_is_never_killed(
+            OWN_SHUTDOWN,
+            ServerKind::RNacos,
+            Duration::from_secs(2),
+        );
+    }
+
+    #[test]
+    fn own_shutdown_serving_10s_after_sigterm_is_never_killed() {
+        e2e::own_shutdown_is_never_killed(
+            OWN_SHUTDOWN,
+            ServerKind::RNacos,
+            Duration::from_secs(10),
+        );
+    }
+
+    #[test]
+    fn a_second_sigterm_stops_at_once() {
+        e2e::second_signal_stops_at_once(OWN_SHUTDOWN, ServerKind::RNacos, "TERM");
+    }
+
+    #[test]
+    fn a_second_sigint_stops_at_once() {
+        e2e::second_signal_stops_at_once(OWN_SHUTDOWN, ServerKind::RNacos, "INT");
+    }
+
+    #[test]
+    fn handle_signals_false_plain_app_dies_at_once() {
+        e2e::signals_left_to_the_app(MINIMAL, ServerKind::RNacos, "TERM", Exit::KilledBySignal);
+    }
+
+    #[test]
+    fn handle_signals_false_shutdown_signal_still_deregisters() {
+        e2e::signals_left_to_the_app(DEMO, ServerKind::RNacos, "TERM", Exit::Clean);
     }
 }

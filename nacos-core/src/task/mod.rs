@@ -93,12 +93,66 @@ pub(crate) trait TaskEvents: Send + Sync + 'static {
     fn registering(self: Arc<Self>, handle_signals: bool);
 }
 
-pub(crate) struct Task {
+/// The naming requests a task sends: [`NamingClient`] in the engine, a scripted fake in the
+/// task's tests (which run on tokio's paused clock).
+pub(crate) trait Naming: Send + Sync + 'static {
+    /// Waits for one of the client's in-flight slots, held until the permit is dropped.
+    fn admit(&self) -> impl Future<Output = tokio::sync::OwnedSemaphorePermit> + Send;
+    /// Registers the instance.
+    fn register(
+        &self,
+        key: &ServiceKey,
+        instance: &Instance,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Beats, with the body for a full beat.
+    fn beat(
+        &self,
+        key: &ServiceKey,
+        instance: &Instance,
+        body: Option<&BeatInfo>,
+    ) -> impl Future<Output = Result<BeatResult>> + Send;
+    /// Deregisters the instance.
+    fn deregister(
+        &self,
+        key: &ServiceKey,
+        instance: &Instance,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+impl Naming for NamingClient {
+    fn admit(&self) -> impl Future<Output = tokio::sync::OwnedSemaphorePermit> + Send {
+        NamingClient::admit(self)
+    }
+    fn register(
+        &self,
+        key: &ServiceKey,
+        instance: &Instance,
+    ) -> impl Future<Output = Result<()>> + Send {
+        NamingClient::register(self, key, instance)
+    }
+    fn beat(
+        &self,
+        key: &ServiceKey,
+        instance: &Instance,
+        body: Option<&BeatInfo>,
+    ) -> impl Future<Output = Result<BeatResult>> + Send {
+        NamingClient::beat(self, key, instance, body)
+    }
+    fn deregister(
+        &self,
+        key: &ServiceKey,
+        instance: &Instance,
+    ) -> impl Future<Output = Result<()>> + Send {
+        NamingClient::deregister(self, key, instance)
+    }
+}
+
+pub(crate) struct Task<C = NamingClient> {
     pub(crate) id: u64,
     pub(crate) config: Arc<Config>,
     /// Shared by every registration of the same service.
     pub(crate) key: Arc<ServiceKey>,
-    pub(crate) client: Arc<NamingClient>,
+    pub(crate) client: Arc<C>,
     pub(crate) status: StatusHandle,
     pub(crate) detect_listener: bool,
     pub(crate) events: Arc<dyn TaskEvents>,
@@ -117,7 +171,7 @@ struct Run {
     ambiguity_logged: bool,
 }
 
-impl Task {
+impl<C: Naming> Task<C> {
     /// The task's whole life, ending with its release from the engine.
     ///
     /// An async block rather than an `async fn`, and commands handled in a boxed future
@@ -468,3 +522,6 @@ impl Task {
     }
 }
 
+
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,10 @@
 //! gone from Nacos before the process exits, and in-flight requests are drained. SIGINT is
 //! not handled by this app: the instance is deregistered, then the process dies of SIGINT
 //! as it would have without Nacos. Same environment and routes as `actix-demo`.
+//!
+//! `SHUTDOWN_WAIT` (a duration such as `2s`, default `0s`): how long the app keeps serving
+//! after SIGTERM before it stops the server (the Kubernetes "keep serving until the load
+//! balancers notice" pattern).
 
 use actix_web::{App, HttpResponse, HttpServer, post, web};
 use nacos_actix::Nacos;
@@ -24,6 +28,11 @@ async fn main() {
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let port = actix_demo::port_from_env()?;
+    let wait = match std::env::var("SHUTDOWN_WAIT") {
+        Ok(text) => humantime::parse_duration(&text)
+            .map_err(|e| format!("invalid SHUTDOWN_WAIT={text:?}: {e}"))?,
+        Err(_) => std::time::Duration::ZERO,
+    };
     let nacos = Nacos::from_env()?;
     let status = web::Data::new(nacos.status());
     let stop = web::Data::new(Notify::new());
@@ -50,7 +59,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let handle = server.handle();
     actix_web::rt::spawn(async move {
         tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: stopping the server"),
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: serving for {} ms more, then stopping the server", wait.as_millis());
+                tokio::time::sleep(wait).await;
+            }
             () = stop.notified() => tracing::info!("POST /shutdown: stopping the server"),
         }
         handle.stop(true).await;
