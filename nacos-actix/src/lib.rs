@@ -53,6 +53,32 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Try it without a Nacos
+//! With registration switched off (`NACOS_REGISTER_ENABLED=false`, or the builder) the
+//! middleware is inert and the app works as without it:
+//!
+//! ```
+//! use actix_web::{App, test, web};
+//! use nacos_actix::{Config, Nacos};
+//!
+//! # #[actix_web::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::builder()
+//!     .service_name("orders")
+//!     .register_enabled(false)
+//!     .build()?;
+//! let nacos = Nacos::new(config)?;
+//! let app = test::init_service(
+//!     App::new()
+//!         .wrap(nacos.clone())
+//!         .route("/", web::get().to(|| async { "hello" })),
+//! )
+//! .await;
+//! let response = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+//! assert!(response.status().is_success());
+//! # Ok(()) }
+//! ```
+//!
 //! # How the middleware knows the server is listening
 //! `HttpServer::bind` opens the listening socket before any worker builds its `App`, and the
 //! middleware never sees it. So [`Nacos::from_env`] starts one registration that watches the

@@ -10,6 +10,9 @@ use xtask::{RNacos, get_text, wait_for};
 
 #[actix_web::test]
 async fn registers_once_after_the_port_accepts_connections() {
+    if xtask::skip_without(xtask::server::ServerKind::RNacos) {
+        return;
+    }
     let server = RNacos::start();
     let service = "actix-listen-first";
     let config = Config::builder()

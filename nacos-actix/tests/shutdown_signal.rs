@@ -13,6 +13,9 @@ const GRACE: Duration = Duration::from_millis(1500);
 
 #[actix_web::test]
 async fn sigterm_deregisters_then_serves_through_the_grace_then_stops() {
+    if xtask::skip_without(xtask::server::ServerKind::RNacos) {
+        return;
+    }
     let server = RNacos::start();
     let service = "actix-shutdown-signal";
     let config = Config::builder()

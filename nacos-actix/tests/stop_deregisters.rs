@@ -12,6 +12,9 @@ use xtask::{RNacos, wait_for};
 
 #[actix_web::test]
 async fn stopping_the_server_deregisters_before_it_returns() {
+    if xtask::skip_without(xtask::server::ServerKind::RNacos) {
+        return;
+    }
     let server = RNacos::start();
     let service = "actix-stop";
     let config = Config::builder()

@@ -9,6 +9,9 @@ use xtask::{RNacos, wait_for};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dropping_the_router_deregisters() {
+    if xtask::skip_without(xtask::server::ServerKind::RNacos) {
+        return;
+    }
     let server = RNacos::start();
     let service = "axum-drop";
     let config = Config::builder()

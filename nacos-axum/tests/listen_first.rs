@@ -9,6 +9,9 @@ use xtask::{RNacos, get_text, wait_for};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn registers_only_after_the_port_accepts_connections() {
+    if xtask::skip_without(xtask::server::ServerKind::RNacos) {
+        return;
+    }
     let server = RNacos::start();
     let service = "axum-listen-first";
     let config = Config::builder()

@@ -43,7 +43,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::metadata::{
-    Metadata, PRESERVED_HEART_BEAT_INTERVAL, PRESERVED_HEART_BEAT_TIMEOUT, PRESERVED_IP_DELETE_TIMEOUT,
+    Metadata, PRESERVED_HEART_BEAT_INTERVAL, PRESERVED_HEART_BEAT_TIMEOUT,
+    PRESERVED_IP_DELETE_TIMEOUT,
 };
 
 /// Nacos's default HTTP port, used for a server entry without a port.

@@ -10,7 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// Configuration errors come out of [`Config::from_env`](crate::Config::from_env) and
 /// [`ConfigBuilder::build`](crate::ConfigBuilder::build), before anything touches the network.
-/// The other variants describe a failed exchange with a Nacos server; the registrar logs
+/// The other variants describe a failed exchange with a Nacos server; the engine logs
 /// them and retries, and keeps the last one in its [`Status`](crate::Status).
 ///
 /// Causes are kept: [`std::error::Error::source`] gives the underlying error (the HTTP

@@ -98,6 +98,9 @@ mod signals;
 mod status;
 mod task;
 
+#[cfg(test)]
+mod hostile_input;
+
 pub use addr::{advertised_addr, detect_ip};
 pub use client::{LOGIN_RETRY, MAX_IN_FLIGHT, MAX_LOGIN_RETRY, NamingClient, USER_AGENT};
 pub use config::{

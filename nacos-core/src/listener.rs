@@ -62,7 +62,7 @@ pub(crate) fn choose_listener(listeners: &[SocketAddr], port: Option<u16>) -> Li
 }
 
 #[cfg(target_os = "linux")]
-mod procfs {
+pub(crate) mod procfs {
     use std::collections::HashSet;
     use std::fs;
     use std::io;
@@ -99,7 +99,7 @@ mod procfs {
     }
 
     /// Parses a `/proc/net/tcp` table, keeping listening sockets whose inode `is_ours`.
-    pub(super) fn parse_table(
+    pub(crate) fn parse_table(
         table: &str,
         v6: bool,
         is_ours: impl Fn(&str) -> bool,
@@ -188,7 +188,6 @@ mod procfs {
         }
     }
 }
-
 
 /// How long to wait before looking for the app's listener again, `waited` after the
 /// registration started looking: every 2 ms for the first 2 s (an app usually listens
@@ -288,7 +287,6 @@ mod tests {
             Listening::One(a("0.0.0.0:80"))
         );
     }
-
 
     #[cfg(target_os = "linux")]
     #[test]

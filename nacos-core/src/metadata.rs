@@ -35,7 +35,9 @@ pub fn metadata_json(metadata: &Metadata) -> String {
 
 /// Serialises metadata as a map, empty or not (a `LiteMap` serialises an empty map as a
 /// sequence in human-readable formats).
-pub(crate) fn metadata_as_map<S: Serializer>(metadata: &Metadata, serializer: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn metadata_as_map<S: Serializer>(
+    metadata: &Metadata,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.collect_map(metadata.iter())
 }
-

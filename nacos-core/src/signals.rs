@@ -229,10 +229,7 @@ async fn first_signal(engine: Arc<Engine>, signo: i32, name: &'static str, handl
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tracing::info!(
-        signal = name,
-        "exiting as the signal's default action does"
-    );
+    tracing::info!(signal = name, "exiting as the signal's default action does");
     default_action(signo);
 }
 

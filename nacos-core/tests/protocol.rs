@@ -12,7 +12,7 @@ use nacos_core::{Error, Instance, NamingClient, RegistrationState, ServiceKey};
 use serde_json::Value;
 use support::{
     BEAT, INSTANCE, IP, LIST, LOGIN, Log, Seen, beat_answer, config, eventually, form_field,
-    mock_server, mount, mount_nacos, ok, query_param, start,
+    mock_server, mount, mount_nacos, next_port, ok, query_param, start,
 };
 use wiremock::ResponseTemplate;
 
@@ -68,13 +68,7 @@ async fn beat_answer_20404_registers_again_at_once_then_beats_in_full() {
             "PUT /nacos/v1/ns/instance/beat",
         ]
     );
-    // "At once": well before the 600 ms a beat interval would take.
-    let gap = seen[2].at - seen[1].at;
-    assert!(
-        gap < Duration::from_millis(300),
-        "registered again {} ms after the 20404 beat",
-        millis(gap)
-    );
+    // How soon: the task's paused-clock tests (`an_unknown_instance_is_registered_again_at_once`).
     assert!(seen[1].form("beat").is_some(), "the first beat is full");
     let after = seen[3]
         .form("beat")
@@ -90,19 +84,14 @@ async fn client_beat_interval_of_the_server_wins_over_the_configured_one() {
     let server = mock_server().await;
     let log = Log::default();
     mount_nacos(&server, &log, |_, _| beat_answer(10200, 600, true)).await;
-    let reg = start(config(&server), 18002);
+    let reg = start(config(&server), next_port());
 
     eventually(SECS_5, "4 beats", async || log.count("PUT", BEAT) >= 4).await;
     let register = log.of("POST", INSTANCE)[0].at;
     let beats: Vec<Instant> = log.of("PUT", BEAT).iter().map(|s| s.at).collect();
-    // Before any answer, the configured 200 ms.
-    let first = beats[0] - register;
-    assert!(
-        first < Duration::from_millis(500),
-        "first beat {} ms after registering: the configured 200 ms was not used",
-        millis(first)
-    );
-    // After the first answer, the server's 600 ms.
+    assert!(beats[0] > register);
+    // After the first answer, the server's 600 ms (exact timing: the task's paused-clock
+    // tests).
     for pair in beats.windows(2) {
         let gap = pair[1] - pair[0];
         assert!(
@@ -119,7 +108,7 @@ async fn first_beat_is_full_and_later_ones_light() {
     let server = mock_server().await;
     let log = Log::default();
     mount_nacos(&server, &log, |_, _| beat_answer(10200, 0, true)).await;
-    let port = 18003;
+    let port = next_port();
     let reg = start(config(&server).metadata("zone", "a"), port);
 
     eventually(SECS_5, "3 beats", async || log.count("PUT", BEAT) >= 3).await;
@@ -163,7 +152,7 @@ async fn every_beat_is_full_while_light_beats_are_off() {
     let server = mock_server().await;
     let log = Log::default();
     mount_nacos(&server, &log, |_, _| beat_answer(10200, 0, false)).await;
-    let reg = start(config(&server), 18004);
+    let reg = start(config(&server), next_port());
 
     eventually(SECS_5, "3 beats", async || log.count("PUT", BEAT) >= 3).await;
     for (i, beat) in log.of("PUT", BEAT).iter().enumerate() {
@@ -201,7 +190,7 @@ async fn forbidden_answer_logs_in_again_and_retries_with_the_new_token() {
         .build()
         .unwrap();
     let client = NamingClient::new(&config).unwrap();
-    let (key, instance) = key_and_instance(&config, 18005);
+    let (key, instance) = key_and_instance(&config, next_port());
 
     client.register(&key, &instance).await.expect("registered");
 
@@ -263,7 +252,7 @@ async fn refused_login_is_reported_without_the_password_and_not_repeated_within_
         .build()
         .unwrap();
     let client = NamingClient::new(&config).unwrap();
-    let (key, instance) = key_and_instance(&config, 18006);
+    let (key, instance) = key_and_instance(&config, next_port());
 
     let err = client.register(&key, &instance).await.unwrap_err();
     assert!(matches!(err, Error::Login { .. }), "{err:?}");
@@ -302,7 +291,7 @@ async fn a_refusing_server_is_skipped_for_the_next_one() {
         .unwrap();
     assert_eq!(config.server_addrs().len(), 2);
     let client = NamingClient::new(&config).unwrap();
-    let (key, instance) = key_and_instance(&config, 18007);
+    let (key, instance) = key_and_instance(&config, next_port());
 
     // Each request starts at a random server: 20 runs start at the closed one at least
     // once but with a chance of 2^-20.
@@ -326,7 +315,7 @@ async fn a_single_server_answering_500_is_tried_three_times() {
     .await;
     let config = config(&server).build().unwrap();
     let client = NamingClient::new(&config).unwrap();
-    let (key, instance) = key_and_instance(&config, 18008);
+    let (key, instance) = key_and_instance(&config, next_port());
 
     let err = client.register(&key, &instance).await.unwrap_err();
     match &err {
@@ -349,7 +338,7 @@ async fn a_400_answer_is_not_tried_again() {
     .await;
     let config = config(&server).build().unwrap();
     let client = NamingClient::new(&config).unwrap();
-    let (key, instance) = key_and_instance(&config, 18009);
+    let (key, instance) = key_and_instance(&config, next_port());
 
     let err = client.register(&key, &instance).await.unwrap_err();
     assert!(
@@ -371,7 +360,7 @@ async fn failed_and_garbled_beats_are_retried_and_beats_go_on() {
         _ => beat_answer(10200, 0, true),
     })
     .await;
-    let reg = start(config(&server), 18010);
+    let reg = start(config(&server), next_port());
     let status = reg.status();
 
     eventually(Duration::from_secs(8), "2 good beats", async || {
@@ -428,7 +417,7 @@ async fn a_hanging_server_neither_stalls_the_engine_nor_the_drop() {
         beat_answer(10200, 0, true).set_delay(Duration::from_secs(5))
     })
     .await;
-    let reg = start(config(&server), 18011);
+    let reg = start(config(&server), next_port());
     let status = reg.status();
 
     // Registration, hanging beats, registration again, ...: the engine goes on.
@@ -468,7 +457,7 @@ async fn drop_deregisters_once_with_the_instance_query() {
     let server = mock_server().await;
     let log = Log::default();
     mount_nacos(&server, &log, |_, _| beat_answer(10200, 0, true)).await;
-    let port = 18012;
+    let port = next_port();
     let reg = start(config(&server), port);
     let status = reg.status();
 
@@ -608,7 +597,7 @@ async fn a_refusing_server_does_not_block_logging_in_to_the_next_one() {
         .password("pw")
         .build()
         .unwrap();
-    let (key, instance) = key_and_instance(&config, 18014);
+    let (key, instance) = key_and_instance(&config, next_port());
     // A new client each run: its first request logs in, at a random server.
     for run in 0..20 {
         let client = NamingClient::new(&config).unwrap();
@@ -678,7 +667,7 @@ async fn same_instance_registered_twice_replaces_the_first() {
     let server = mock_server().await;
     let log = Log::default();
     mount_nacos(&server, &log, |_, _| beat_answer(10200, 5000, true)).await;
-    let port = 18020;
+    let port = next_port();
     let first = start(config(&server).heartbeat_interval(SECS_5), port);
     eventually(SECS_5, "the first registered", async || {
         first.status().is_registered()

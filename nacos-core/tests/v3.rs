@@ -8,12 +8,11 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-
 use nacos_core::{ApiVersion, Instance, NamingClient, ServiceKey};
 use serde_json::json;
 use support::{
-    BEAT, INSTANCE, IP, LOGIN, Log, beat_answer, config, eventually, mock_server, mount, ok,
-    query_param, start,
+    BEAT, INSTANCE, IP, LOGIN, Log, beat_answer, config, eventually, mock_server, mount, next_port,
+    ok, query_param, start,
 };
 use wiremock::ResponseTemplate;
 
@@ -83,10 +82,6 @@ async fn v3_registers_renews_and_registers_again_on_21003() {
         serde_json::from_str(&again.query("metadata").unwrap()).unwrap();
     assert_eq!(metadata["version"], "2");
     assert_eq!(again.query("weight").as_deref(), Some("1"));
-    assert!(
-        posts[2].at - posts[1].at < Duration::from_millis(150),
-        "not at once"
-    );
     // Nothing went to the v1 API.
     assert_eq!(log.count("PUT", BEAT), 0);
 
@@ -139,7 +134,7 @@ async fn auto_falls_back_to_v1_on_404_once_per_server() {
     })
     .await;
     mount(&server, &log, "DELETE", INSTANCE, |_, _| ok()).await;
-    let reg = start(config(&server).api(ApiVersion::Auto), 18102);
+    let reg = start(config(&server).api(ApiVersion::Auto), next_port());
 
     eventually(SECS_5, "v1 register and 2 beats", async || {
         log.count("PUT", BEAT) >= 2
@@ -162,7 +157,7 @@ async fn auto_falls_back_to_v1_on_410_and_remembers_it() {
     mount(&server, &log, "POST", INSTANCE, |_, _| ok()).await;
     let cfg = config(&server).api(ApiVersion::Auto).build().unwrap();
     let client = NamingClient::new(&cfg).unwrap();
-    let (key, inst) = key_and_instance(&cfg, 18103);
+    let (key, inst) = key_and_instance(&cfg, next_port());
     let addr = cfg.server_addrs()[0].clone();
     assert_eq!(client.api_of(&addr), None);
     client.register(&key, &inst).await.unwrap();
@@ -182,7 +177,7 @@ async fn auto_stays_on_v3_when_the_server_speaks_it() {
     .await;
     let cfg = config(&server).api(ApiVersion::Auto).build().unwrap();
     let client = NamingClient::new(&cfg).unwrap();
-    let (key, inst) = key_and_instance(&cfg, 18104);
+    let (key, inst) = key_and_instance(&cfg, next_port());
     client.register(&key, &inst).await.unwrap();
     client.register(&key, &inst).await.unwrap();
     assert_eq!(
@@ -207,7 +202,7 @@ async fn v3_error_codes_are_errors() {
     .await;
     let cfg = config(&server).api(ApiVersion::V3).build().unwrap();
     let client = NamingClient::new(&cfg).unwrap();
-    let (key, inst) = key_and_instance(&cfg, 18105);
+    let (key, inst) = key_and_instance(&cfg, next_port());
     let err = client.register(&key, &inst).await.unwrap_err().to_string();
     assert!(
         err.contains("400") && err.contains("parameter missing"),
@@ -242,7 +237,7 @@ async fn login_tries_v3_then_falls_back_to_v1() {
         .build()
         .unwrap();
     let client = NamingClient::new(&cfg).unwrap();
-    let (key, inst) = key_and_instance(&cfg, 18106);
+    let (key, inst) = key_and_instance(&cfg, next_port());
     client.register(&key, &inst).await.unwrap();
     assert_eq!(log.count("POST", V3_LOGIN), 1);
     assert_eq!(log.count("POST", LOGIN), 1);
@@ -272,7 +267,7 @@ async fn login_uses_v3_when_the_server_has_it() {
         .build()
         .unwrap();
     let client = NamingClient::new(&cfg).unwrap();
-    let (key, inst) = key_and_instance(&cfg, 18107);
+    let (key, inst) = key_and_instance(&cfg, next_port());
     client.register(&key, &inst).await.unwrap();
     assert_eq!(log.count("POST", V3_LOGIN), 1);
     assert_eq!(log.count("POST", LOGIN), 0);

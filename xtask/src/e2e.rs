@@ -87,6 +87,9 @@ fn unlisted(
 /// Every configured field reaches Nacos exactly: ip, port, weight, metadata, cluster,
 /// group and namespace.
 pub fn registers_exact_fields(bin: &str, kind: ServerKind) {
+    if crate::skip_without(kind) {
+        return;
+    }
     let server = kind.start(&ServerOptions::default());
     let service = "e2e-exact";
     let mut envs = base_env(&server, service);
@@ -138,6 +141,9 @@ pub fn registers_exact_fields(bin: &str, kind: ServerKind) {
 
 /// `PORT=0` on `0.0.0.0`: the real bound port and a real (not wildcard, not loopback) IP.
 pub fn registers_bound_port_and_real_ip(bin: &str, kind: ServerKind) {
+    if crate::skip_without(kind) {
+        return;
+    }
     let server = kind.start(&ServerOptions::default());
     let service = "e2e-port0";
     let (app, port) = start_app(bin, &base_env(&server, service));
@@ -181,6 +187,9 @@ pub fn registers_bound_port_and_real_ip(bin: &str, kind: ServerKind) {
 /// With short server timeouts, beats keep the instance listed and healthy over several of
 /// them.
 pub fn beats_keep_it_healthy(bin: &str, kind: ServerKind) {
+    if crate::skip_without(kind) {
+        return;
+    }
     let server = kind.start(&ServerOptions {
         short_timeouts: true,
         ..ServerOptions::default()
@@ -219,6 +228,9 @@ pub fn beats_keep_it_healthy(bin: &str, kind: ServerKind) {
 /// Nacos killed and restarted: the instance is listed again within one beat interval
 /// plus a second after the server answers again.
 pub fn back_after_nacos_restart(bin: &str, kind: ServerKind) {
+    if crate::skip_without(kind) {
+        return;
+    }
     let mut server = kind.start(&ServerOptions::default());
     let service = "e2e-restart";
     let mut envs = base_env(&server, service);
@@ -266,6 +278,9 @@ pub fn back_after_nacos_restart(bin: &str, kind: ServerKind) {
 /// A signal (`TERM` or `INT`): the instance is gone from Nacos by the time the process has
 /// exited, and the process exits by itself the way `exit` says.
 pub fn signal_deregisters_then_exits(bin: &str, kind: ServerKind, signal: &str, exit: Exit) {
+    if crate::skip_without(kind) {
+        return;
+    }
     let server = kind.start(&ServerOptions::default());
     let service = "e2e-signal";
     let (mut app, port) = start_app(bin, &base_env(&server, service));
@@ -325,6 +340,9 @@ pub fn signal_deregisters_then_exits(bin: &str, kind: ServerKind, signal: &str, 
 /// request during the wait is answered, and the app exits 0 by itself after the wait.
 /// Nothing kills it, however long the wait.
 pub fn own_shutdown_is_never_killed(bin: &str, kind: ServerKind, wait: Duration) {
+    if crate::skip_without(kind) {
+        return;
+    }
     let server = kind.start(&ServerOptions::default());
     let service = "e2e-own-shutdown";
     let mut env = base_env(&server, service);
@@ -367,13 +385,15 @@ pub fn own_shutdown_is_never_killed(bin: &str, kind: ServerKind, wait: Duration)
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let status = app.wait_exit(wait + Duration::from_secs(10)).unwrap_or_else(|| {
-        panic!(
-            "still running {} s after SIGTERM:\n{}",
-            (wait + Duration::from_secs(10)).as_secs(),
-            app.output()
-        )
-    });
+    let status = app
+        .wait_exit(wait + Duration::from_secs(10))
+        .unwrap_or_else(|| {
+            panic!(
+                "still running {} s after SIGTERM:\n{}",
+                (wait + Duration::from_secs(10)).as_secs(),
+                app.output()
+            )
+        });
     let exited = signalled.elapsed();
     assert!(
         status.success(),
@@ -397,6 +417,9 @@ pub fn own_shutdown_is_never_killed(bin: &str, kind: ServerKind, wait: Duration)
 
 /// A second signal while the app drains applies the signal's default action at once.
 pub fn second_signal_stops_at_once(bin: &str, kind: ServerKind, signal: &str) {
+    if crate::skip_without(kind) {
+        return;
+    }
     let server = kind.start(&ServerOptions::default());
     let service = "e2e-second-signal";
     let mut env = base_env(&server, service);
@@ -424,7 +447,11 @@ pub fn second_signal_stops_at_once(bin: &str, kind: ServerKind, signal: &str) {
         "still listed 2 s after SIG{signal}:\n{}",
         app.output()
     );
-    assert!(app.is_running(), "exited on the first signal:\n{}", app.output());
+    assert!(
+        app.is_running(),
+        "exited on the first signal:\n{}",
+        app.output()
+    );
     let second = Instant::now();
     app.signal(signal);
     let status = app.wait_exit(Duration::from_secs(5)).unwrap_or_else(|| {
@@ -450,6 +477,9 @@ pub fn second_signal_stops_at_once(bin: &str, kind: ServerKind, signal: &str) {
 /// `shutdown_signal()` still deregisters and drains (the future listens itself); a plain
 /// app dies of the signal at once, as it would have without the layer.
 pub fn signals_left_to_the_app(bin: &str, kind: ServerKind, signal: &str, exit: Exit) {
+    if crate::skip_without(kind) {
+        return;
+    }
     let server = kind.start(&ServerOptions::default());
     let service = "e2e-no-signals";
     let mut env = base_env(&server, service);
@@ -466,12 +496,9 @@ pub fn signals_left_to_the_app(bin: &str, kind: ServerKind, signal: &str, exit: 
     .unwrap_or_else(|| panic!("never listed:\n{}", app.output()));
     let signalled = Instant::now();
     app.signal(signal);
-    let status = app.wait_exit(Duration::from_secs(10)).unwrap_or_else(|| {
-        panic!(
-            "still running 10 s after SIG{signal}:\n{}",
-            app.output()
-        )
-    });
+    let status = app
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("still running 10 s after SIG{signal}:\n{}", app.output()));
     let exited = signalled.elapsed();
     let output = app.output();
     match exit {
@@ -482,7 +509,10 @@ pub fn signals_left_to_the_app(bin: &str, kind: ServerKind, signal: &str, exit: 
         Exit::KilledBySignal => {
             let expected = if signal == "INT" { 2 } else { 15 };
             assert_eq!(status.signal(), Some(expected), "exit {status}:\n{output}");
-            assert!(!output.contains("deregistering from nacos before shutdown"), "{output}");
+            assert!(
+                !output.contains("deregistering from nacos before shutdown"),
+                "{output}"
+            );
             assert!(
                 exited < crate::SIGNAL_EXIT_BOUND / 4,
                 "died {} ms after SIG{signal}: the engine held the signal back\n{output}",
@@ -499,6 +529,9 @@ pub fn signals_left_to_the_app(bin: &str, kind: ServerKind, signal: &str, exit: 
 /// SIGTERM while a request is in flight: the instance leaves Nacos first, and the request
 /// still completes (the app drains as it would have without the layer).
 pub fn drains_in_flight_requests(bin: &str, kind: ServerKind) {
+    if crate::skip_without(kind) {
+        return;
+    }
     let server = kind.start(&ServerOptions::default());
     let service = "e2e-drain";
     let (mut app, port) = start_app(bin, &base_env(&server, service));
@@ -547,6 +580,9 @@ pub fn drains_in_flight_requests(bin: &str, kind: ServerKind) {
 
 /// Nacos down when the app starts: the app serves anyway, and registers once Nacos is up.
 pub fn nacos_down_at_start(bin: &str, kind: ServerKind) {
+    if crate::skip_without(kind) {
+        return;
+    }
     let mut server = kind.reserve(&ServerOptions::default());
     let service = "e2e-late";
     let (app, port) = start_app(bin, &base_env(&server, service));
@@ -577,6 +613,9 @@ pub fn nacos_down_at_start(bin: &str, kind: ServerKind) {
 /// showing `registrations == 1` after the first beats (`NACOS_HEARTBEAT_INTERVAL=500ms`;
 /// the server's `clientBeatInterval` may stretch the later ones).
 pub fn one_instance_per_process(bin: &str, kind: ServerKind) {
+    if crate::skip_without(kind) {
+        return;
+    }
     let server = kind.start(&ServerOptions::default());
     let service = "e2e-once";
     let mut envs = base_env(&server, service);
@@ -627,6 +666,9 @@ pub fn one_instance_per_process(bin: &str, kind: ServerKind) {
 /// `ServerHandle`): the instance is gone from Nacos by the time the process has exited
 /// with status 0, deregistered by the handle drop, not by a signal.
 pub fn stop_without_signal_deregisters(bin: &str, kind: ServerKind) {
+    if crate::skip_without(kind) {
+        return;
+    }
     let server = kind.start(&ServerOptions::default());
     let service = "e2e-stop";
     let (mut app, port) = start_app(bin, &base_env(&server, service));
@@ -670,6 +712,9 @@ pub fn stop_without_signal_deregisters(bin: &str, kind: ServerKind) {
 /// and the app registers again at once; r-nacos re-creates it from the beat itself. Either
 /// way it is listed again within a beat interval (r-nacos imposes 5 s) plus a second.
 pub fn back_after_removal(bin: &str, kind: ServerKind) {
+    if crate::skip_without(kind) {
+        return;
+    }
     let server = kind.start(&ServerOptions::default());
     let service = "e2e-removed";
     let mut envs = base_env(&server, service);
@@ -744,6 +789,9 @@ pub fn back_after_removal(bin: &str, kind: ServerKind) {
 /// `NACOS_USERNAME`/`NACOS_PASSWORD`, registers, and renews its token before it expires
 /// without losing the instance.
 pub fn auth_token_renewed(bin: &str, kind: ServerKind) {
+    if crate::skip_without(kind) {
+        return;
+    }
     let ttl_s = 8;
     let server = kind.start(&ServerOptions {
         auth: true,
@@ -798,9 +846,84 @@ pub fn auth_token_renewed(bin: &str, kind: ServerKind) {
     );
 }
 
+/// With auth on and `RUST_LOG=trace` for every crate (reqwest and hyper included), through
+/// several token renewals, a 403 and a Nacos restart: the whole log holds neither the
+/// password nor any token (Nacos tokens are JWTs, `eyJ...`; a redacted one reads
+/// `accessToken=<redacted>`).
+pub fn auth_secrets_never_logged(bin: &str, kind: ServerKind) {
+    if crate::skip_without(kind) {
+        return;
+    }
+    let password = format!("e2e-Pw-{:08x}", fastrand::u32(..));
+    let ttl_s = 5;
+    let mut server = kind.start(&ServerOptions {
+        auth: true,
+        token_ttl_s: Some(ttl_s),
+        password: Some(password.clone()),
+        ..ServerOptions::default()
+    });
+    let service = "e2e-auth-trace";
+    let mut envs = base_env(&server, service);
+    envs.push(("NACOS_USERNAME", "nacos".into()));
+    envs.push(("NACOS_PASSWORD", password.clone()));
+    envs.push(("NACOS_HEARTBEAT_INTERVAL", "1s".into()));
+    envs.push(("RUST_LOG", "trace".into()));
+    let (app, port) = start_app(bin, &envs);
+    listed(
+        &server,
+        "public",
+        "DEFAULT_GROUP",
+        service,
+        port,
+        Duration::from_secs(15),
+    )
+    .unwrap_or_else(|| panic!("never listed with auth on:\n{}", app.output()));
+    // Two token lifetimes, then a restart (the token of the old run may be refused).
+    std::thread::sleep(Duration::from_secs(u64::from(ttl_s) * 2));
+    server.restart();
+    listed(
+        &server,
+        "public",
+        "DEFAULT_GROUP",
+        service,
+        port,
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|| panic!("not back after a restart with auth on:\n{}", app.output()));
+    let output = app.output();
+    let token = server.login().ok();
+    assert!(
+        output.contains("logged in to nacos"),
+        "no login at trace level?\n{output}"
+    );
+    assert!(!output.contains(&password), "the password in the trace log");
+    assert!(
+        !output.contains("eyJ"),
+        "a token (JWT) in the trace log: {}",
+        output
+            .lines()
+            .find(|l| l.contains("eyJ"))
+            .unwrap_or_default()
+    );
+    if let Some(token) = token {
+        assert!(
+            !output.contains(&token),
+            "the current token in the trace log"
+        );
+    }
+    eprintln!(
+        "[e2e] {bin} on {kind}: {} lines of trace log, {} logins, no password, no token",
+        output.lines().count(),
+        output.matches("logged in to nacos").count()
+    );
+}
+
 /// A wrong password: one clear error in the log naming the variables to check, no storm
 /// of logins, and the app still serves.
 pub fn auth_wrong_password(bin: &str, kind: ServerKind) {
+    if crate::skip_without(kind) {
+        return;
+    }
     let server = kind.start(&ServerOptions {
         auth: true,
         ..ServerOptions::default()

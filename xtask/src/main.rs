@@ -68,6 +68,7 @@ fn test(args: &[String]) -> Result<(), String> {
         .args(["test", "--workspace"])
         .args(args)
         .env("RNACOS_BIN", bin)
+        .env(xtask::REQUIRE_SERVERS, "1")
         .status()
         .map_err(|e| format!("cannot run cargo test: {e}"))?;
     if status.success() {

@@ -33,9 +33,7 @@
 //! removed after 30 s without beats unless its metadata says otherwise
 //! (`preserved.heart.beat.timeout`, `preserved.ip.delete.timeout`, in ms; checked every 5 s).
 
-use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -215,10 +213,15 @@ pub fn ensure_official(version: OfficialVersion) -> Result<PathBuf, String> {
     install(version).map(|_| official_root(version))
 }
 
+/// Whether `version`'s jars are in [`official_root`] (a complete download).
+pub fn is_installed(version: OfficialVersion) -> bool {
+    let stamp = official_root(version).join(".complete");
+    std::fs::read_to_string(stamp).ok().as_deref() == Some(version.pom())
+}
+
 fn install(version: OfficialVersion) -> Result<Install, String> {
     let root = official_root(version);
-    let stamp = root.join(".complete");
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(version.pom()) {
+    if !is_installed(version) {
         download(version, &root)?;
     }
     let listed = std::fs::read_to_string(root.join("classpath.txt"))
@@ -401,16 +404,6 @@ fn tail(text: &str, lines: usize) -> String {
 /// Ports handed out in this process and not yet released.
 static TAKEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
 
-fn random() -> u64 {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.finish()
-}
-
 fn bindable(port: u16) -> bool {
     TcpListener::bind(("0.0.0.0", port)).is_ok() && TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
@@ -422,7 +415,7 @@ fn pick_ports(console: bool) -> (u16, Option<u16>) {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     for _ in 0..500 {
-        let main = 11_000 + (random() % 18_000) as u16;
+        let main = fastrand::u16(11_000..29_000);
         let console_port = console.then_some(main + 2);
         let mut ports = vec![main - 1000, main, main + 1000, main + 1001];
         ports.extend(console_port);
@@ -486,10 +479,10 @@ impl OfficialNacos {
         // tokens survive them as with a real server's fixed configuration.
         let secret = format!(
             "{:016x}{:016x}{:016x}{:016x}",
-            random(),
-            random(),
-            random(),
-            random()
+            fastrand::u64(..),
+            fastrand::u64(..),
+            fastrand::u64(..),
+            fastrand::u64(..)
         );
         OfficialNacos {
             version,

@@ -184,6 +184,17 @@ impl Server {
         ]
     }
 
+    /// A fresh access token (official server with auth on).
+    ///
+    /// # Errors
+    /// On r-nacos, or when the login is refused.
+    pub fn login(&self) -> Result<String, String> {
+        match self {
+            Server::RNacos(_) => Err("r-nacos runs without auth here".into()),
+            Server::Official(s) => s.login(),
+        }
+    }
+
     /// Removes an instance behind the app's back, the way an operator (or the server's
     /// expiry) does: the next light beat or renewal finds it unknown.
     ///

@@ -27,6 +27,16 @@ mod auth {
     }
 
     #[test]
+    fn nacos2_no_secret_in_a_trace_log() {
+        e2e::auth_secrets_never_logged(DEMO, NACOS2);
+    }
+
+    #[test]
+    fn nacos3_no_secret_in_a_trace_log() {
+        e2e::auth_secrets_never_logged(DEMO, NACOS3);
+    }
+
+    #[test]
     fn nacos2_wrong_password_is_one_clear_error() {
         e2e::auth_wrong_password(DEMO, NACOS2);
     }
@@ -73,11 +83,7 @@ mod signals {
 
     #[test]
     fn own_shutdown_serving_2s_after_sigterm_is_never_killed() {
-        e2e::own_shutdown_is_never_killed(
-            OWN_SHUTDOWN,
-            ServerKind::RNacos,
-            Duration::from_secs(2),
-        );
+        e2e::own_shutdown_is_never_killed(OWN_SHUTDOWN, ServerKind::RNacos, Duration::from_secs(2));
     }
 
     #[test]

@@ -300,11 +300,13 @@ mod tests {
     #[test]
     fn login_answers_parse_or_name_the_server_without_the_token() {
         let ok = parse_login("s", r#"{"accessToken":"t","tokenTtl":60}"#).unwrap();
-        assert_eq!((ok.access_token.as_str(), ok.ttl()), ("t", Duration::from_secs(60)));
+        assert_eq!(
+            (ok.access_token.as_str(), ok.ttl()),
+            ("t", Duration::from_secs(60))
+        );
         let no_ttl = parse_login("s", r#"{"accessToken":"t","tokenTtl":0}"#).unwrap();
         assert_eq!(no_ttl.ttl(), DEFAULT_TOKEN_TTL);
-        let Err(err) = parse_login("s", r#"{"accessToken":"secret-token","tokenTtl":"x"}"#)
-        else {
+        let Err(err) = parse_login("s", r#"{"accessToken":"secret-token","tokenTtl":"x"}"#) else {
             panic!("a malformed answer parsed");
         };
         let text = crate::error::Chain(&err).to_string();

@@ -28,7 +28,7 @@ use crate::config::{ApiVersion, Config, ServerAddr};
 use crate::error::{Error, Result, excerpt};
 use crate::instance::{BeatInfo, BeatResult, Instance, ServiceKey};
 
-mod auth;
+pub(crate) mod auth;
 pub(crate) mod v1;
 pub(crate) mod v3;
 
@@ -394,7 +394,10 @@ impl NamingClient {
                 status: status @ (404 | 410),
                 ..
             }) => {
-                server.learn(ApiVersion::V1, &format!("the v3 API answered HTTP {status}"));
+                server.learn(
+                    ApiVersion::V1,
+                    &format!("the v3 API answered HTTP {status}"),
+                );
                 let token = self.token(server).await?;
                 self.send_authed(server, &op.call(ApiVersion::V1), token)
                     .await

@@ -120,10 +120,16 @@ mod tests {
 
     #[test]
     fn renewals_tell_an_unknown_instance_from_a_refusal() {
-        assert!(!beat_result("s", r#"{"code":0,"data":"ok"}"#).unwrap().is_not_found());
-        assert!(beat_result("s", r#"{"code":21003,"message":"instance not found"}"#)
-            .unwrap()
-            .is_not_found());
+        assert!(
+            !beat_result("s", r#"{"code":0,"data":"ok"}"#)
+                .unwrap()
+                .is_not_found()
+        );
+        assert!(
+            beat_result("s", r#"{"code":21003,"message":"instance not found"}"#)
+                .unwrap()
+                .is_not_found()
+        );
         assert!(beat_result("s", r#"{"code":500}"#).is_err());
         let err = beat_result("s", "<html>").unwrap_err();
         assert!(matches!(err, Error::Protocol { .. }));

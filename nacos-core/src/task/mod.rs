@@ -36,11 +36,11 @@ use std::time::{Duration, SystemTime};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::addr::advertised_addr;
-use crate::listener::{Listening, choose_listener, detect_pause, own_listeners};
 use crate::client::NamingClient;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::instance::{BeatInfo, BeatResult, Instance, ServiceKey};
+use crate::listener::{Listening, choose_listener, detect_pause, own_listeners};
 use crate::status::{RegistrationState, StatusHandle};
 
 pub(crate) mod mailbox;
@@ -521,7 +521,6 @@ impl<C: Naming> Task<C> {
             .update(|s| s.state = RegistrationState::Deregistered);
     }
 }
-
 
 #[cfg(test)]
 mod tests;

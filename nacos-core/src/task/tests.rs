@@ -86,8 +86,18 @@ impl Naming for Fake {
         }
     }
 
-    async fn beat(&self, _: &ServiceKey, _: &Instance, body: Option<&BeatInfo>) -> Result<BeatResult> {
-        match self.answer(Sent::Beat { full: body.is_some() }).await {
+    async fn beat(
+        &self,
+        _: &ServiceKey,
+        _: &Instance,
+        body: Option<&BeatInfo>,
+    ) -> Result<BeatResult> {
+        match self
+            .answer(Sent::Beat {
+                full: body.is_some(),
+            })
+            .await
+        {
             Reply::Beat(result) => Ok(result),
             Reply::Fail => Err(refused()),
             _ => Ok(BeatResult::with_code(BeatResult::OK)),
@@ -196,7 +206,9 @@ async fn full_beats_while_the_server_refuses_light_ones() {
     let sent = fake.sent();
     assert!(sent.len() > 4);
     assert!(
-        sent[1..].iter().all(|(_, s)| *s == Sent::Beat { full: true }),
+        sent[1..]
+            .iter()
+            .all(|(_, s)| *s == Sent::Beat { full: true }),
         "{sent:?}"
     );
 }
@@ -226,7 +238,10 @@ async fn failures_back_off_and_each_retry_registers_again() {
     let (_mailbox, status, _) = start(&fake, config());
     tokio::time::sleep(Duration::from_secs(30)).await;
     let sent = fake.sent();
-    assert!(sent[..7].iter().all(|(_, s)| *s == Sent::Register), "{sent:?}");
+    assert!(
+        sent[..7].iter().all(|(_, s)| *s == Sent::Register),
+        "{sent:?}"
+    );
     for failures in 1..=6u32 {
         let gap = sent[failures as usize].0 - sent[failures as usize - 1].0;
         let full = (FIRST_RETRY * 2u32.pow(failures - 1)).min(Duration::from_secs(5));
@@ -252,11 +267,18 @@ async fn a_hanging_deregistration_ends_at_the_request_timeout() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let asked = Instant::now();
     deregister(&mailbox).await;
-    assert_eq!(asked.elapsed(), Duration::from_secs(3), "NACOS_REQUEST_TIMEOUT");
+    assert_eq!(
+        asked.elapsed(),
+        Duration::from_secs(3),
+        "NACOS_REQUEST_TIMEOUT"
+    );
     let snapshot = status.snapshot();
     assert_eq!(snapshot.state, RegistrationState::Deregistered);
     assert!(
-        snapshot.last_error.unwrap().contains("deregistration timed out after 3000 ms")
+        snapshot
+            .last_error
+            .unwrap()
+            .contains("deregistration timed out after 3000 ms")
     );
     // The task has ended: later commands are refused.
     assert!(mailbox.send(Command::Replaced).is_err());

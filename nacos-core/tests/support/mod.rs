@@ -57,6 +57,13 @@ pub(crate) fn config(server: &MockServer) -> ConfigBuilder {
 ///
 /// The engine is process-wide and a newer registration of the same `service#ip#port`
 /// replaces an older one, so every test uses its own port.
+/// A fresh instance port for a test: each test's instance has its own `service#ip#port`,
+/// so registrations of tests running side by side never replace one another.
+pub(crate) fn next_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(19_000);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 pub(crate) fn start(config: ConfigBuilder, port: u16) -> Registration {
     let reg = Registration::with_addr_source(config.build().unwrap(), AddrSource::Reported)
         .expect("registration starts");
