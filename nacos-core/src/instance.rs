@@ -209,10 +209,15 @@ impl BeatResult {
 }
 
 /// The body of `GET /nacos/v1/ns/instance/list`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct InstanceList {
     #[serde(default)]
     pub(crate) hosts: Vec<Instance>,
+    /// The service is below its protect threshold: unhealthy instances are listed as
+    /// healthy (official server, v1 API).
+    #[serde(default)]
+    pub(crate) reach_protection_threshold: bool,
 }
 
 #[cfg(test)]

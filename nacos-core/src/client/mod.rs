@@ -355,6 +355,33 @@ impl NamingClient {
         }
     }
 
+    /// Every instance of a service, unhealthy and disabled ones included, and whether the
+    /// server said the service is below its protect threshold (v1 only). A service the
+    /// server does not know is empty.
+    ///
+    /// # Errors
+    /// As [`instance_list`](Self::instance_list).
+    pub(crate) async fn service_instances(
+        &self,
+        key: &ServiceKey,
+    ) -> Result<crate::instance::InstanceList> {
+        let (server, api, body) = match self.call(Op::List(key, false)).await {
+            Err(Error::Refused { code: v3::RESOURCE_NOT_FOUND, .. }) => {
+                return Ok(crate::instance::InstanceList::default());
+            }
+            other => other?,
+        };
+        match api {
+            ApiVersion::V1 => v1::service_list(&server, &body),
+            _ => v3::instance_list(&server, &body, false).map(|hosts| {
+                crate::instance::InstanceList {
+                    hosts,
+                    reach_protection_threshold: false,
+                }
+            }),
+        }
+    }
+
     /// Tries the servers as the module docs say; returns the answering server, the API
     /// it answered on and the body.
     async fn call(&self, op: Op<'_>) -> Result<(String, ApiVersion, String)> {

@@ -58,9 +58,15 @@ pub(crate) fn beat_result(server: &str, body: &str) -> Result<BeatResult> {
 /// # Errors
 /// [`Error::Protocol`] when `body` is not an instance list.
 pub(crate) fn instance_list(server: &str, body: &str) -> Result<Vec<Instance>> {
-    serde_json::from_str::<InstanceList>(body)
-        .map(|l| l.hosts)
-        .map_err(|e| protocol(server, body, e))
+    service_list(server, body).map(|l| l.hosts)
+}
+
+/// Parses an instance list answer with its protect-threshold flag.
+///
+/// # Errors
+/// [`Error::Protocol`] when `body` is not an instance list.
+pub(crate) fn service_list(server: &str, body: &str) -> Result<InstanceList> {
+    serde_json::from_str::<InstanceList>(body).map_err(|e| protocol(server, body, e))
 }
 
 pub(super) fn protocol(server: &str, body: &str, e: serde_json::Error) -> Error {

@@ -90,6 +90,9 @@ pub(crate) fn beat_result(server: &str, body: &str) -> Result<BeatResult> {
     }
 }
 
+/// Nacos's `RESOURCE_NOT_FOUND` code: a service that does not exist (listed as empty).
+pub(crate) const RESOURCE_NOT_FOUND: i64 = 20004;
+
 /// Parses an instance list answer, keeping only healthy instances when `healthy_only`
 /// (the v3 list ignores the parameter).
 ///

@@ -1,0 +1,362 @@
+//! The consumer half: find a service's instances in Nacos and pick one.
+//!
+//! [`Discovery`] watches services ([`ServiceWatch`]): a current snapshot of a service's
+//! `healthy && enabled` instances ([`Instances`]) and a notification on every change. It
+//! uses the same configuration as a registration (servers, namespace, group, login) and,
+//! in the same process, the same connections and login.
+//!
+//! # How a service is watched
+//! HTTP clients get no push from Nacos 3.x (subscribing needs gRPC there, and v1's UDP push
+//! is gone in 3.2), so the engine polls: v1 `GET /instance/list` or the v3 client list,
+//! chosen per server as a registration chooses (`NACOS_API`), every
+//! `NACOS_DISCOVERY_REFRESH` ([`DEFAULT_REFRESH`], 5 s). One poll per service, however many
+//! watchers; it stops once the last [`ServiceWatch`] of the service is dropped.
+//!
+//! The refresh is the time a caller may keep calling an instance that has left: a provider
+//! that deregisters on SIGTERM should keep serving for longer than the callers' refresh
+//! (`NACOS_DEREGISTER_GRACE` > `NACOS_DISCOVERY_REFRESH`) so that no call reaches it
+//! after it stopped. 5 s is the beat interval's order: a caller learns of a leaving
+//! instance as fast as the server learns of a dead one, at one list request per service
+//! per 5 s per caller process.
+//!
+//! # When Nacos blinks
+//! - A failed poll keeps the last good list, is logged once (a warning, then a line when
+//!   it recovers) and is retried with backoff up to the refresh.
+//! - An empty list replacing a non-empty one is only taken once it has lasted
+//!   [`EMPTY_HOLD`]: a Nacos that restarted lists nothing until the providers register
+//!   again (within a beat interval), and a caller must not lose every instance meanwhile.
+//! - Protect threshold: when too few instances are healthy, the official server lists the
+//!   unhealthy ones as healthy so that callers spread their load (v1 says so with
+//!   `reachProtectionThreshold`, logged once and shown by
+//!   [`Instances::reach_protection_threshold`]; v3 does it silently). A call may then
+//!   reach an instance that is down: a refused connection is retried on another instance
+//!   by the HTTP client.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::client::NamingClient;
+use crate::config::{Config, ConfigBuilder};
+use crate::engine::{Engine, lock};
+use crate::error::{Chain, Result};
+use crate::instance::ServiceKey;
+
+mod instances;
+#[cfg(feature = "reqwest-middleware")]
+mod load_balancer;
+#[cfg(feature = "tower")]
+mod tower;
+
+pub use instances::Instances;
+#[cfg(feature = "reqwest-middleware")]
+pub use load_balancer::{LoadBalancer, NoInstance};
+#[cfg(feature = "tower")]
+pub use tower::{DiscoverInstances, InstanceKey};
+
+/// How often a watched service is polled when `NACOS_DISCOVERY_REFRESH` is not set (5 s).
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(5);
+
+/// How long an empty list must last before it replaces a non-empty one (10 s: two default
+/// beat intervals, the time providers take to register again after a Nacos restart).
+pub const EMPTY_HOLD: Duration = Duration::from_secs(10);
+
+/// Watches services' instances in Nacos. Cheap to clone.
+///
+/// # Example
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// // NACOS_SERVER_ADDR=nacos:8848 (NACOS_SERVICE_NAME is not needed to discover)
+/// let discovery = nacos_core::Discovery::from_env()?;
+/// let orders = discovery.watch("orders");
+/// let instances = orders.ready().await; // the first list, or an empty one after the timeout
+/// if let Some(instance) = instances.pick() {
+///     println!("calling {}:{}", instance.ip, instance.port);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Discovery {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Arc<Engine>,
+    client: Arc<NamingClient>,
+    namespace_id: String,
+    group_name: String,
+    cluster: Option<String>,
+    refresh: Duration,
+    first_wait: Duration,
+    watches: Mutex<HashMap<ServiceKey, Weak<Shared>>>,
+}
+
+impl fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Discovery")
+            .field("client", &self.inner.client)
+            .field("namespace_id", &self.inner.namespace_id)
+            .field("group_name", &self.inner.group_name)
+            .field("cluster", &self.inner.cluster)
+            .field("refresh", &self.inner.refresh)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Discovery {
+    /// Discovery configured by the `NACOS_*` variables: servers, namespace, group, login,
+    /// `NACOS_API`, `NACOS_REQUEST_TIMEOUT`, `NACOS_DISCOVERY_REFRESH`, and the preferred
+    /// cluster `NACOS_CLUSTER_NAME`. `NACOS_SERVICE_NAME` is not needed.
+    ///
+    /// # Errors
+    /// A malformed variable ([`Error::Config`](crate::Error::Config)); the HTTP client
+    /// cannot be built ([`Error::HttpClient`](crate::Error::HttpClient)).
+    ///
+    /// # Panics
+    /// When the engine's thread cannot be started.
+    pub fn from_env() -> Result<Self> {
+        let builder = ConfigBuilder::from_env()?;
+        let builder = if builder.has_service_name() {
+            builder
+        } else {
+            builder.service_name("nacos-discovery")
+        };
+        Self::new(&builder.build()?)
+    }
+
+    /// Discovery with `config`'s servers, namespace, group, login, API, timeouts, refresh
+    /// and cluster (the cluster is preferred by [`Instances::pick`]).
+    ///
+    /// # Errors
+    /// [`Error::HttpClient`](crate::Error::HttpClient) when the HTTP client cannot be built.
+    ///
+    /// # Panics
+    /// When the engine's thread cannot be started.
+    pub fn new(config: &Config) -> Result<Self> {
+        let engine = Engine::get();
+        let client = engine.client_for(config)?;
+        Ok(Discovery {
+            inner: Arc::new(Inner {
+                engine,
+                client,
+                namespace_id: config.namespace_id().to_owned(),
+                group_name: config.group_name().to_owned(),
+                cluster: Some(config.cluster_name().to_owned()),
+                refresh: config.discovery_refresh(),
+                first_wait: config.request_timeout(),
+                watches: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Watches `service_name` in the configured group and namespace.
+    ///
+    /// The first poll starts at once; [`ServiceWatch::ready`] waits for its answer.
+    pub fn watch(&self, service_name: &str) -> ServiceWatch {
+        self.watch_in(&self.inner.group_name, service_name)
+    }
+
+    /// Watches `service_name` in `group_name` (the configured namespace).
+    pub fn watch_in(&self, group_name: &str, service_name: &str) -> ServiceWatch {
+        let key = ServiceKey {
+            namespace_id: self.inner.namespace_id.clone(),
+            group_name: group_name.to_owned(),
+            service_name: service_name.to_owned(),
+        };
+        let mut watches = lock(&self.inner.watches);
+        if let Some(shared) = watches.get(&key).and_then(Weak::upgrade) {
+            return ServiceWatch { shared };
+        }
+        watches.retain(|_, w| w.strong_count() > 0);
+        let (tx, _) = watch::channel(Arc::new(Instances::default()));
+        let shared = Arc::new(Shared {
+            key: key.clone(),
+            current: ArcSwap::from_pointee(Instances::default()),
+            updates: tx,
+            first_wait: self.inner.first_wait,
+        });
+        watches.insert(key, Arc::downgrade(&shared));
+        drop(watches);
+        let poller = Poller {
+            shared: Arc::downgrade(&shared),
+            client: self.inner.client.clone(),
+            key: shared.key.clone(),
+            cluster: self.inner.cluster.clone(),
+            refresh: self.inner.refresh,
+        };
+        self.inner.engine.runtime.spawn(poller.run());
+        ServiceWatch { shared }
+    }
+}
+
+/// One watched service: the current [`Instances`] and their changes. Cheap to clone;
+/// the service is polled while any clone lives.
+#[derive(Clone)]
+pub struct ServiceWatch {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    key: ServiceKey,
+    current: ArcSwap<Instances>,
+    updates: watch::Sender<Arc<Instances>>,
+    first_wait: Duration,
+}
+
+impl fmt::Debug for ServiceWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let current = self.shared.current.load();
+        f.debug_struct("ServiceWatch")
+            .field("service", &self.shared.key)
+            .field("instances", &current.len())
+            .field("version", &current.version())
+            .finish()
+    }
+}
+
+impl ServiceWatch {
+    /// The service watched.
+    pub fn service(&self) -> &ServiceKey {
+        &self.shared.key
+    }
+
+    /// The current snapshot: lock-free, a few nanoseconds; empty (version 0) until the
+    /// first answer.
+    pub fn instances(&self) -> Arc<Instances> {
+        self.shared.current.load_full()
+    }
+
+    /// Picks an instance from the current snapshot (see [`Instances::pick`]) without
+    /// taking a reference count: what a load balancer calls per request.
+    pub fn pick_with<T>(&self, f: impl FnOnce(Option<&crate::Instance>) -> T) -> T {
+        let current = self.shared.current.load();
+        f(current.pick())
+    }
+
+    /// The first list: resolves at once when it is there, else when it arrives, or
+    /// after the request timeout (`NACOS_REQUEST_TIMEOUT`) with whatever is known then.
+    ///
+    /// # Cancellation safety
+    /// Cancel-safe: it only waits.
+    pub async fn ready(&self) -> Arc<Instances> {
+        let mut rx = self.shared.updates.subscribe();
+        let wait = rx.wait_for(|i| i.version() > 0);
+        drop(tokio::time::timeout(self.shared.first_wait, wait).await);
+        self.instances()
+    }
+
+    /// A receiver that sees every new snapshot (`changed().await`, then `borrow()`).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Instances>> {
+        self.shared.updates.subscribe()
+    }
+
+    /// The snapshots as a stream: the current one first (once the first answer came),
+    /// then each change.
+    pub fn updates(&self) -> tokio_stream::wrappers::WatchStream<Arc<Instances>> {
+        tokio_stream::wrappers::WatchStream::new(self.subscribe())
+    }
+}
+
+/// The poll loop of one service (on the engine's runtime).
+struct Poller {
+    shared: Weak<Shared>,
+    client: Arc<NamingClient>,
+    key: ServiceKey,
+    cluster: Option<String>,
+    refresh: Duration,
+}
+
+impl Poller {
+    async fn run(self) {
+        let mut version = 0u64;
+        let mut failures = 0u32;
+        let mut empty_since: Option<tokio::time::Instant> = None;
+        let mut protection_logged = false;
+        let mut last: Option<Vec<(String, u16, bool, bool, u64, String)>> = None;
+        loop {
+            if self.shared.strong_count() == 0 {
+                tracing::debug!(service = %self.key.service_name, "no watcher left: polling stops");
+                return;
+            }
+            let answer = self.client.service_instances(&self.key).await;
+            let Some(shared) = self.shared.upgrade() else {
+                return;
+            };
+            let delay = match answer {
+                Ok(list) => {
+                    if failures > 0 {
+                        tracing::info!(service = %self.key.service_name, failures,
+                            "nacos instance list recovered");
+                    }
+                    failures = 0;
+                    if list.reach_protection_threshold != protection_logged {
+                        protection_logged = list.reach_protection_threshold;
+                        if protection_logged {
+                            tracing::warn!(service = %self.key.service_name,
+                                "nacos says the service is below its protect threshold: unhealthy instances are listed as healthy");
+                        }
+                    }
+                    let fresh = Instances::new(
+                        list.hosts,
+                        self.cluster.as_deref(),
+                        version + 1,
+                        list.reach_protection_threshold,
+                    );
+                    let had = shared.current.load().len();
+                    let hold = fresh.is_empty() && had > 0 && {
+                        let since = *empty_since.get_or_insert_with(tokio::time::Instant::now);
+                        since.elapsed() < EMPTY_HOLD
+                    };
+                    if !fresh.is_empty() {
+                        empty_since = None;
+                    }
+                    let shape: Vec<_> = fresh
+                        .all()
+                        .iter()
+                        .map(|i| {
+                            (
+                                i.ip.clone(),
+                                i.port,
+                                i.healthy,
+                                i.enabled,
+                                i.weight.to_bits(),
+                                i.cluster_name.clone(),
+                            )
+                        })
+                        .collect();
+                    if hold {
+                        tracing::debug!(service = %self.key.service_name, instances = had,
+                            "nacos lists no instance: keeping the last list for now");
+                    } else if last.as_ref() != Some(&shape) || version == 0 {
+                        version += 1;
+                        tracing::debug!(service = %self.key.service_name, instances = fresh.len(),
+                            version, "instances changed");
+                        let fresh = Arc::new(fresh);
+                        shared.current.store(fresh.clone());
+                        shared.updates.send_replace(fresh);
+                        last = Some(shape);
+                    }
+                    self.refresh
+                }
+                Err(err) => {
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(service = %self.key.service_name, error = %Chain(&err),
+                            instances = shared.current.load().len(),
+                            "nacos instance list failed: keeping the last list");
+                    } else {
+                        tracing::debug!(service = %self.key.service_name, failures,
+                            error = %Chain(&err), "nacos instance list failed again");
+                    }
+                    crate::task::timing::retry_delay(failures, self.refresh)
+                }
+            };
+            drop(shared);
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
