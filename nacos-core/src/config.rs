@@ -31,6 +31,7 @@
 //! | `NACOS_DEREGISTER_GRACE` | delay between deregistration and draining | `0s` |
 //! | `NACOS_REQUEST_TIMEOUT` | timeout of one HTTP request to Nacos | `3s` |
 //! | `NACOS_HANDLE_SIGNALS` | `false` leaves SIGTERM/SIGINT to the app | `true` |
+//! | `NACOS_DISCOVERY_REFRESH` | how often a watched service is polled (discovery) | `5s` |
 //!
 //! Durations are written the way [`humantime`] reads them: `5s`, `500ms`, `1m 30s`.
 //! Booleans accept `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`.
@@ -237,6 +238,7 @@ pub struct Config {
     deregister_grace: Duration,
     request_timeout: Duration,
     handle_signals: bool,
+    discovery_refresh: Duration,
 }
 
 impl Config {
@@ -355,6 +357,10 @@ impl Config {
     pub fn handle_signals(&self) -> bool {
         self.handle_signals
     }
+    /// How often a watched service is polled (`NACOS_DISCOVERY_REFRESH`, default 5 s).
+    pub fn discovery_refresh(&self) -> Duration {
+        self.discovery_refresh
+    }
 }
 
 /// Builds a [`Config`]; every setter overrides the environment variable it names.
@@ -387,6 +393,7 @@ pub struct ConfigBuilder {
     deregister_grace: Option<Duration>,
     request_timeout: Option<Duration>,
     handle_signals: Option<bool>,
+    discovery_refresh: Option<Duration>,
 }
 
 /// Reads one variable, trying aliases in order; empty values count as unset.
@@ -587,6 +594,7 @@ impl ConfigBuilder {
             deregister_grace: env.duration("NACOS_DEREGISTER_GRACE")?,
             request_timeout: env.duration("NACOS_REQUEST_TIMEOUT")?,
             handle_signals: env.bool("NACOS_HANDLE_SIGNALS")?,
+            discovery_refresh: env.duration("NACOS_DISCOVERY_REFRESH")?,
         })
     }
 
@@ -678,6 +686,15 @@ impl ConfigBuilder {
         /// `deregister()` or drop.
         handle_signals: bool
     );
+    setter!(
+        /// How often a watched service is polled (`NACOS_DISCOVERY_REFRESH`).
+        discovery_refresh: Duration
+    );
+
+    /// Whether a service name is set (by `NACOS_SERVICE_NAME` or the setter).
+    pub fn has_service_name(&self) -> bool {
+        self.service_name.is_some()
+    }
 
     /// Login password (`NACOS_PASSWORD`).
     #[must_use]
@@ -882,6 +899,16 @@ impl ConfigBuilder {
                 "a duration of at least 1ms",
             ));
         }
+        let discovery_refresh = self
+            .discovery_refresh
+            .unwrap_or(crate::discovery::DEFAULT_REFRESH);
+        if discovery_refresh < Duration::from_millis(100) {
+            return Err(Error::config(
+                "NACOS_DISCOVERY_REFRESH",
+                humantime::format_duration(discovery_refresh),
+                "a duration of at least 100ms",
+            ));
+        }
 
         Ok(Config {
             server_addrs,
@@ -908,6 +935,7 @@ impl ConfigBuilder {
             deregister_grace: self.deregister_grace.unwrap_or(Duration::ZERO),
             request_timeout,
             handle_signals: self.handle_signals.unwrap_or(true),
+            discovery_refresh,
         })
     }
 }

@@ -50,6 +50,7 @@
 //! | SIGTERM/SIGINT | `signals` |
 //! | the handle and drop | `registration` |
 //! | the health snapshot | `status` |
+//! | discovery: watching a service, picking an instance, tower and HTTP adapters | `discovery` (`discovery/instances`, `discovery/tower`, `discovery/load_balancer`) |
 //!
 //! # Signals
 //! The engine listens for SIGTERM and SIGINT from the first registration request on (not
@@ -65,8 +66,18 @@
 //!
 //! A second SIGTERM or SIGINT applies the signal's default action at once.
 //!
+//! # Discovery
+//! The consumer half: [`Discovery`] watches services ([`ServiceWatch`]) and picks an
+//! instance (same cluster first, then by weight: [`Instances::pick`]); a watched service is
+//! also a `tower::discover::Discover` (feature `tower`) and an HTTP client's load
+//! balancer (`LoadBalancer`, feature `reqwest-middleware`). See the `discovery` module's
+//! docs on [`Discovery`] for the refresh, and what happens when Nacos blinks.
+//!
 //! # Features
 //! - `rustls`: `https://` servers in `NACOS_SERVER_ADDR`.
+//! - `tower`: `ServiceWatch::discover`, a `tower::discover::Discover` for
+//!   `tower::balance::p2c::Balance`.
+//! - `reqwest-middleware`: `LoadBalancer`, for `reqwest_middleware::ClientBuilder::with`.
 //!
 //! # Pitfalls
 //! - A [`Registration`] with [`AddrSource::Detect`] registers the port of the process's
@@ -88,6 +99,7 @@
 mod addr;
 mod client;
 mod config;
+mod discovery;
 mod engine;
 mod error;
 mod instance;
@@ -107,6 +119,11 @@ pub use config::{
     ApiVersion, Config, ConfigBuilder, DEFAULT_BEAT_INTERVAL, DEFAULT_SERVER_PORT, Secret,
     ServerAddr,
 };
+pub use discovery::{DEFAULT_REFRESH, Discovery, EMPTY_HOLD, Instances, ServiceWatch};
+#[cfg(feature = "tower")]
+pub use discovery::{DiscoverInstances, InstanceKey};
+#[cfg(feature = "reqwest-middleware")]
+pub use discovery::{LoadBalancer, NoInstance};
 pub use error::{Cause, Error, Result};
 pub use instance::{BeatInfo, BeatResult, Instance, ServiceKey};
 pub use listener::{ListenerState, listener_state, own_listeners};

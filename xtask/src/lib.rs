@@ -453,6 +453,7 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
 pub mod e2e;
 pub mod measure;
 pub mod official;
+pub mod rolling;
 pub mod server;
 
 /// Sends `method` to `url` with `params` in the query (a form body for `POST`/`PUT`) and

@@ -3,6 +3,9 @@
 //! - `cargo xtask demo [axum|axum-minimal|actix|actix-handle]`: start a local r-nacos
 //!   (installing it the first time), run the demo app against it, show the instance in
 //!   Nacos's own list, stop the app with SIGTERM and show the instance gone.
+//! - `cargo xtask demo discovery`: r-nacos, two instances of the axum demo and the axum
+//!   gateway calling them through Nacos: the answers alternate, then one provider leaves
+//!   (SIGTERM) under load, with no failed call.
 //! - `cargo xtask test [ARGS]`: install r-nacos if needed, then `cargo test --workspace ARGS`.
 //! - `cargo xtask nacos install|run`: install r-nacos, or run one in the foreground.
 
@@ -15,8 +18,10 @@ use xtask::{App, RNacos, announced_port, ensure_rnacos, wait_for};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("demo") if args.get(1).is_some_and(|a| a == "discovery") => demo_discovery(),
         Some("demo") => demo(args.get(1).map_or("axum", String::as_str)),
         Some("test") => test(&args[1..]),
+        Some("rolling-restart") => rolling_restart(args.get(1).map(String::as_str)),
         Some("recovery") => recovery(
             args.get(1).map_or("axum", String::as_str),
             args.get(2).and_then(|n| n.parse().ok()).unwrap_or(5),
@@ -42,7 +47,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    "usage: cargo xtask demo [axum|axum-minimal|actix|actix-handle] | test [cargo test args] | nacos install|run"
+    "usage: cargo xtask demo [axum|axum-minimal|actix|actix-handle|discovery] | test [cargo test args] | nacos install|run"
         .into()
 }
 
@@ -232,6 +237,131 @@ fn demo(which: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A call's answer: status and body, or why there was none.
+type Answer = Result<(u16, String), String>;
+
+/// `cargo xtask demo discovery`: two providers, a gateway calling them through Nacos, one
+/// provider leaving under load.
+fn demo_discovery() -> Result<(), String> {
+    ensure_rnacos()?;
+    let provider_exe = build_demo("axum-demo", "axum-demo")?;
+    let gateway_exe = build_demo("axum-demo", "axum-gateway")?;
+    println!("==> starting r-nacos on a free loopback port");
+    let server = RNacos::start();
+    println!("    NACOS_SERVER_ADDR={}", server.addr());
+    let start = |exe: &PathBuf, envs: &[(&str, String)]| -> Result<(App, u16), String> {
+        let app = App::start(&exe.to_string_lossy(), envs);
+        let port = wait_for(Duration::from_secs(30), || announced_port(&app.output()))
+            .ok_or_else(|| format!("{} did not start:\n{}", exe.display(), app.output()))?;
+        Ok((app, port))
+    };
+    let provider_env = vec![
+        ("NACOS_SERVER_ADDR", server.addr()),
+        ("NACOS_SERVICE_NAME", "axum-demo".to_owned()),
+        ("NACOS_DEREGISTER_GRACE", "2s".to_owned()),
+        ("PORT", "0".to_owned()),
+    ];
+    let (mut first, first_port) = start(&provider_exe, &provider_env)?;
+    let (mut second, second_port) = start(&provider_exe, &provider_env)?;
+    println!(
+        "==> two providers of axum-demo on ports {first_port} and {second_port} (NACOS_DEREGISTER_GRACE=2s)"
+    );
+    let (mut gateway, gw) = start(
+        &gateway_exe,
+        &[
+            ("NACOS_SERVER_ADDR", server.addr()),
+            ("NACOS_SERVICE_NAME", "gateway".to_owned()),
+            ("NACOS_DISCOVERY_REFRESH", "1s".to_owned()),
+            ("TARGET_SERVICE", "axum-demo".to_owned()),
+            ("PORT", "0".to_owned()),
+        ],
+    )?;
+    println!("==> the gateway on port {gw}, polling Nacos every 1 s (NACOS_DISCOVERY_REFRESH=1s)");
+    let call = move || xtask::get_text(&format!("http://127.0.0.1:{gw}/call"));
+    let both = wait_for(Duration::from_secs(15), || {
+        let (_, body) = xtask::get_text(&format!("http://127.0.0.1:{gw}/instances")).ok()?;
+        (body.contains(&format!(":{first_port} ")) && body.contains(&format!(":{second_port} ")))
+            .then_some(body)
+    })
+    .ok_or_else(|| {
+        format!(
+            "the gateway never saw both providers:\n{}",
+            gateway.output()
+        )
+    })?;
+    println!("    GET /instances: {both}");
+    println!("==> GET /call, 8 times:");
+    for _ in 0..8 {
+        match call() {
+            Ok((status, body)) => println!("    {status} {}", body.trim_end()),
+            Err(e) => println!("    failed: {e}"),
+        }
+    }
+    println!("==> calls every 10 ms; kill -TERM the provider on port {first_port}");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut log: Vec<(Instant, Answer)> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                log.push((Instant::now(), call()));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            log
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let signalled = Instant::now();
+    first.signal("TERM");
+    let exit = first.wait_exit(Duration::from_secs(15));
+    let exited = signalled.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let log = load.join().map_err(|_| "the load thread panicked")?;
+    let failed = log
+        .iter()
+        .filter(|(_, r)| !matches!(r, Ok((200, _))))
+        .count();
+    let by = |port: u16, after: bool| {
+        log.iter()
+            .filter(|(at, r)| {
+                (*at >= signalled) == after
+                    && matches!(r, Ok((200, b)) if b.trim_end().ends_with(&format!(":{port}")))
+            })
+            .count()
+    };
+    let last_first = log
+        .iter()
+        .filter(
+            |(_, r)| matches!(r, Ok((200, b)) if b.trim_end().ends_with(&format!(":{first_port}"))),
+        )
+        .map(|(at, _)| at.saturating_duration_since(signalled).as_millis())
+        .max()
+        .unwrap_or(0);
+    println!(
+        "==> {} calls, {failed} failed. Before SIGTERM: {} answered by :{first_port}, {} by :{second_port}. After: {} by :{first_port} (the last {last_first} ms after SIGTERM, during its grace), {} by :{second_port}",
+        log.len(),
+        by(first_port, false),
+        by(second_port, false),
+        by(first_port, true),
+        by(second_port, true),
+    );
+    println!(
+        "    the leaving provider exited {} ms after SIGTERM ({})",
+        exited.as_millis(),
+        exit.map_or("still running".to_owned(), |s| s.to_string())
+    );
+    println!("==> stopping the gateway, the other provider and r-nacos");
+    for app in [&mut gateway, &mut second] {
+        app.signal("TERM");
+        let _ = app.wait_exit(Duration::from_secs(10));
+    }
+    if failed > 0 {
+        return Err(format!("{failed} calls failed:\n{}", gateway.output()));
+    }
+    Ok(())
+}
+
 fn env_or(envs: &[(&str, String)], key: &str, default: &str) -> String {
     envs.iter()
         .find(|(k, _)| *k == key)
@@ -287,6 +417,108 @@ fn timings(which: &str, runs: usize) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// `cargo xtask rolling-restart [OUT_DIR]`: the rolling-restart benchmark, our lifecycle
+/// against kill -9, side by side; a table on stdout and, with `OUT_DIR`, per-second series
+/// (`rolling-<variant>.csv`) for the plot.
+fn rolling_restart(out: Option<&str>) -> Result<(), String> {
+    use xtask::rolling::{Options, Stop, quantile_ms, run};
+    ensure_rnacos()?;
+    // Release builds, as users deploy.
+    let provider = build_release("axum-demo", "axum-demo")?;
+    let gateway = build_release("axum-demo", "axum-gateway")?;
+    let variants = [
+        ("graceful", Stop::Graceful, Duration::from_secs(3)),
+        ("kill-9", Stop::Kill, Duration::ZERO),
+    ];
+    println!(
+        "| variant | requests | failed | p50 ms (restarts / outside) | p99 ms (restarts / outside) | max ms |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, stop, grace) in variants {
+        let options = Options {
+            providers: 3,
+            rounds: 2,
+            rate: 500,
+            stop,
+            grace,
+            refresh: Duration::from_secs(1),
+        };
+        let report = run(
+            &provider.to_string_lossy(),
+            &gateway.to_string_lossy(),
+            &options,
+        )?;
+        let failed = report.calls.iter().filter(|c| !c.ok).count();
+        let (mut during, mut outside): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
+        for call in &report.calls {
+            if report.during_restart(call.at) {
+                during.push(call.latency);
+            } else {
+                outside.push(call.latency);
+            }
+        }
+        let mut all: Vec<Duration> = report.calls.iter().map(|c| c.latency).collect();
+        println!(
+            "| {name} (grace {} s, refresh 1 s) | {} | {failed} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1} |",
+            grace.as_secs(),
+            report.calls.len(),
+            quantile_ms(&mut during, 0.5),
+            quantile_ms(&mut outside, 0.5),
+            quantile_ms(&mut during, 0.99),
+            quantile_ms(&mut outside, 0.99),
+            quantile_ms(&mut all, 1.0),
+        );
+        if let Some(dir) = out {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{dir}: {e}"))?;
+            let path = PathBuf::from(dir).join(format!("rolling-{name}.csv"));
+            let seconds = report.length.as_secs() as usize + 1;
+            let mut rows = vec![(0u32, 0u32, 0usize, false); seconds];
+            for call in &report.calls {
+                let row = &mut rows[call.at.as_secs() as usize];
+                row.0 += 1;
+                row.1 += u32::from(!call.ok);
+            }
+            for (at, count) in &report.listed {
+                rows[at.as_secs() as usize].2 = *count;
+            }
+            for (i, row) in rows.iter_mut().enumerate() {
+                row.3 = report.during_restart(Duration::from_secs(i as u64));
+            }
+            let mut csv = String::from("second,requests,failed,listed,restarting\n");
+            for (i, (requests, failed, listed, restarting)) in rows.iter().enumerate() {
+                csv.push_str(&format!(
+                    "{i},{requests},{failed},{listed},{}\n",
+                    u8::from(*restarting)
+                ));
+            }
+            std::fs::write(&path, csv).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds a binary in release mode and returns its path.
+fn build_release(package: &str, bin: &str) -> Result<PathBuf, String> {
+    let status = cargo()
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--package",
+            package,
+            "--bin",
+            bin,
+        ])
+        .status()
+        .map_err(|e| format!("cannot run cargo build: {e}"))?;
+    if !status.success() {
+        return Err(format!("building {bin} failed"));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from);
+    Ok(target.join("release").join(bin))
 }
 
 /// Installs r-nacos and the official servers the suite uses.

@@ -1,7 +1,8 @@
 //! A small axum app that registers itself with Nacos, configured only by environment:
 //! the `NACOS_*` variables and `PORT` (default 8080; `0` picks a free port).
 //!
-//! Routes: `/` (hello), `/echo/{word}`, `/slow?ms=N` (answers after N ms) and `/health`
+//! Routes: `/` (hello), `/echo/{word}`, `/slow?ms=N` (answers after N ms), `/whoami` (the
+//! service and advertised `ip:port`) and `/health`
 //! (the registration status as JSON). SIGTERM or SIGINT deregisters the instance, then
 //! the server drains in-flight requests and exits.
 
@@ -39,6 +40,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         )
         .route("/slow", get(slow))
         .route("/health", get(health))
+        .route("/whoami", get(whoami))
         .with_state(nacos.status())
         .layer(nacos.clone());
 
@@ -75,4 +77,14 @@ async fn slow(Query(params): Query<SlowParams>) -> String {
 async fn health(State(status): State<StatusHandle>) -> Json<serde_json::Value> {
     let nacos = status.snapshot();
     Json(serde_json::json!({ "status": "UP", "nacos": nacos }))
+}
+
+/// `SERVICE IP:PORT`: which instance answered (what the discovery demo shows).
+async fn whoami(State(status): State<StatusHandle>) -> String {
+    let status = status.snapshot();
+    format!(
+        "{} {}\n",
+        status.service_name,
+        status.instance.unwrap_or_default()
+    )
 }

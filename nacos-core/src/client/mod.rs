@@ -366,7 +366,10 @@ impl NamingClient {
         key: &ServiceKey,
     ) -> Result<crate::instance::InstanceList> {
         let (server, api, body) = match self.call(Op::List(key, false)).await {
-            Err(Error::Refused { code: v3::RESOURCE_NOT_FOUND, .. }) => {
+            Err(Error::Refused {
+                code: v3::RESOURCE_NOT_FOUND,
+                ..
+            }) => {
                 return Ok(crate::instance::InstanceList::default());
             }
             other => other?,

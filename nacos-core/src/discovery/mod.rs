@@ -5,32 +5,7 @@
 //! uses the same configuration as a registration (servers, namespace, group, login) and,
 //! in the same process, the same connections and login.
 //!
-//! # How a service is watched
-//! HTTP clients get no push from Nacos 3.x (subscribing needs gRPC there, and v1's UDP push
-//! is gone in 3.2), so the engine polls: v1 `GET /instance/list` or the v3 client list,
-//! chosen per server as a registration chooses (`NACOS_API`), every
-//! `NACOS_DISCOVERY_REFRESH` ([`DEFAULT_REFRESH`], 5 s). One poll per service, however many
-//! watchers; it stops once the last [`ServiceWatch`] of the service is dropped.
-//!
-//! The refresh is the time a caller may keep calling an instance that has left: a provider
-//! that deregisters on SIGTERM should keep serving for longer than the callers' refresh
-//! (`NACOS_DEREGISTER_GRACE` > `NACOS_DISCOVERY_REFRESH`) so that no call reaches it
-//! after it stopped. 5 s is the beat interval's order: a caller learns of a leaving
-//! instance as fast as the server learns of a dead one, at one list request per service
-//! per 5 s per caller process.
-//!
-//! # When Nacos blinks
-//! - A failed poll keeps the last good list, is logged once (a warning, then a line when
-//!   it recovers) and is retried with backoff up to the refresh.
-//! - An empty list replacing a non-empty one is only taken once it has lasted
-//!   [`EMPTY_HOLD`]: a Nacos that restarted lists nothing until the providers register
-//!   again (within a beat interval), and a caller must not lose every instance meanwhile.
-//! - Protect threshold: when too few instances are healthy, the official server lists the
-//!   unhealthy ones as healthy so that callers spread their load (v1 says so with
-//!   `reachProtectionThreshold`, logged once and shown by
-//!   [`Instances::reach_protection_threshold`]; v3 does it silently). A call may then
-//!   reach an instance that is down: a refused connection is retried on another instance
-//!   by the HTTP client.
+//! See [`Discovery`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -66,6 +41,33 @@ pub const DEFAULT_REFRESH: Duration = Duration::from_secs(5);
 pub const EMPTY_HOLD: Duration = Duration::from_secs(10);
 
 /// Watches services' instances in Nacos. Cheap to clone.
+///
+/// # How a service is watched
+/// HTTP clients get no push from Nacos 3.x (subscribing needs gRPC there, and v1's UDP push
+/// is gone in 3.2), so the engine polls: v1 `GET /instance/list` or the v3 client list,
+/// chosen per server as a registration chooses (`NACOS_API`), every
+/// `NACOS_DISCOVERY_REFRESH` ([`DEFAULT_REFRESH`], 5 s). One poll per service, however many
+/// watchers; it stops once the last [`ServiceWatch`] of the service is dropped.
+///
+/// The refresh is the time a caller may keep calling an instance that has left: a provider
+/// that deregisters on SIGTERM should keep serving for longer than the callers' refresh
+/// (`NACOS_DEREGISTER_GRACE` > `NACOS_DISCOVERY_REFRESH`) so that no call reaches it
+/// after it stopped. 5 s is the beat interval's order: a caller learns of a leaving
+/// instance as fast as the server learns of a dead one, at one list request per service
+/// per 5 s per caller process.
+///
+/// # When Nacos blinks
+/// - A failed poll keeps the last good list, is logged once (a warning, then a line when
+///   it recovers) and is retried with backoff up to the refresh.
+/// - An empty list replacing a non-empty one is only taken once it has lasted
+///   [`EMPTY_HOLD`]: a Nacos that restarted lists nothing until the providers register
+///   again (within a beat interval), and a caller must not lose every instance meanwhile.
+/// - Protect threshold: when too few instances are healthy, the official server lists the
+///   unhealthy ones as healthy so that callers spread their load (v1 says so with
+///   `reachProtectionThreshold`, logged once and shown by
+///   [`Instances::reach_protection_threshold`]; v3 does it silently). A call may then
+///   reach an instance that is down: a refused connection is retried on another instance
+///   by the HTTP client.
 ///
 /// # Example
 /// ```no_run
@@ -276,7 +278,6 @@ impl Poller {
         let mut failures = 0u32;
         let mut empty_since: Option<tokio::time::Instant> = None;
         let mut protection_logged = false;
-        let mut last: Option<Vec<(String, u16, bool, bool, u64, String)>> = None;
         loop {
             if self.shared.strong_count() == 0 {
                 tracing::debug!(service = %self.key.service_name, "no watcher left: polling stops");
@@ -314,31 +315,23 @@ impl Poller {
                     if !fresh.is_empty() {
                         empty_since = None;
                     }
-                    let shape: Vec<_> = fresh
-                        .all()
-                        .iter()
-                        .map(|i| {
-                            (
-                                i.ip.clone(),
-                                i.port,
-                                i.healthy,
-                                i.enabled,
-                                i.weight.to_bits(),
-                                i.cluster_name.clone(),
-                            )
-                        })
-                        .collect();
+                    let changed = {
+                        let current = shared.current.load();
+                        version == 0
+                            || current.all() != fresh.all()
+                            || current.reach_protection_threshold()
+                                != fresh.reach_protection_threshold()
+                    };
                     if hold {
                         tracing::debug!(service = %self.key.service_name, instances = had,
                             "nacos lists no instance: keeping the last list for now");
-                    } else if last.as_ref() != Some(&shape) || version == 0 {
+                    } else if changed {
                         version += 1;
                         tracing::debug!(service = %self.key.service_name, instances = fresh.len(),
                             version, "instances changed");
                         let fresh = Arc::new(fresh);
                         shared.current.store(fresh.clone());
                         shared.updates.send_replace(fresh);
-                        last = Some(shape);
                     }
                     self.refresh
                 }

@@ -1,0 +1,455 @@
+//! Discovery against real servers and real provider processes: instances registered by
+//! the demo are found, follow weights, clusters and `enabled`, disappear when a provider
+//! leaves; a service that does not exist is empty; Nacos down keeps the last list; tower
+//! p2c and the gateway's load-balanced client send real requests to the providers, and a
+//! provider leaving under load fails no call.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use nacos_core::{Config, Discovery, ServiceWatch};
+use xtask::server::{Server, ServerKind, ServerOptions};
+use xtask::{App, announced_port, get_text, skip_without, wait_for};
+
+const DEMO: &str = env!("CARGO_BIN_EXE_axum-demo");
+const GATEWAY: &str = env!("CARGO_BIN_EXE_axum-gateway");
+/// The refresh the tests' callers use.
+const REFRESH: Duration = Duration::from_millis(500);
+
+fn nacos2() -> ServerKind {
+    ServerKind::Official(xtask::official::OfficialVersion::V2_3_2)
+}
+
+fn nacos3() -> ServerKind {
+    ServerKind::Official(xtask::official::OfficialVersion::V3_1_0)
+}
+
+/// Starts a provider (the axum demo) for `service` with extra `env`; returns it and its port.
+fn provider(server: &Server, service: &str, env: &[(&str, &str)]) -> (App, u16) {
+    let mut envs: Vec<(&str, String)> = vec![
+        ("NACOS_SERVER_ADDR", server.addr()),
+        ("NACOS_SERVICE_NAME", service.to_owned()),
+        ("PORT", "0".into()),
+    ];
+    envs.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let app = App::start(DEMO, &envs);
+    let port = wait_for(Duration::from_secs(30), || announced_port(&app.output()))
+        .unwrap_or_else(|| panic!("the provider did not start:\n{}", app.output()));
+    (app, port)
+}
+
+fn discovery(server: &Server) -> Discovery {
+    let config = Config::builder()
+        .server_addr(server.addr())
+        .service_name("e2e-caller")
+        .discovery_refresh(REFRESH)
+        .build()
+        .unwrap();
+    Discovery::new(&config).unwrap()
+}
+
+/// The ports the watch lists, once `done` holds for them (within `within`).
+fn ports_when(
+    watch: &ServiceWatch,
+    within: Duration,
+    done: impl Fn(&[u16]) -> bool,
+) -> Option<Vec<u16>> {
+    wait_for(within, || {
+        let mut ports: Vec<u16> = watch.instances().all().iter().map(|i| i.port).collect();
+        ports.sort_unstable();
+        done(&ports).then_some(ports)
+    })
+}
+
+/// How late a server's list may be after a change: the official server lists from a cache
+/// it updates asynchronously.
+fn lag(kind: ServerKind) -> Duration {
+    match kind {
+        ServerKind::RNacos => Duration::ZERO,
+        ServerKind::Official(_) => Duration::from_secs(3),
+    }
+}
+
+fn follows_providers(kind: ServerKind) {
+    if skip_without(kind) {
+        return;
+    }
+    let server = kind.start(&ServerOptions::default());
+    let service = "e2e-discovered";
+    let (a, port_a) = provider(&server, service, &[("NACOS_WEIGHT", "3")]);
+    let (_b, port_b) = provider(&server, service, &[]);
+    let (_off, port_off) = provider(&server, service, &[("NACOS_INSTANCE_ENABLED", "false")]);
+    let discovery = discovery(&server);
+    let watch = discovery.watch(service);
+    let within = Duration::from_secs(15);
+    let mut expected = vec![port_a, port_b];
+    expected.sort_unstable();
+    let seen = ports_when(&watch, within, |ports| ports == expected.as_slice());
+    assert_eq!(
+        seen.as_ref(),
+        Some(&expected),
+        "both providers listed, the disabled one ({port_off}) not: {:?}",
+        watch.instances().all()
+    );
+    let weights: BTreeMap<u16, f64> = watch
+        .instances()
+        .all()
+        .iter()
+        .map(|i| (i.port, i.weight))
+        .collect();
+    assert_eq!(weights[&port_a], 3.0, "{weights:?}");
+    assert_eq!(weights[&port_b], 1.0, "{weights:?}");
+    // Picks follow the weights (3:1).
+    let mut a_picks = 0;
+    for _ in 0..4000 {
+        if watch.pick_with(|i| i.map(|i| i.port)) == Some(port_a) {
+            a_picks += 1;
+        }
+    }
+    assert!(
+        (2700..3300).contains(&a_picks),
+        "{a_picks} of 4000 picks for weight 3 of 4"
+    );
+
+    // A provider leaves: gone within one refresh (plus the server's own lag).
+    let left = Instant::now();
+    a.signal("TERM");
+    let bound = REFRESH + lag(kind) + Duration::from_secs(1);
+    let after = ports_when(&watch, bound, |ports| ports == [port_b]);
+    assert_eq!(
+        after,
+        Some(vec![port_b]),
+        "still listed {} ms after SIGTERM",
+        left.elapsed().as_millis()
+    );
+    eprintln!(
+        "[e2e] discovery on {kind}: the leaving provider was gone from the caller's list {} ms after SIGTERM",
+        left.elapsed().as_millis()
+    );
+
+    // A service nobody registered: an answer, empty.
+    let nobody = discovery.watch("e2e-nobody-here");
+    let snapshot = wait_for(Duration::from_secs(10), || {
+        let s = nobody.instances();
+        (s.version() > 0).then_some(s)
+    })
+    .expect("an answer for an unknown service");
+    assert!(snapshot.is_empty());
+}
+
+#[test]
+fn rnacos_follows_providers() {
+    follows_providers(ServerKind::RNacos);
+}
+
+#[test]
+fn nacos2_follows_providers() {
+    follows_providers(nacos2());
+}
+
+#[test]
+fn nacos3_follows_providers() {
+    follows_providers(nacos3());
+}
+
+/// The caller's own cluster first, then all clusters (v1 servers: Nacos 3.1's v3 list
+/// shows the `DEFAULT` cluster only).
+#[test]
+fn same_cluster_first_then_any() {
+    let kind = ServerKind::RNacos;
+    if skip_without(kind) {
+        return;
+    }
+    let server = kind.start(&ServerOptions::default());
+    let service = "e2e-clusters";
+    let (_a, port_a) = provider(&server, service, &[("NACOS_CLUSTER_NAME", "east")]);
+    let (_b, port_b) = provider(&server, service, &[("NACOS_CLUSTER_NAME", "west")]);
+    let config = |cluster: &str| {
+        Config::builder()
+            .server_addr(server.addr())
+            .service_name("e2e-caller")
+            .cluster_name(cluster)
+            .discovery_refresh(REFRESH)
+            .build()
+            .unwrap()
+    };
+    for (cluster, only) in [
+        ("east", Some(port_a)),
+        ("west", Some(port_b)),
+        ("north", None),
+    ] {
+        let watch = Discovery::new(&config(cluster)).unwrap().watch(service);
+        ports_when(&watch, Duration::from_secs(15), |p| p.len() == 2).expect("both listed");
+        let picked: std::collections::BTreeSet<u16> = (0..200)
+            .filter_map(|_| watch.pick_with(|i| i.map(|i| i.port)))
+            .collect();
+        match only {
+            Some(port) => assert_eq!(picked, [port].into(), "caller in {cluster}"),
+            None => assert_eq!(picked, [port_a, port_b].into(), "caller in {cluster}"),
+        }
+    }
+}
+
+/// Nacos down: the caller keeps its last list; Nacos back (empty, then the providers
+/// register again): still listed throughout.
+#[test]
+fn nacos_down_keeps_the_last_list() {
+    let kind = ServerKind::RNacos;
+    if skip_without(kind) {
+        return;
+    }
+    let mut server = kind.start(&ServerOptions::default());
+    let service = "e2e-blink";
+    let (_a, port_a) = provider(&server, service, &[]);
+    let watch = discovery(&server).watch(service);
+    ports_when(&watch, Duration::from_secs(15), |p| p == [port_a]).expect("listed");
+    server.stop();
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_secs(3) {
+        assert_eq!(
+            watch.instances().len(),
+            1,
+            "lost the list while Nacos is down"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.restart();
+    let back = Instant::now();
+    while back.elapsed() < Duration::from_secs(8) {
+        assert_eq!(
+            watch.instances().len(),
+            1,
+            "lost the list {} ms after Nacos came back empty",
+            back.elapsed().as_millis()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        server
+            .instances("public", "DEFAULT_GROUP", service)
+            .unwrap()
+            .iter()
+            .any(|h| h["port"] == port_a),
+        "the provider registered again"
+    );
+}
+
+/// tower's p2c balancer over the watch sends real requests to both real providers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_p2c_over_the_watch() {
+    use tower::{Service, ServiceExt};
+    let kind = ServerKind::RNacos;
+    if skip_without(kind) {
+        return;
+    }
+    let server = kind.start(&ServerOptions::default());
+    let service = "e2e-p2c";
+    let (_a, port_a) = provider(&server, service, &[]);
+    let (_b, port_b) = provider(&server, service, &[]);
+    let watch = discovery(&server).watch(service);
+    let watched = watch.clone();
+    tokio::task::spawn_blocking(move || {
+        ports_when(&watched, Duration::from_secs(15), |p| p.len() == 2)
+    })
+    .await
+    .unwrap()
+    .expect("both listed");
+
+    let http = reqwest::Client::new();
+    let discover = tower::load::PendingRequestsDiscover::new(
+        watch.discover(move |instance| {
+            let base = format!("http://{}:{}", instance.ip, instance.port);
+            let http = http.clone();
+            tower::service_fn(move |path: &'static str| {
+                let request = http.get(format!("{base}{path}"));
+                async move { request.send().await?.text().await }
+            })
+        }),
+        tower::load::CompleteOnResponse::default(),
+    );
+    let mut balanced = tower::balance::p2c::Balance::new(discover);
+    let mut answers = BTreeMap::new();
+    for _ in 0..40 {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            balanced.ready().await.unwrap().call("/whoami"),
+        )
+        .await
+        .expect("an answer within 5 s")
+        .expect("the provider answers");
+        *answers.entry(answer).or_insert(0) += 1;
+    }
+    assert_eq!(answers.len(), 2, "both providers answered: {answers:?}");
+    let ports: Vec<String> = answers.keys().cloned().collect();
+    assert!(
+        ports
+            .iter()
+            .any(|a| a.trim_end().ends_with(&format!(":{port_a}")))
+    );
+    assert!(
+        ports
+            .iter()
+            .any(|a| a.trim_end().ends_with(&format!(":{port_b}")))
+    );
+}
+
+/// The gateway calls the providers through its load-balanced client: answers come from
+/// both; one provider leaves (SIGTERM, grace longer than the gateway's refresh) while
+/// calls go on: not one call fails, and the survivor takes them all.
+#[test]
+fn gateway_loses_no_call_when_a_provider_leaves() {
+    let kind = ServerKind::RNacos;
+    if skip_without(kind) {
+        return;
+    }
+    let server = kind.start(&ServerOptions::default());
+    let service = "e2e-provided";
+    let grace = [("NACOS_DEREGISTER_GRACE", "2s")];
+    let (mut a, port_a) = provider(&server, service, &grace);
+    let (_b, port_b) = provider(&server, service, &grace);
+    let gateway = App::start(
+        GATEWAY,
+        &[
+            ("NACOS_SERVER_ADDR", server.addr()),
+            ("NACOS_SERVICE_NAME", "e2e-gateway".into()),
+            ("NACOS_DISCOVERY_REFRESH", "500ms".into()),
+            ("TARGET_SERVICE", service.into()),
+            ("PORT", "0".into()),
+        ],
+    );
+    let gw = wait_for(Duration::from_secs(30), || {
+        announced_port(&gateway.output())
+    })
+    .unwrap_or_else(|| panic!("the gateway did not start:\n{}", gateway.output()));
+    let call = move || get_text(&format!("http://127.0.0.1:{gw}/call"));
+    // Both providers known to the gateway.
+    wait_for(Duration::from_secs(15), || {
+        let (status, body) = get_text(&format!("http://127.0.0.1:{gw}/instances")).ok()?;
+        (status == 200
+            && body.contains(&format!(":{port_a} "))
+            && body.contains(&format!(":{port_b} ")))
+        .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the gateway never listed both:\n{}", gateway.output()));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let load = {
+        let (stop, failed) = (stop.clone(), failed.clone());
+        std::thread::spawn(move || {
+            let mut answers: Vec<(Instant, String)> = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                match call() {
+                    Ok((200, body)) => answers.push((Instant::now(), body)),
+                    other => {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                        eprintln!("[e2e] a call failed: {other:?}");
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            answers
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let signalled = Instant::now();
+    a.signal("TERM");
+    let exit = a
+        .wait_exit(Duration::from_secs(15))
+        .expect("the provider exits after its grace");
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::SeqCst);
+    let answers = load.join().unwrap();
+    let failed = failed.load(Ordering::SeqCst);
+    let from = |port: u16| format!(":{port}\n");
+    let before = answers
+        .iter()
+        .filter(|(at, _)| *at < signalled)
+        .collect::<Vec<_>>();
+    let last_a = answers
+        .iter()
+        .filter(|(_, b)| b.ends_with(&from(port_a)))
+        .map(|(at, _)| at.duration_since(signalled).as_millis())
+        .max();
+    eprintln!(
+        "[e2e] gateway: {} calls, {failed} failed; the leaving provider answered last {last_a:?} ms after its SIGTERM and exited ({exit}) after its 2 s grace",
+        answers.len()
+    );
+    assert_eq!(failed, 0, "calls failed:\n{}", gateway.output());
+    assert!(
+        before.iter().any(|(_, b)| b.ends_with(&from(port_a))),
+        "provider A answered before"
+    );
+    assert!(
+        before.iter().any(|(_, b)| b.ends_with(&from(port_b))),
+        "provider B answered before"
+    );
+    let after_exit: Vec<_> = answers
+        .iter()
+        .filter(|(at, _)| at.duration_since(signalled) > Duration::from_secs(3))
+        .collect();
+    assert!(!after_exit.is_empty());
+    assert!(
+        after_exit.iter().all(|(_, b)| b.ends_with(&from(port_b))),
+        "only the survivor answers once the other has gone"
+    );
+}
+
+/// A provider killed (SIGKILL: no deregistration) stays listed until the server notices;
+/// the gateway's calls that pick it cannot connect and go to the other instance: none
+/// fails.
+#[test]
+fn a_refused_connection_is_retried_on_another_instance() {
+    let kind = ServerKind::RNacos;
+    if skip_without(kind) {
+        return;
+    }
+    let server = kind.start(&ServerOptions::default());
+    let service = "e2e-killed";
+    let (mut a, port_a) = provider(&server, service, &[]);
+    let (_b, port_b) = provider(&server, service, &[]);
+    let gateway = App::start(
+        GATEWAY,
+        &[
+            ("NACOS_SERVER_ADDR", server.addr()),
+            ("NACOS_SERVICE_NAME", "e2e-gateway-retry".into()),
+            ("NACOS_DISCOVERY_REFRESH", "500ms".into()),
+            ("TARGET_SERVICE", service.into()),
+            ("PORT", "0".into()),
+            ("RUST_LOG", "info,nacos_core=debug".into()),
+        ],
+    );
+    let gw = wait_for(Duration::from_secs(30), || {
+        announced_port(&gateway.output())
+    })
+    .unwrap_or_else(|| panic!("the gateway did not start:\n{}", gateway.output()));
+    wait_for(Duration::from_secs(15), || {
+        let (_, body) = get_text(&format!("http://127.0.0.1:{gw}/instances")).ok()?;
+        (body.contains(&format!(":{port_a} ")) && body.contains(&format!(":{port_b} ")))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the gateway never listed both:\n{}", gateway.output()));
+    a.signal("KILL");
+    a.wait_exit(Duration::from_secs(5)).expect("killed");
+    let mut answered_by_b = 0;
+    for _ in 0..40 {
+        let (status, body) = get_text(&format!("http://127.0.0.1:{gw}/call")).unwrap();
+        assert_eq!(status, 200, "{body}\n{}", gateway.output());
+        assert!(body.trim_end().ends_with(&format!(":{port_b}")), "{body}");
+        answered_by_b += 1;
+    }
+    // The killed instance was still listed (r-nacos marks it unhealthy after ~15 s), so
+    // some calls picked it and were retried.
+    let listed = get_text(&format!("http://127.0.0.1:{gw}/instances"))
+        .unwrap()
+        .1;
+    assert!(listed.contains(&format!(":{port_a} ")), "{listed}");
+    let output = gateway.output();
+    assert!(
+        output.contains("cannot connect to the instance: sending to another one"),
+        "no retry happened:\n{output}"
+    );
+    eprintln!("[e2e] {answered_by_b} calls after kill -9 of one provider, none failed");
+}

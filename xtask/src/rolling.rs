@@ -1,0 +1,246 @@
+//! The rolling-restart benchmark: a caller under constant load through Nacos while every
+//! provider instance is restarted, one at a time, several rounds.
+//!
+//! Set-up (all real processes on loopback): r-nacos; `providers` instances of the axum demo;
+//! the axum gateway, whose `GET /call` calls the providers through the load-balanced
+//! client (`NACOS_DISCOVERY_REFRESH=1s`); a load generator sending `rate` requests per
+//! second to the gateway, each on a schedule (an open loop: a slow answer does not slow
+//! the next request down), over keep-alive connections.
+//!
+//! A restart is what a deployment does: the old instance gets SIGTERM (or, for the naive
+//! baseline, SIGKILL), a new one starts on a new port, and the next instance is restarted
+//! once the gateway lists the new one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::{App, RNacos, announced_port, wait_for};
+
+/// How a provider instance is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM: deregistered first, then `NACOS_DEREGISTER_GRACE`, then drained.
+    Graceful,
+    /// SIGKILL: no deregistration; the instance stays listed until the server drops it.
+    Kill,
+}
+
+/// One run's settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How many provider instances.
+    pub providers: usize,
+    /// Restart rounds (each restarts every instance once).
+    pub rounds: usize,
+    /// Requests per second sent to the caller.
+    pub rate: u32,
+    /// How providers are stopped.
+    pub stop: Stop,
+    /// `NACOS_DEREGISTER_GRACE` of the providers.
+    pub grace: Duration,
+    /// `NACOS_DISCOVERY_REFRESH` of the caller.
+    pub refresh: Duration,
+}
+
+/// One request the load generator sent.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// When it was due, from the start of the run.
+    pub at: Duration,
+    /// How long until the answer (or the failure).
+    pub latency: Duration,
+    /// Whether the gateway answered 200.
+    pub ok: bool,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Every request.
+    pub calls: Vec<Call>,
+    /// When each restart started and ended (the new instance listed), from the start.
+    pub restarts: Vec<(Duration, Duration)>,
+    /// Instances the gateway listed, sampled every 200 ms: (time, count).
+    pub listed: Vec<(Duration, usize)>,
+    /// The whole run's length.
+    pub length: Duration,
+}
+
+impl Report {
+    /// Whether `at` falls in a restart (from its start to 2 s after its end).
+    pub fn during_restart(&self, at: Duration) -> bool {
+        self.restarts
+            .iter()
+            .any(|(from, to)| at >= *from && at <= *to + Duration::from_secs(2))
+    }
+}
+
+fn start_app(exe: &str, envs: &[(&str, String)]) -> Result<(App, u16), String> {
+    let app = App::start(exe, envs);
+    let port = wait_for(Duration::from_secs(30), || announced_port(&app.output()))
+        .ok_or_else(|| format!("{exe} did not start:\n{}", app.output()))?;
+    Ok((app, port))
+}
+
+/// The ports of the instances the gateway lists.
+fn listed_ports(agent: &ureq::Agent, gateway: u16) -> Option<Vec<u16>> {
+    let mut resp = agent
+        .get(format!("http://127.0.0.1:{gateway}/instances"))
+        .call()
+        .ok()?;
+    let text = resp.body_mut().read_to_string().ok()?;
+    let body: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(
+        body["instances"]
+            .as_array()?
+            .iter()
+            .filter_map(|i| {
+                let text = i.as_str()?;
+                let addr = text.split(' ').next()?;
+                addr.rsplit(':').next()?.parse().ok()
+            })
+            .collect(),
+    )
+}
+
+/// Runs the benchmark once.
+///
+/// # Errors
+/// When a process does not start or a new instance is never listed.
+pub fn run(provider_exe: &str, gateway_exe: &str, options: &Options) -> Result<Report, String> {
+    let server = RNacos::start();
+    let service = "rolling";
+    let provider_env = vec![
+        ("NACOS_SERVER_ADDR", server.addr()),
+        ("NACOS_SERVICE_NAME", service.to_owned()),
+        (
+            "NACOS_DEREGISTER_GRACE",
+            format!("{}ms", options.grace.as_millis()),
+        ),
+        ("PORT", "0".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ];
+    let mut providers = Vec::new();
+    for _ in 0..options.providers {
+        providers.push(start_app(provider_exe, &provider_env)?);
+    }
+    let (_gateway, gw) = start_app(
+        gateway_exe,
+        &[
+            ("NACOS_SERVER_ADDR", server.addr()),
+            ("NACOS_SERVICE_NAME", "rolling-caller".to_owned()),
+            (
+                "NACOS_DISCOVERY_REFRESH",
+                format!("{}ms", options.refresh.as_millis()),
+            ),
+            ("TARGET_SERVICE", service.to_owned()),
+            ("PORT", "0".to_owned()),
+            ("RUST_LOG", "error".to_owned()),
+        ],
+    )?;
+    let agent = crate::agent(Duration::from_secs(5));
+    let everyone: Vec<u16> = providers.iter().map(|(_, p)| *p).collect();
+    wait_for(Duration::from_secs(20), || {
+        let listed = listed_ports(&agent, gw)?;
+        everyone.iter().all(|p| listed.contains(p)).then_some(())
+    })
+    .ok_or("the gateway never listed every provider")?;
+
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    // The load: `threads` senders, each owning every `threads`-th slot of the schedule.
+    let threads = 8u32;
+    let period = Duration::from_secs(1) / options.rate;
+    let senders: Vec<_> = (0..threads)
+        .map(|k| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let agent = crate::agent(Duration::from_secs(10));
+                let url = format!("http://127.0.0.1:{gw}/call");
+                let mut calls = Vec::new();
+                let mut n = k;
+                while !stop.load(Ordering::SeqCst) {
+                    let due = period * n;
+                    let now = started.elapsed();
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    }
+                    let sent = Instant::now();
+                    let ok = agent
+                        .get(&url)
+                        .call()
+                        .is_ok_and(|r| r.status().as_u16() == 200);
+                    calls.push(Call {
+                        at: due,
+                        latency: sent.elapsed(),
+                        ok,
+                    });
+                    n += threads;
+                }
+                calls
+            })
+        })
+        .collect();
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let agent = crate::agent(Duration::from_secs(2));
+            let mut listed = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                if let Some(ports) = listed_ports(&agent, gw) {
+                    listed.push((started.elapsed(), ports.len()));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            listed
+        })
+    };
+
+    std::thread::sleep(Duration::from_secs(3));
+    let mut restarts = Vec::new();
+    for _ in 0..options.rounds {
+        for slot in 0..providers.len() {
+            let from = started.elapsed();
+            let (mut old, _) = providers.remove(slot);
+            match options.stop {
+                Stop::Graceful => old.signal("TERM"),
+                Stop::Kill => old.signal("KILL"),
+            }
+            old.wait_exit(options.grace + Duration::from_secs(15))
+                .ok_or("an old instance did not exit")?;
+            let (new, port) = start_app(provider_exe, &provider_env)?;
+            wait_for(Duration::from_secs(20), || {
+                listed_ports(&agent, gw)?.contains(&port).then_some(())
+            })
+            .ok_or("the gateway never listed a new instance")?;
+            providers.insert(slot, (new, port));
+            restarts.push((from, started.elapsed()));
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::SeqCst);
+    let mut calls: Vec<Call> = senders
+        .into_iter()
+        .flat_map(|s| s.join().unwrap_or_default())
+        .collect();
+    calls.sort_by_key(|c| c.at);
+    let listed = sampler.join().unwrap_or_default();
+    Ok(Report {
+        calls,
+        restarts,
+        listed,
+        length: started.elapsed(),
+    })
+}
+
+/// The `q` quantile of `values` (sorted here), in ms.
+pub fn quantile_ms(values: &mut [Duration], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_unstable();
+    let i = ((values.len() - 1) as f64 * q).round() as usize;
+    values[i].as_secs_f64() * 1000.0
+}
