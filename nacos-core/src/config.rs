@@ -50,6 +50,9 @@ use crate::metadata::{
 
 /// Nacos's default HTTP port, used for a server entry without a port.
 pub const DEFAULT_SERVER_PORT: u16 = 8848;
+/// How often a watched service is polled when `NACOS_DISCOVERY_REFRESH` is not set (5 s;
+/// see `Discovery` for why).
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(5);
 /// The beat interval Nacos assumes when the instance does not say otherwise (5 s).
 pub const DEFAULT_BEAT_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -899,9 +902,7 @@ impl ConfigBuilder {
                 "a duration of at least 1ms",
             ));
         }
-        let discovery_refresh = self
-            .discovery_refresh
-            .unwrap_or(crate::discovery::DEFAULT_REFRESH);
+        let discovery_refresh = self.discovery_refresh.unwrap_or(DEFAULT_REFRESH);
         if discovery_refresh < Duration::from_millis(100) {
             return Err(Error::config(
                 "NACOS_DISCOVERY_REFRESH",

@@ -9,6 +9,7 @@
 //! `Drop`, which waits (bounded by the request timeout) for the deregistration to finish.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -20,7 +21,7 @@ use crate::client::NamingClient;
 use crate::config::{ApiVersion, Config, Secret, ServerAddr};
 use crate::error::Result;
 use crate::instance::ServiceKey;
-use crate::signals::Signals;
+use crate::signals::{Registrations, Signals};
 use crate::status::StatusHandle;
 use crate::task::{Command, Done, Mailbox, TaskEvents};
 
@@ -196,6 +197,26 @@ impl Engine {
         };
         drop(tokio::time::timeout(limit + ANSWER_MARGIN, all).await);
         (grace, bound)
+    }
+}
+
+impl Registrations for Engine {
+    fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
+    fn signals(&self) -> &Signals {
+        &self.signals
+    }
+
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn deregister_all(
+        &self,
+    ) -> std::pin::Pin<Box<dyn Future<Output = (Duration, Vec<SocketAddr>)> + Send + '_>> {
+        Box::pin(Engine::deregister_all(self))
     }
 }
 

@@ -38,13 +38,15 @@
 //! [`Registration::shutdown_signal`]: crate::Registration::shutdown_signal
 //! [`Registration::deregister`]: crate::Registration::deregister
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::engine::Engine;
 use crate::listener::{ListenerState, listener_state};
 
 /// How long, after the grace, the engine waits for an app that had no handler of its own
@@ -55,6 +57,22 @@ pub const EXIT_WAIT: Duration = Duration::from_millis(500);
 /// signal handlers (and registers): the app's own handler is usually installed by the
 /// framework's `serve` call right after the bind.
 pub(crate) const SETTLE: Duration = Duration::from_millis(5);
+
+/// What signal handling needs from the engine (implemented by the engine, so that this
+/// module does not depend on it).
+pub(crate) trait Registrations: Send + Sync + 'static {
+    /// The runtime the engine's tasks run on.
+    fn runtime(&self) -> &tokio::runtime::Handle;
+    /// The signal state.
+    fn signals(&self) -> &Signals;
+    /// How many registrations are live.
+    fn count(&self) -> usize;
+    /// Deregisters every registration and waits for them; the largest grace and the
+    /// bound addresses.
+    fn deregister_all(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = (Duration, Vec<SocketAddr>)> + Send + '_>>;
+}
 
 /// The shutdown progress the engine publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +111,7 @@ pub(crate) struct AppHandlers {
 impl Signals {
     /// Starts listening for SIGTERM and SIGINT on the engine's runtime (once per process),
     /// after noting which of them the app already handles.
-    pub(crate) fn arm(&self, engine: &Arc<Engine>) {
+    pub(crate) fn arm<E: Registrations>(&self, engine: &Arc<E>) {
         #[cfg(unix)]
         self.armed.call_once(|| {
             use tokio::signal::unix::{SignalKind, signal};
@@ -101,7 +119,7 @@ impl Signals {
             tracing::debug!(?handlers, "listening for SIGTERM and SIGINT");
             // Registered here, synchronously, so no signal slips between this call and the
             // registration that follows.
-            let _guard = engine.runtime.enter();
+            let _guard = engine.runtime().enter();
             let (term, int) = match (
                 signal(SignalKind::terminate()),
                 signal(SignalKind::interrupt()),
@@ -113,7 +131,7 @@ impl Signals {
                 }
             };
             engine
-                .runtime
+                .runtime()
                 .spawn(listen(engine.clone(), term, int, handlers));
         });
         #[cfg(not(unix))]
@@ -122,7 +140,10 @@ impl Signals {
 
     /// Notes that the app drains by itself once [`subscribe`](Self::subscribe)'s receiver
     /// says [`Shutdown::Drain`], and listens from now on.
-    pub(crate) fn app_drains(&self, engine: &Arc<Engine>) -> watch::Receiver<Shutdown> {
+    pub(crate) fn app_drains<E: Registrations>(
+        &self,
+        engine: &Arc<E>,
+    ) -> watch::Receiver<Shutdown> {
         self.app_drains.store(true, Ordering::SeqCst);
         self.arm(engine);
         self.shutdown.subscribe()
@@ -131,8 +152,8 @@ impl Signals {
 
 /// Receives the signals for the whole life of the process.
 #[cfg(unix)]
-async fn listen(
-    engine: Arc<Engine>,
+async fn listen<E: Registrations>(
+    engine: Arc<E>,
     mut term: tokio::signal::unix::Signal,
     mut int: tokio::signal::unix::Signal,
     handlers: AppHandlers,
@@ -147,7 +168,7 @@ async fn listen(
         if first {
             first = false;
             engine
-                .runtime
+                .runtime()
                 .spawn(first_signal(engine.clone(), signo, name, handled));
         } else {
             tracing::warn!(
@@ -161,11 +182,16 @@ async fn listen(
 
 /// What the first signal does (see the module docs).
 #[cfg(unix)]
-async fn first_signal(engine: Arc<Engine>, signo: i32, name: &'static str, handled: Option<bool>) {
+async fn first_signal<E: Registrations>(
+    engine: Arc<E>,
+    signo: i32,
+    name: &'static str,
+    handled: Option<bool>,
+) {
     let started = std::time::Instant::now();
     tracing::info!(
         signal = name,
-        registrations = engine.len(),
+        registrations = engine.count(),
         "deregistering from nacos before shutdown"
     );
     let (grace, bound) = engine.deregister_all().await;
@@ -176,7 +202,7 @@ async fn first_signal(engine: Arc<Engine>, signo: i32, name: &'static str, handl
         );
         tokio::time::sleep(grace).await;
     }
-    let signals = &engine.signals;
+    let signals = engine.signals();
     signals.shutdown.send_replace(Shutdown::Drain);
     if signals.app_drains.load(Ordering::SeqCst) {
         tracing::debug!(

@@ -109,6 +109,49 @@ pub fn ensure_rnacos() -> Result<PathBuf, String> {
     Ok(bin)
 }
 
+/// Installs the npm `nacos` client's runner (`bench/peers/node`: `package.json`, the
+/// committed lockfile and `runner.js`) with `npm ci` into [`cache_dir`]`/peers/node/e2e`
+/// unless it is there already; returns the runner's path (`node runner.js SERVER N
+/// SECONDS PREFIX` registers N instances of `PREFIX-node`).
+///
+/// # Errors
+/// When `npm` is missing or `npm ci` fails.
+pub fn ensure_node_peer() -> Result<PathBuf, String> {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/peers/node");
+    let dir = cache_dir().join("peers").join("node").join("e2e");
+    let files = ["package.json", "package-lock.json", "runner.js"];
+    let same = files.iter().all(|f| {
+        std::fs::read(src.join(f))
+            .ok()
+            .is_some_and(|a| std::fs::read(dir.join(f)).ok() == Some(a))
+    });
+    if same && dir.join(".built").exists() {
+        return Ok(dir.join("runner.js"));
+    }
+    drop(std::fs::remove_dir_all(&dir));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for f in files {
+        std::fs::copy(src.join(f), dir.join(f)).map_err(|e| format!("{f}: {e}"))?;
+    }
+    eprintln!(
+        "installing the npm nacos client into {} (npm ci)",
+        dir.display()
+    );
+    let out = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&dir)
+        .output()
+        .map_err(|e| format!("cannot run npm (is Node.js installed?): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "npm ci failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    std::fs::write(dir.join(".built"), "").map_err(|e| e.to_string())?;
+    Ok(dir.join("runner.js"))
+}
+
 /// Set by `cargo xtask test` (and implied by `CI`): a test whose server is not installed
 /// fails instead of skipping.
 pub const REQUIRE_SERVERS: &str = "NACOS_DEV_REQUIRE_SERVERS";
@@ -352,12 +395,21 @@ impl App {
     /// # Panics
     /// When the program cannot be started.
     pub fn start(bin: &str, envs: &[(&str, String)]) -> App {
+        Self::start_with_args(bin, &[], envs)
+    }
+
+    /// As [`start`](Self::start), with command-line arguments.
+    ///
+    /// # Panics
+    /// When the program cannot be started.
+    pub fn start_with_args(bin: &str, args: &[&str], envs: &[(&str, String)]) -> App {
         let dir = tempfile::tempdir().expect("no temporary dir");
         let log = dir.path().join("app.log");
         let out = std::fs::File::create(&log).expect("cannot create the app log");
         let err = out.try_clone().expect("cannot clone the app log");
         let mut cmd = Command::new(bin);
-        cmd.env_clear()
+        cmd.args(args)
+            .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env(
                 "RUST_LOG",

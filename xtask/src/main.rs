@@ -69,6 +69,7 @@ fn test(args: &[String]) -> Result<(), String> {
     for version in xtask::official::OfficialVersion::ALL {
         xtask::official::ensure_official(version)?;
     }
+    xtask::ensure_node_peer()?;
     let status = cargo()
         .args(["test", "--workspace"])
         .args(args)

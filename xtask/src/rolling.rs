@@ -119,7 +119,7 @@ pub fn run(provider_exe: &str, gateway_exe: &str, options: &Options) -> Result<R
             format!("{}ms", options.grace.as_millis()),
         ),
         ("PORT", "0".to_owned()),
-        ("RUST_LOG", "warn".to_owned()),
+        ("RUST_LOG", "warn,axum_demo=info".to_owned()),
     ];
     let mut providers = Vec::new();
     for _ in 0..options.providers {
@@ -136,7 +136,7 @@ pub fn run(provider_exe: &str, gateway_exe: &str, options: &Options) -> Result<R
             ),
             ("TARGET_SERVICE", service.to_owned()),
             ("PORT", "0".to_owned()),
-            ("RUST_LOG", "error".to_owned()),
+            ("RUST_LOG", "error,axum_gateway=info".to_owned()),
         ],
     )?;
     let agent = crate::agent(Duration::from_secs(5));

@@ -453,3 +453,73 @@ fn a_refused_connection_is_retried_on_another_instance() {
     );
     eprintln!("[e2e] {answered_by_b} calls after kill -9 of one provider, none failed");
 }
+
+/// Instances registered by a foreign client, the npm `nacos` client over v1 (its own
+/// BeatReactor), are discovered; once that client dies they turn unhealthy on the server
+/// and leave the caller's list within one refresh.
+#[test]
+fn npm_nacos_client_instances_are_discovered() {
+    let kind = ServerKind::RNacos;
+    if skip_without(kind) {
+        return;
+    }
+    let runner = match xtask::ensure_node_peer() {
+        Ok(runner) => runner,
+        Err(e)
+            if std::env::var_os(xtask::REQUIRE_SERVERS).is_none()
+                && std::env::var_os("CI").is_none() =>
+        {
+            eprintln!("skipped: needs the npm nacos client ({e}); `cargo xtask test` installs it");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let server = kind.start(&ServerOptions::default());
+    // One of ours in the same service, so that the list never becomes empty (an empty list
+    // is only taken after EMPTY_HOLD).
+    let (_ours, our_port) = provider(&server, "e2e-foreign-node", &[]);
+    let foreign = App::start_with_args(
+        "node",
+        &[
+            &runner.to_string_lossy(),
+            &server.addr(),
+            "2",
+            "120",
+            "e2e-foreign",
+        ],
+        &[],
+    );
+    wait_for(Duration::from_secs(30), || {
+        foreign.output().contains("ready 2").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the npm client did not register:\n{}", foreign.output()));
+    let watch = discovery(&server).watch("e2e-foreign-node");
+    let mut expected = vec![20000, 20001, our_port];
+    expected.sort_unstable();
+    let ports = ports_when(&watch, Duration::from_secs(10), |p| {
+        p == expected.as_slice()
+    });
+    assert_eq!(ports, Some(expected), "{:?}", watch.instances().all());
+    let foreign_ips = watch
+        .instances()
+        .all()
+        .iter()
+        .filter(|i| i.ip.starts_with("10.255."))
+        .count();
+    assert_eq!(foreign_ips, 2);
+    foreign.signal("KILL");
+    let died = Instant::now();
+    // r-nacos marks them unhealthy 15-18 s after their last beat; the caller follows
+    // within one refresh.
+    let gone = ports_when(&watch, Duration::from_secs(30), |p| p == [our_port]);
+    assert_eq!(
+        gone,
+        Some(vec![our_port]),
+        "still listed {} ms after the client died",
+        died.elapsed().as_millis()
+    );
+    eprintln!(
+        "[e2e] the npm client's instances left the caller's list {} ms after it died (r-nacos marks them unhealthy after about 15 s)",
+        died.elapsed().as_millis()
+    );
+}

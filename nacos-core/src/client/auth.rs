@@ -15,7 +15,6 @@ use serde::Deserialize;
 
 use super::{NamingClient, Server, USER_AGENT, request_id, transport};
 use crate::config::{ApiVersion, Secret, ServerAddr};
-use crate::engine::lock;
 use crate::error::{Error, Result, excerpt};
 
 /// The shortest time between two logins to the same cluster.
@@ -97,7 +96,7 @@ impl NamingClient {
             return Ok(None);
         };
         {
-            let state = lock(&auth.state);
+            let state = auth.state.lock().unwrap_or_else(|e| e.into_inner());
             let fresh = state.refresh_at.is_some_and(|at| Instant::now() < at);
             if let (Some(token), true) = (&state.token, fresh) {
                 return Ok(Some(token.clone()));
@@ -117,7 +116,7 @@ impl NamingClient {
             return Ok(None);
         };
         {
-            let mut state = lock(&auth.state);
+            let mut state = auth.state.lock().unwrap_or_else(|e| e.into_inner());
             if stale.is_some() && state.token.as_deref() == stale {
                 state.token = None;
             }
@@ -145,7 +144,7 @@ impl NamingClient {
             state.last_server = Some(server.addr.clone());
         }
         let result = self.login(server, auth).await;
-        let mut state = lock(&auth.state);
+        let mut state = auth.state.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok((token, ttl)) => {
                 let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);

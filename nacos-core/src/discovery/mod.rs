@@ -33,8 +33,7 @@ pub use load_balancer::{LoadBalancer, NoInstance};
 #[cfg(feature = "tower")]
 pub use tower::{DiscoverInstances, InstanceKey};
 
-/// How often a watched service is polled when `NACOS_DISCOVERY_REFRESH` is not set (5 s).
-pub const DEFAULT_REFRESH: Duration = Duration::from_secs(5);
+pub use crate::config::DEFAULT_REFRESH;
 
 /// How long an empty list must last before it replaces a non-empty one (10 s: two default
 /// beat intervals, the time providers take to register again after a Nacos restart).
