@@ -66,6 +66,47 @@ fn listed(
     })
 }
 
+/// Waits (10 s at most) until Nacos lists `service`'s instance on `port` (public,
+/// `DEFAULT_GROUP`); panics with `app`'s log when it does not.
+fn must_be_listed(server: &Server, service: &str, port: u16, app: &App) -> Value {
+    listed(
+        server,
+        "public",
+        "DEFAULT_GROUP",
+        service,
+        port,
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|| panic!("never listed:\n{}", app.output()))
+}
+
+/// Starts `bin` logging in as `nacos` with `password` (1 s beats, plus `extra` variables)
+/// and waits (15 s at most) until it is listed.
+fn start_with_login(
+    bin: &str,
+    server: &Server,
+    service: &str,
+    password: &str,
+    extra: &[(&'static str, &str)],
+) -> (App, u16) {
+    let mut envs = base_env(server, service);
+    envs.push(("NACOS_USERNAME", "nacos".into()));
+    envs.push(("NACOS_PASSWORD", password.into()));
+    envs.push(("NACOS_HEARTBEAT_INTERVAL", "1s".into()));
+    envs.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let (app, port) = start_app(bin, &envs);
+    listed(
+        server,
+        "public",
+        "DEFAULT_GROUP",
+        service,
+        port,
+        Duration::from_secs(15),
+    )
+    .unwrap_or_else(|| panic!("never listed with auth on:\n{}", app.output()));
+    (app, port)
+}
+
 /// Waits until Nacos no longer lists an instance on `port`.
 fn unlisted(
     server: &Server,
@@ -198,15 +239,7 @@ pub fn beats_keep_it_healthy(bin: &str, kind: ServerKind) {
     let mut envs = base_env(&server, service);
     envs.extend(Server::short_timeout_env());
     let (app, port) = start_app(bin, &envs);
-    listed(
-        &server,
-        "public",
-        "DEFAULT_GROUP",
-        service,
-        port,
-        Duration::from_secs(10),
-    )
-    .unwrap_or_else(|| panic!("never listed:\n{}", app.output()));
+    must_be_listed(&server, service, port, &app);
     // 12 s: four health timeouts, more than two instance timeouts.
     let until = Instant::now() + Duration::from_secs(12);
     while Instant::now() < until {
@@ -236,15 +269,7 @@ pub fn back_after_nacos_restart(bin: &str, kind: ServerKind) {
     let mut envs = base_env(&server, service);
     envs.push(("NACOS_HEARTBEAT_INTERVAL", "2s".into()));
     let (app, port) = start_app(bin, &envs);
-    listed(
-        &server,
-        "public",
-        "DEFAULT_GROUP",
-        service,
-        port,
-        Duration::from_secs(10),
-    )
-    .unwrap_or_else(|| panic!("never listed:\n{}", app.output()));
+    must_be_listed(&server, service, port, &app);
     server.stop();
     std::thread::sleep(Duration::from_secs(3));
     server.restart();
@@ -284,15 +309,7 @@ pub fn signal_deregisters_then_exits(bin: &str, kind: ServerKind, signal: &str, 
     let server = kind.start(&ServerOptions::default());
     let service = "e2e-signal";
     let (mut app, port) = start_app(bin, &base_env(&server, service));
-    listed(
-        &server,
-        "public",
-        "DEFAULT_GROUP",
-        service,
-        port,
-        Duration::from_secs(10),
-    )
-    .unwrap_or_else(|| panic!("never listed:\n{}", app.output()));
+    must_be_listed(&server, service, port, &app);
     let signalled = Instant::now();
     app.signal(signal);
     let status = app
@@ -348,15 +365,7 @@ pub fn own_shutdown_is_never_killed(bin: &str, kind: ServerKind, wait: Duration)
     let mut env = base_env(&server, service);
     env.push(("SHUTDOWN_WAIT", format!("{}ms", wait.as_millis())));
     let (mut app, port) = start_app(bin, &env);
-    listed(
-        &server,
-        "public",
-        "DEFAULT_GROUP",
-        service,
-        port,
-        Duration::from_secs(10),
-    )
-    .unwrap_or_else(|| panic!("never listed:\n{}", app.output()));
+    must_be_listed(&server, service, port, &app);
     let signalled = Instant::now();
     app.signal("TERM");
     assert!(
@@ -425,15 +434,7 @@ pub fn second_signal_stops_at_once(bin: &str, kind: ServerKind, signal: &str) {
     let mut env = base_env(&server, service);
     env.push(("SHUTDOWN_WAIT", "60s".into()));
     let (mut app, port) = start_app(bin, &env);
-    listed(
-        &server,
-        "public",
-        "DEFAULT_GROUP",
-        service,
-        port,
-        Duration::from_secs(10),
-    )
-    .unwrap_or_else(|| panic!("never listed:\n{}", app.output()));
+    must_be_listed(&server, service, port, &app);
     app.signal(signal);
     assert!(
         unlisted(
@@ -485,15 +486,7 @@ pub fn signals_left_to_the_app(bin: &str, kind: ServerKind, signal: &str, exit: 
     let mut env = base_env(&server, service);
     env.push(("NACOS_HANDLE_SIGNALS", "false".into()));
     let (mut app, port) = start_app(bin, &env);
-    listed(
-        &server,
-        "public",
-        "DEFAULT_GROUP",
-        service,
-        port,
-        Duration::from_secs(10),
-    )
-    .unwrap_or_else(|| panic!("never listed:\n{}", app.output()));
+    must_be_listed(&server, service, port, &app);
     let signalled = Instant::now();
     app.signal(signal);
     let status = app
@@ -535,15 +528,7 @@ pub fn drains_in_flight_requests(bin: &str, kind: ServerKind) {
     let server = kind.start(&ServerOptions::default());
     let service = "e2e-drain";
     let (mut app, port) = start_app(bin, &base_env(&server, service));
-    listed(
-        &server,
-        "public",
-        "DEFAULT_GROUP",
-        service,
-        port,
-        Duration::from_secs(10),
-    )
-    .unwrap_or_else(|| panic!("never listed:\n{}", app.output()));
+    must_be_listed(&server, service, port, &app);
     let slow =
         std::thread::spawn(move || get_text(&format!("http://127.0.0.1:{port}/slow?ms=1500")));
     std::thread::sleep(Duration::from_millis(300));
@@ -621,15 +606,7 @@ pub fn one_instance_per_process(bin: &str, kind: ServerKind) {
     let mut envs = base_env(&server, service);
     envs.push(("NACOS_HEARTBEAT_INTERVAL", "500ms".into()));
     let (app, port) = start_app(bin, &envs);
-    listed(
-        &server,
-        "public",
-        "DEFAULT_GROUP",
-        service,
-        port,
-        Duration::from_secs(10),
-    )
-    .unwrap_or_else(|| panic!("never listed:\n{}", app.output()));
+    must_be_listed(&server, service, port, &app);
     std::thread::sleep(Duration::from_secs(2));
     let hosts = server
         .instances("public", "DEFAULT_GROUP", service)
@@ -672,15 +649,7 @@ pub fn stop_without_signal_deregisters(bin: &str, kind: ServerKind) {
     let server = kind.start(&ServerOptions::default());
     let service = "e2e-stop";
     let (mut app, port) = start_app(bin, &base_env(&server, service));
-    listed(
-        &server,
-        "public",
-        "DEFAULT_GROUP",
-        service,
-        port,
-        Duration::from_secs(10),
-    )
-    .unwrap_or_else(|| panic!("never listed:\n{}", app.output()));
+    must_be_listed(&server, service, port, &app);
     let answer = crate::agent(Duration::from_secs(5))
         .post(format!("http://127.0.0.1:{port}/shutdown"))
         .send_empty()
@@ -801,20 +770,7 @@ pub fn auth_token_renewed(bin: &str, kind: ServerKind) {
         ..ServerOptions::default()
     });
     let service = "e2e-auth";
-    let mut envs = base_env(&server, service);
-    envs.push(("NACOS_USERNAME", "nacos".into()));
-    envs.push(("NACOS_PASSWORD", "e2e-Secret-1".into()));
-    envs.push(("NACOS_HEARTBEAT_INTERVAL", "1s".into()));
-    let (app, port) = start_app(bin, &envs);
-    listed(
-        &server,
-        "public",
-        "DEFAULT_GROUP",
-        service,
-        port,
-        Duration::from_secs(15),
-    )
-    .unwrap_or_else(|| panic!("never listed with auth on:\n{}", app.output()));
+    let (app, port) = start_with_login(bin, &server, service, "e2e-Secret-1", &[]);
     // Two and a half token lifetimes: every request in between needs a valid token.
     let until = Instant::now() + Duration::from_secs(u64::from(ttl_s) * 5 / 2);
     while Instant::now() < until {
@@ -864,21 +820,7 @@ pub fn auth_secrets_never_logged(bin: &str, kind: ServerKind) {
         ..ServerOptions::default()
     });
     let service = "e2e-auth-trace";
-    let mut envs = base_env(&server, service);
-    envs.push(("NACOS_USERNAME", "nacos".into()));
-    envs.push(("NACOS_PASSWORD", password.clone()));
-    envs.push(("NACOS_HEARTBEAT_INTERVAL", "1s".into()));
-    envs.push(("RUST_LOG", "trace".into()));
-    let (app, port) = start_app(bin, &envs);
-    listed(
-        &server,
-        "public",
-        "DEFAULT_GROUP",
-        service,
-        port,
-        Duration::from_secs(15),
-    )
-    .unwrap_or_else(|| panic!("never listed with auth on:\n{}", app.output()));
+    let (app, port) = start_with_login(bin, &server, service, &password, &[("RUST_LOG", "trace")]);
     // Two token lifetimes, then a restart (the token of the old run may be refused).
     std::thread::sleep(Duration::from_secs(u64::from(ttl_s) * 2));
     server.restart();

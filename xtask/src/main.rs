@@ -100,7 +100,15 @@ fn run_nacos() -> Result<(), String> {
 
 /// Builds a demo binary (release when `XTASK_RELEASE=1`) and returns its path.
 fn build_demo(package: &str, bin: &str) -> Result<PathBuf, String> {
-    let release = std::env::var("XTASK_RELEASE").is_ok_and(|v| v == "1");
+    build(
+        package,
+        bin,
+        std::env::var("XTASK_RELEASE").is_ok_and(|v| v == "1"),
+    )
+}
+
+/// Builds a binary (in release mode when `release`) and returns its path.
+fn build(package: &str, bin: &str, release: bool) -> Result<PathBuf, String> {
     let mut cmd = cargo();
     cmd.args(["build", "--quiet", "--package", package, "--bin", bin]);
     if release {
@@ -427,8 +435,8 @@ fn rolling_restart(out: Option<&str>) -> Result<(), String> {
     use xtask::rolling::{Options, Stop, quantile_ms, run};
     ensure_rnacos()?;
     // Release builds, as users deploy.
-    let provider = build_release("axum-demo", "axum-demo")?;
-    let gateway = build_release("axum-demo", "axum-gateway")?;
+    let provider = build("axum-demo", "axum-demo", true)?;
+    let gateway = build("axum-demo", "axum-gateway", true)?;
     let variants = [
         ("graceful", Stop::Graceful, Duration::from_secs(3)),
         ("kill-9", Stop::Kill, Duration::ZERO),
@@ -498,28 +506,6 @@ fn rolling_restart(out: Option<&str>) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Builds a binary in release mode and returns its path.
-fn build_release(package: &str, bin: &str) -> Result<PathBuf, String> {
-    let status = cargo()
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--package",
-            package,
-            "--bin",
-            bin,
-        ])
-        .status()
-        .map_err(|e| format!("cannot run cargo build: {e}"))?;
-    if !status.success() {
-        return Err(format!("building {bin} failed"));
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace_root().join("target"), PathBuf::from);
-    Ok(target.join("release").join(bin))
 }
 
 /// Installs r-nacos and the official servers the suite uses.
