@@ -78,6 +78,8 @@
 //! - `tower`: `ServiceWatch::discover`, a `tower::discover::Discover` for
 //!   `tower::balance::p2c::Balance`.
 //! - `reqwest-middleware`: `LoadBalancer`, for `reqwest_middleware::ClientBuilder::with`.
+//! - `tonic`: `ServiceWatch::feed_tonic_channel`, keeping tonic's
+//!   `Channel::balance_channel` in step with a watched service.
 //!
 //! # Pitfalls
 //! - A [`Registration`] with [`AddrSource::Detect`] registers the port of the process's

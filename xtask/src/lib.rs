@@ -152,6 +152,66 @@ pub fn ensure_node_peer() -> Result<PathBuf, String> {
     Ok(dir.join("runner.js"))
 }
 
+/// Builds the Java `nacos-client` runner (`bench/peers/java`: `peerbench.Runner`, the
+/// client's public `NamingService` API) against `com.alibaba.nacos:nacos-client:VERSION`
+/// from Maven Central, into [`cache_dir`]`/peers/java/e2e-VERSION` unless it is there;
+/// returns the class path (`java -cp CP peerbench.Runner SERVER N SECONDS PREFIX` registers
+/// N instances of `PREFIX-java` over the client's default protocol: HTTP for 1.x, gRPC for
+/// 2.x and 3.x).
+///
+/// # Errors
+/// When `mvn` is missing or the build fails.
+pub fn ensure_java_peer(version: &str) -> Result<String, String> {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/peers/java");
+    let dir = cache_dir()
+        .join("peers")
+        .join("java")
+        .join(format!("e2e-{version}"));
+    let class_path = format!(
+        "{}:{}",
+        dir.join("target/classes").display(),
+        dir.join("target/lib/*").display()
+    );
+    let sources = ["pom.xml", "src/main/java/peerbench/Runner.java"];
+    let same = sources.iter().all(|f| {
+        std::fs::read(src.join(f))
+            .ok()
+            .is_some_and(|a| std::fs::read(dir.join(f)).ok() == Some(a))
+    });
+    if same && dir.join(".built").exists() {
+        return Ok(class_path);
+    }
+    drop(std::fs::remove_dir_all(&dir));
+    for f in sources {
+        let to = dir.join(f);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::copy(src.join(f), &to).map_err(|e| format!("{f}: {e}"))?;
+    }
+    eprintln!(
+        "building the Java nacos-client {version} runner in {} (mvn)",
+        dir.display()
+    );
+    let repo = cache_dir().join("peers").join("java").join("m2");
+    let out = Command::new(std::env::var("MVN").unwrap_or_else(|_| "mvn".into()))
+        .args(["-B", "-q", "package"])
+        .arg(format!("-Dmaven.repo.local={}", repo.display()))
+        .arg(format!("-Dnacos.client.version={version}"))
+        .current_dir(&dir)
+        .output()
+        .map_err(|e| format!("cannot run mvn (is Maven installed?): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building the Java runner failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    std::fs::write(dir.join(".built"), "").map_err(|e| e.to_string())?;
+    Ok(class_path)
+}
+
 /// Set by `cargo xtask test` (and implied by `CI`): a test whose server is not installed
 /// fails instead of skipping.
 pub const REQUIRE_SERVERS: &str = "NACOS_DEV_REQUIRE_SERVERS";

@@ -70,6 +70,9 @@ fn test(args: &[String]) -> Result<(), String> {
         xtask::official::ensure_official(version)?;
     }
     xtask::ensure_node_peer()?;
+    for client in ["2.3.2", "3.1.0"] {
+        xtask::ensure_java_peer(client)?;
+    }
     let status = cargo()
         .args(["test", "--workspace"])
         .args(args)

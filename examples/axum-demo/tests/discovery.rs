@@ -523,3 +523,152 @@ fn npm_nacos_client_instances_are_discovered() {
         died.elapsed().as_millis()
     );
 }
+
+/// Instances registered by Alibaba's Java `nacos-client` over its default protocol (gRPC
+/// on 2.x and 3.x) are discovered; when that client dies, the server drops them with its
+/// connection and they leave the caller's list within one refresh (plus the server's lag).
+fn java_client_instances_are_discovered(kind: ServerKind, client_version: &str) {
+    if skip_without(kind) {
+        return;
+    }
+    let class_path = match xtask::ensure_java_peer(client_version) {
+        Ok(class_path) => class_path,
+        Err(e)
+            if std::env::var_os(xtask::REQUIRE_SERVERS).is_none()
+                && std::env::var_os("CI").is_none() =>
+        {
+            eprintln!("skipped: needs the Java nacos-client ({e}); `cargo xtask test` builds it");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let server = kind.start(&ServerOptions::default());
+    let service = "e2e-jv-java";
+    let (_ours, our_port) = provider(&server, service, &[]);
+    let home = std::env::temp_dir().join(format!("e2e-java-home-{}", std::process::id()));
+    let foreign = App::start_with_args(
+        "java",
+        &[
+            &format!("-Duser.home={}", home.display()),
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            "-cp",
+            &class_path,
+            "peerbench.Runner",
+            &server.addr(),
+            // One instance: over gRPC a client holds one instance per service, a second
+            // `registerInstance` replaces the first (2.x and 3.x).
+            "1",
+            "120",
+            "e2e-jv",
+        ],
+        &[],
+    );
+    wait_for(Duration::from_secs(60), || {
+        foreign.output().contains("ready 1").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the Java client did not register:\n{}", foreign.output()));
+    let watch = discovery(&server).watch(service);
+    let mut expected = vec![20000, our_port];
+    expected.sort_unstable();
+    let seen = ports_when(&watch, Duration::from_secs(15), |p| {
+        p == expected.as_slice()
+    });
+    assert_eq!(
+        seen,
+        Some(expected),
+        "{:?}\n{}",
+        watch.instances().all(),
+        foreign.output()
+    );
+    foreign.signal("KILL");
+    let died = Instant::now();
+    let gone = ports_when(&watch, Duration::from_secs(30), |p| p == [our_port]);
+    assert_eq!(
+        gone,
+        Some(vec![our_port]),
+        "still listed {} ms after the Java client died",
+        died.elapsed().as_millis()
+    );
+    eprintln!(
+        "[e2e] nacos-client {client_version} on {kind}: its instances discovered, and gone from the caller's list {} ms after it died",
+        died.elapsed().as_millis()
+    );
+    drop(std::fs::remove_dir_all(home));
+}
+
+#[test]
+fn nacos2_java_client_instances_are_discovered() {
+    java_client_instances_are_discovered(nacos2(), "2.3.2");
+}
+
+#[test]
+fn nacos3_java_client_instances_are_discovered() {
+    java_client_instances_are_discovered(nacos3(), "3.1.0");
+}
+
+/// Authentication on and a namespace of its own: the caller logs in (its own login, or the
+/// one it shares with a registration in the same process) and finds the provider there,
+/// and only there.
+fn discovers_with_auth_in_a_namespace(kind: ServerKind) {
+    if skip_without(kind) {
+        return;
+    }
+    let password = "e2e-Secret-2";
+    let server = kind.start(&ServerOptions {
+        auth: true,
+        password: Some(password.into()),
+        ..ServerOptions::default()
+    });
+    let service = "e2e-auth-discovered";
+    let namespace = "e2e-ns";
+    let (provider_app, port) = provider(
+        &server,
+        service,
+        &[
+            ("NACOS_USERNAME", "nacos"),
+            ("NACOS_PASSWORD", password),
+            ("NACOS_NAMESPACE", namespace),
+        ],
+    );
+    let caller = |namespace: &str| {
+        let config = Config::builder()
+            .server_addr(server.addr())
+            .service_name("e2e-caller")
+            .namespace_id(namespace)
+            .username("nacos")
+            .password(password)
+            .discovery_refresh(REFRESH)
+            .build()
+            .unwrap();
+        Discovery::new(&config).unwrap().watch(service)
+    };
+    let watch = caller(namespace);
+    let seen = ports_when(&watch, Duration::from_secs(20), |p| p == [port]);
+    assert_eq!(
+        seen,
+        Some(vec![port]),
+        "not discovered with auth on in namespace {namespace}:\n{}",
+        provider_app.output()
+    );
+    let public = caller("public");
+    let answer = wait_for(Duration::from_secs(10), || {
+        let s = public.instances();
+        (s.version() > 0).then_some(s)
+    })
+    .expect("an answer in public");
+    assert!(
+        answer.is_empty(),
+        "the provider leaked into public: {:?}",
+        answer.all()
+    );
+}
+
+#[test]
+fn nacos2_discovers_with_auth_in_a_namespace() {
+    discovers_with_auth_in_a_namespace(nacos2());
+}
+
+#[test]
+fn nacos3_discovers_with_auth_in_a_namespace() {
+    discovers_with_auth_in_a_namespace(nacos3());
+}

@@ -148,3 +148,54 @@ where
         }
     }
 }
+
+#[cfg(feature = "tonic")]
+impl ServiceWatch {
+    /// Keeps a tonic balanced channel in step with the watched service: every instance
+    /// that appears is sent as `Change::Insert(key, make(instance))`, every one that
+    /// leaves as `Change::Remove(key)`, for as long as the channel lives. Returns the
+    /// feeding task.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tonic::transport::{Channel, Endpoint};
+    ///
+    /// let orders = nacos_core::Discovery::from_env()?.watch("orders");
+    /// let (channel, sender) = Channel::balance_channel(64);
+    /// orders.feed_tonic_channel(sender, |instance| {
+    ///     Endpoint::from_shared(format!("http://{}:{}", instance.ip, instance.port))
+    ///         .expect("an instance address is a valid URI")
+    /// });
+    /// // build the generated client on `channel`
+    /// # drop(channel);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (the task is spawned on the current one).
+    pub fn feed_tonic_channel<F>(
+        &self,
+        sender: tokio::sync::mpsc::Sender<
+            tonic::transport::channel::Change<InstanceKey, tonic::transport::Endpoint>,
+        >,
+        make: F,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        F: FnMut(&Instance) -> tonic::transport::Endpoint + Send + 'static,
+    {
+        use tokio_stream::StreamExt;
+        use tonic::transport::channel::Change as TonicChange;
+        let mut changes = self.discover(make);
+        tokio::spawn(async move {
+            while let Some(Ok(change)) = changes.next().await {
+                let change = match change {
+                    Change::Insert(key, endpoint) => TonicChange::Insert(key, endpoint),
+                    Change::Remove(key) => TonicChange::Remove(key),
+                };
+                if sender.send(change).await.is_err() {
+                    return;
+                }
+            }
+        })
+    }
+}
