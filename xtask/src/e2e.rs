@@ -962,3 +962,75 @@ macro_rules! e2e_suite {
         }
     };
 }
+
+/// A 3-node r-nacos cluster, the app given all three: one node killed (node 1, which
+/// initialised the raft group) keeps the instance listed and healthy on both survivors for
+/// three beat intervals, with no failed beat (a request to the dead node moves to the next
+/// one within the same beat); the node back lists the instance again.
+pub fn cluster_node_killed(bin: &str) {
+    if crate::skip_without(ServerKind::RNacos) {
+        return;
+    }
+    let mut cluster = crate::RNacosCluster::start(3);
+    let service = "e2e-cluster";
+    let (app, port) = start_app(
+        bin,
+        &[
+            ("NACOS_SERVER_ADDR", cluster.addr()),
+            ("NACOS_SERVICE_NAME", service.to_owned()),
+            ("PORT", "0".into()),
+        ],
+    );
+    let on = |node: &crate::RNacos| -> Option<Value> {
+        node.instances("public", "DEFAULT_GROUP", service)
+            .ok()
+            .and_then(|hosts| find_port(&hosts, port))
+    };
+    wait_for(Duration::from_secs(20), || {
+        cluster.nodes.iter().all(|n| on(n).is_some()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not listed on every node:\n{}", app.output()));
+    cluster.nodes[0].stop();
+    let killed = Instant::now();
+    // Three beat intervals (r-nacos: 5 s): a missed beat would show as unhealthy after
+    // its 15 s timeout, so look until then and a little beyond.
+    while killed.elapsed() < Duration::from_secs(18) {
+        for (i, node) in cluster.nodes.iter().enumerate().skip(1) {
+            let host = on(node).unwrap_or_else(|| {
+                panic!(
+                    "not listed on node {} {} ms after node 1 died:\n{}",
+                    i + 1,
+                    killed.elapsed().as_millis(),
+                    app.output()
+                )
+            });
+            assert_eq!(host["healthy"], true, "node {}: {host}", i + 1);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (_, health) = get_text(&format!("http://127.0.0.1:{port}/health")).expect("health");
+    let health: Value = serde_json::from_str(&health).expect("health is JSON");
+    assert_eq!(
+        health["nacos"]["consecutive_failures"],
+        0,
+        "beats failed while a node was down: {health}\n{}",
+        app.output()
+    );
+    assert!(
+        health["nacos"]["beats"].as_u64().unwrap_or(0) >= 3,
+        "{health}"
+    );
+    cluster.nodes[0].restart();
+    let back = Instant::now();
+    wait_for(Duration::from_secs(30), || on(&cluster.nodes[0])).unwrap_or_else(|| {
+        panic!(
+            "node 1 back, but the instance is not listed there:\n{}",
+            app.output()
+        )
+    });
+    eprintln!(
+        "[e2e] 3-node r-nacos cluster: node 1 killed, the instance stayed listed and healthy on nodes 2 and 3 for 18 s with {} beats and 0 failed; node 1 back listed it {} ms after its restart",
+        health["nacos"]["beats"],
+        back.elapsed().as_millis()
+    );
+}

@@ -212,6 +212,74 @@ pub fn ensure_java_peer(version: &str) -> Result<String, String> {
     Ok(class_path)
 }
 
+/// A 3-node r-nacos cluster on loopback: node 1 initialises the raft group, nodes 2 and 3
+/// join it; naming data is replicated between the nodes (r-nacos's distro protocol).
+/// Stopped on drop.
+#[derive(Debug)]
+pub struct RNacosCluster {
+    /// The nodes, node 1 first.
+    pub nodes: Vec<RNacos>,
+}
+
+impl RNacosCluster {
+    /// Starts `n` nodes and waits until an instance registered on the last node is listed
+    /// by every node.
+    ///
+    /// # Panics
+    /// When r-nacos is not installed, a node does not start, or the cluster does not
+    /// replicate within 60 s.
+    pub fn start(n: u32) -> RNacosCluster {
+        let mut nodes: Vec<RNacos> = Vec::new();
+        for node_id in 1..=n {
+            let join = nodes
+                .first()
+                .map(|first| format!("127.0.0.1:{}", first.grpc_port));
+            let mut node = RNacos::reserve(RNacosOptions {
+                raft: Some(Raft { node_id, join }),
+                ..RNacosOptions::default()
+            });
+            node.spawn();
+            nodes.push(node);
+        }
+        let cluster = RNacosCluster { nodes };
+        // Replication check: a probe instance registered on the last node, seen by all.
+        let last = cluster.nodes.last().expect("at least one node");
+        let probe = format!("http://{}/nacos/v1/ns/instance", last.addr());
+        let params = [
+            ("serviceName", "cluster-probe"),
+            ("ip", "10.255.255.1"),
+            ("port", "1"),
+            ("ephemeral", "true"),
+        ];
+        let replicated = wait_for(Duration::from_secs(60), || {
+            drop(send("POST", &probe, &params));
+            cluster
+                .nodes
+                .iter()
+                .all(|node| {
+                    node.instances("public", "DEFAULT_GROUP", "cluster-probe")
+                        .is_ok_and(|hosts| !hosts.is_empty())
+                })
+                .then_some(())
+        });
+        assert!(
+            replicated.is_some(),
+            "the r-nacos cluster does not replicate"
+        );
+        drop(send("DELETE", &probe, &params));
+        cluster
+    }
+
+    /// Every node's address, comma-separated: the value for `NACOS_SERVER_ADDR`.
+    pub fn addr(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RNacos::addr)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 /// Set by `cargo xtask test` (and implied by `CI`): a test whose server is not installed
 /// fails instead of skipping.
 pub const REQUIRE_SERVERS: &str = "NACOS_DEV_REQUIRE_SERVERS";
@@ -252,6 +320,18 @@ pub struct RNacosOptions {
     pub health_timeout_s: Option<u32>,
     /// `RNACOS_NAMING_INSTANCE_TIMEOUT_SECOND`: removed after this many seconds without beats.
     pub instance_timeout_s: Option<u32>,
+    /// Cluster membership (`RNACOS_RAFT_*`); `None` for a standalone server.
+    pub raft: Option<Raft>,
+}
+
+/// A node's place in an r-nacos cluster: its raft id, and the node it joins (none for the
+/// node that initialises the cluster).
+#[derive(Debug, Clone)]
+pub struct Raft {
+    /// `RNACOS_RAFT_NODE_ID`.
+    pub node_id: u32,
+    /// `RNACOS_RAFT_JOIN_ADDR`: the first node's raft (gRPC) address, for the others.
+    pub join: Option<String>,
 }
 
 /// A running r-nacos process on free loopback ports with a temporary data dir. Stopped
@@ -329,6 +409,13 @@ impl RNacos {
         }
         if let Some(s) = self.options.instance_timeout_s {
             cmd.env("RNACOS_NAMING_INSTANCE_TIMEOUT_SECOND", s.to_string());
+        }
+        if let Some(raft) = &self.options.raft {
+            cmd.env("RNACOS_RAFT_NODE_ID", raft.node_id.to_string())
+                .env("RNACOS_RAFT_AUTO_INIT", raft.join.is_none().to_string());
+            if let Some(join) = &raft.join {
+                cmd.env("RNACOS_RAFT_JOIN_ADDR", join);
+            }
         }
         self.child = Some(cmd.spawn().expect("cannot start r-nacos"));
         let deadline = Instant::now() + Duration::from_secs(30);

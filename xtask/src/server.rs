@@ -71,6 +71,7 @@ impl ServerKind {
                 Server::RNacos(RNacos::reserve(RNacosOptions {
                     health_timeout_s: short.then_some(SHORT_HEALTH_TIMEOUT_S),
                     instance_timeout_s: short.then_some(SHORT_INSTANCE_TIMEOUT_S),
+                    raft: None,
                 }))
             }
             ServerKind::Official(version) => {

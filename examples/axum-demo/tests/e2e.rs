@@ -115,3 +115,9 @@ mod signals {
         e2e::signals_left_to_the_app(DEMO, ServerKind::RNacos, "TERM", Exit::Clean);
     }
 }
+
+/// Nacos as users run it in production: a 3-node r-nacos cluster, one node killed.
+#[test]
+fn rnacos_cluster_one_node_killed() {
+    xtask::e2e::cluster_node_killed(DEMO);
+}
