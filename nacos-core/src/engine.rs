@@ -124,6 +124,7 @@ impl Engine {
                     })
                     .expect("the nacos-registrar thread cannot start");
                 let runtime = rx.recv().expect("the nacos-registrar runtime cannot start");
+                crate::metrics::describe();
                 Arc::new(Engine::on(runtime))
             })
             .clone()

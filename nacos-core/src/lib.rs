@@ -107,6 +107,7 @@ mod error;
 mod instance;
 mod listener;
 mod metadata;
+pub mod metrics;
 mod registration;
 mod signals;
 mod status;

@@ -84,8 +84,19 @@ struct Shared {
     status: Mutex<Status>,
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let state = self
+            .status
+            .get_mut()
+            .map_or_else(|e| e.into_inner().state, |s| s.state);
+        crate::metrics::registration_state(state, -1.0);
+    }
+}
+
 impl StatusHandle {
     pub(crate) fn new(state: RegistrationState, key: Arc<ServiceKey>) -> Self {
+        crate::metrics::registration_state(state, 1.0);
         StatusHandle {
             inner: Arc::new(Shared {
                 key,
@@ -123,7 +134,13 @@ impl StatusHandle {
     }
 
     pub(crate) fn update(&self, f: impl FnOnce(&mut Status)) {
-        f(&mut self.lock());
+        let mut status = self.lock();
+        let before = status.state;
+        f(&mut status);
+        if status.state != before {
+            crate::metrics::registration_state(before, -1.0);
+            crate::metrics::registration_state(status.state, 1.0);
+        }
     }
 
     pub(crate) fn failed(&self, error: &crate::Error) -> u64 {

@@ -1034,3 +1034,114 @@ pub fn cluster_node_killed(bin: &str) {
         back.elapsed().as_millis()
     );
 }
+
+/// `GET /metrics` of a demo: Prometheus's own `promtool check metrics` accepts it, and the
+/// counters move with the lifecycle: registered and beating, then Nacos down for more than
+/// a beat interval and back (a failed beat, a registration again).
+pub fn metrics_move_with_the_lifecycle(bin: &str) {
+    let kind = ServerKind::RNacos;
+    if crate::skip_without(kind) {
+        return;
+    }
+    let mut server = kind.start(&ServerOptions::default());
+    let service = "e2e-metrics";
+    let (app, port) = start_app(bin, &base_env(&server, service));
+    must_be_listed(&server, service, port, &app);
+    let scrape = || {
+        get_text(&format!("http://127.0.0.1:{port}/metrics"))
+            .expect("/metrics answers")
+            .1
+    };
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    // A beat (r-nacos: every 5 s, the first 2.5-5 s after registering).
+    let text = wait_for(Duration::from_secs(10), || {
+        let text = scrape();
+        (value(&text, r#"nacos_client_beats_total{outcome="ok"}"#) >= 1.0).then_some(text)
+    })
+    .unwrap_or_else(|| panic!("no beat counted:\n{}", scrape()));
+    assert_eq!(
+        value(&text, r#"nacos_client_registrations{state="registered"}"#),
+        1.0,
+        "{text}"
+    );
+    assert!(
+        value(&text, r#"nacos_client_registrations_total{outcome="ok"}"#) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        text.contains("nacos_client_request_duration_seconds"),
+        "{text}"
+    );
+    check_with_promtool(&text);
+
+    // Nacos down for longer than a beat interval, then back.
+    server.stop();
+    std::thread::sleep(Duration::from_secs(6));
+    server.restart();
+    must_be_listed(&server, service, port, &app);
+    let text = wait_for(Duration::from_secs(10), || {
+        let text = scrape();
+        (value(&text, r#"nacos_client_registrations_total{outcome="ok"}"#) >= 2.0).then_some(text)
+    })
+    .unwrap_or_else(|| panic!("no second registration counted:\n{}", scrape()));
+    assert!(
+        value(&text, r#"nacos_client_beats_total{outcome="failed"}"#) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        value(
+            &text,
+            r#"nacos_client_reregistrations_total{reason="failure"}"#
+        ) >= 1.0,
+        "{text}"
+    );
+    check_with_promtool(&text);
+    eprintln!(
+        "[e2e] {bin}: /metrics passes promtool; after a Nacos outage: {} failed beats, {} registrations",
+        value(&text, r#"nacos_client_beats_total{outcome="failed"}"#),
+        value(&text, r#"nacos_client_registrations_total{outcome="ok"}"#)
+    );
+}
+
+/// `promtool check metrics` on `text`; without promtool, a line saying so (a failure under
+/// `cargo xtask test` and in CI, which install it).
+fn check_with_promtool(text: &str) {
+    use std::io::Write;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            let required = [crate::REQUIRE_SERVERS, "CI"]
+                .iter()
+                .any(|v| std::env::var_os(v).is_some());
+            assert!(
+                !required,
+                "promtool is needed (Debian package prometheus): {e}"
+            );
+            eprintln!("skipped: promtool check (Debian package prometheus, installed by CI): {e}");
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

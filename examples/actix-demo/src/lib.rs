@@ -1,7 +1,8 @@
 //! What the two actix-demo binaries share: the routes, `PORT` and logging.
 //!
-//! Routes: `/` (hello), `/echo/{word}`, `/slow?ms=N` (answers after N ms) and `/health`
-//! (`{"status":"UP","nacos":<status>}`, from the [`StatusHandle`] in the app data).
+//! Routes: `/` (hello), `/echo/{word}`, `/slow?ms=N` (answers after N ms), `/health`
+//! (`{"status":"UP","nacos":<status>}`, from the [`StatusHandle`] in the app data) and
+//! `/metrics` (the nacos-core metrics in Prometheus's text format).
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -11,12 +12,29 @@ use nacos_actix::StatusHandle;
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
-/// Logs to stdout at `RUST_LOG` (default `info`), with colours only on a terminal.
+static METRICS: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+    std::sync::OnceLock::new();
+
+/// Logs to stdout at `RUST_LOG` (default `info`), with colours only on a terminal, and
+/// installs the Prometheus recorder `/metrics` renders.
 pub fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_ansi(std::io::stdout().is_terminal())
         .init();
+    match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => drop(METRICS.set(handle)),
+        Err(e) => tracing::warn!(error = %e, "no /metrics: cannot install the recorder"),
+    }
+}
+
+/// The metrics in Prometheus's text format.
+#[get("/metrics")]
+async fn metrics() -> HttpResponse {
+    let body = METRICS.get().map(|h| h.render()).unwrap_or_default();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(body)
 }
 
 /// `PORT`, default 8080; `0` picks a free port.
@@ -38,7 +56,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(hello)
         .service(echo)
         .service(slow)
-        .service(health);
+        .service(health)
+        .service(metrics);
 }
 
 #[get("/")]

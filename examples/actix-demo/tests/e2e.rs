@@ -48,3 +48,9 @@ mod handle {
         e2e::signal_deregisters_then_exits(HANDLE, ServerKind::RNacos, "INT", Exit::KilledBySignal);
     }
 }
+
+/// `/metrics` passes `promtool check metrics` and moves with the lifecycle.
+#[test]
+fn metrics_pass_promtool_and_move() {
+    xtask::e2e::metrics_move_with_the_lifecycle(DEMO);
+}

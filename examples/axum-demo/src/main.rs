@@ -2,7 +2,8 @@
 //! the `NACOS_*` variables and `PORT` (default 8080; `0` picks a free port).
 //!
 //! Routes: `/` (hello), `/echo/{word}`, `/slow?ms=N` (answers after N ms), `/whoami` (the
-//! service and advertised `ip:port`) and `/health`
+//! service and advertised `ip:port`), `/metrics` (the nacos-core metrics in Prometheus's
+//! text format) and `/health`
 //! (the registration status as JSON). SIGTERM or SIGINT deregisters the instance, then
 //! the server drains in-flight requests and exits.
 
@@ -30,6 +31,7 @@ async fn main() {
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let port = port_from_env()?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     let nacos = NacosLayer::from_env()?;
 
     let app = Router::new()
@@ -41,6 +43,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .route("/slow", get(slow))
         .route("/health", get(health))
         .route("/whoami", get(whoami))
+        .route(
+            "/metrics",
+            get(move || {
+                let body = metrics.render();
+                async move { ([("content-type", "text/plain; version=0.0.4")], body) }
+            }),
+        )
         .with_state(nacos.status())
         .layer(nacos.clone());
 

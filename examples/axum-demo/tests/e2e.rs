@@ -121,3 +121,9 @@ mod signals {
 fn rnacos_cluster_one_node_killed() {
     xtask::e2e::cluster_node_killed(DEMO);
 }
+
+/// `/metrics` passes `promtool check metrics` and moves with the lifecycle.
+#[test]
+fn metrics_pass_promtool_and_move() {
+    xtask::e2e::metrics_move_with_the_lifecycle(DEMO);
+}

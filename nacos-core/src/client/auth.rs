@@ -144,6 +144,11 @@ impl NamingClient {
             state.last_server = Some(server.addr.clone());
         }
         let result = self.login(server, auth).await;
+        crate::metrics::login(match &result {
+            Ok(_) => "ok",
+            Err(Error::Login { .. }) => "refused",
+            Err(_) => "failed",
+        });
         let mut state = auth.state.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok((token, ttl)) => {

@@ -165,7 +165,7 @@ impl Op<'_> {
             Op::Register(..) => "register",
             Op::Deregister(..) => "deregister",
             Op::Beat(..) => "beat",
-            Op::List(..) => "instance list",
+            Op::List(..) => "instance_list",
         }
     }
 
@@ -415,7 +415,9 @@ impl NamingClient {
         // A failed login says nothing about the naming API: it ends here.
         let token = self.token(server).await?;
         let api = known.unwrap_or(ApiVersion::V3);
+        let started = std::time::Instant::now();
         let result = self.send_authed(server, &op.call(api), token).await;
+        crate::metrics::request(api_label(api), op.what(), started.elapsed());
         if known.is_some() {
             return result.map(|body| (api, body));
         }
@@ -429,9 +431,12 @@ impl NamingClient {
                     &format!("the v3 API answered HTTP {status}"),
                 );
                 let token = self.token(server).await?;
-                self.send_authed(server, &op.call(ApiVersion::V1), token)
-                    .await
-                    .map(|body| (ApiVersion::V1, body))
+                let started = std::time::Instant::now();
+                let result = self
+                    .send_authed(server, &op.call(ApiVersion::V1), token)
+                    .await;
+                crate::metrics::request("v1", op.what(), started.elapsed());
+                result.map(|body| (ApiVersion::V1, body))
             }
             Err(e @ (Error::Transport { .. } | Error::Login { .. })) => Err(e),
             other => {
@@ -491,6 +496,14 @@ impl NamingClient {
                 body: excerpt(&body),
             })
         }
+    }
+}
+
+/// The `api` label of a request's metrics.
+fn api_label(api: ApiVersion) -> &'static str {
+    match api {
+        ApiVersion::V1 => "v1",
+        _ => "v3",
     }
 }
 

@@ -328,6 +328,10 @@ impl Poller {
                         version += 1;
                         tracing::debug!(service = %self.key.service_name, instances = fresh.len(),
                             version, "instances changed");
+                        crate::metrics::discovery_instances(
+                            &self.key.grouped_service_name(),
+                            fresh.len(),
+                        );
                         let fresh = Arc::new(fresh);
                         shared.current.store(fresh.clone());
                         shared.updates.send_replace(fresh);
@@ -336,6 +340,7 @@ impl Poller {
                 }
                 Err(err) => {
                     failures += 1;
+                    crate::metrics::discovery_refresh_failure(&self.key.grouped_service_name());
                     if failures == 1 {
                         tracing::warn!(service = %self.key.service_name, error = %Chain(&err),
                             instances = shared.current.load().len(),

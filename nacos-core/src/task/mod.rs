@@ -339,6 +339,7 @@ impl<C: Naming> Task<C> {
                 run.next = now + detect_pause(now - run.detect_started);
             }
             Outcome::Registered(Ok(())) => {
+                crate::metrics::registration("ok");
                 let inst = run
                     .instance
                     .as_deref()
@@ -367,6 +368,14 @@ impl<C: Naming> Task<C> {
                 run.next = on_tick(now + first_beat_delay(run.interval));
             }
             Outcome::Beat(Ok(result)) if result.is_not_found() => {
+                crate::metrics::beat("not_found");
+                crate::metrics::reregistration(
+                    if result.code == Some(BeatResult::INSTANCE_NOT_FOUND) {
+                        "21003"
+                    } else {
+                        "20404"
+                    },
+                );
                 tracing::warn!(service = %self.config.service_name(),
                     instance = %run.instance.as_deref().map(Instance::addr).unwrap_or_default(),
                     code = result.code.unwrap_or_default(),
@@ -377,6 +386,7 @@ impl<C: Naming> Task<C> {
                 run.next = now;
             }
             Outcome::Beat(Ok(result)) => {
+                crate::metrics::beat("ok");
                 if run.failures > 0 {
                     tracing::info!(service = %self.config.service_name(), failures = run.failures,
                         "nacos beats recovered");
@@ -400,11 +410,17 @@ impl<C: Naming> Task<C> {
             }
             Outcome::Registered(Err(err)) | Outcome::Beat(Err(err)) => {
                 let what = if run.step == Step::Register {
+                    crate::metrics::registration("failed");
                     "registration"
                 } else {
+                    crate::metrics::beat("failed");
                     "beat"
                 };
                 run.failures += 1;
+                if run.failures == 1 && self.status.snapshot().registrations > 0 {
+                    // The retry registers again with full data: the server may have restarted.
+                    crate::metrics::reregistration("failure");
+                }
                 let failures = self.status.failed(&err);
                 self.status
                     .update(|s| s.state = RegistrationState::Registering);
@@ -506,6 +522,7 @@ impl<C: Naming> Task<C> {
             })
         });
         let elapsed_ms = started.elapsed().as_millis() as u64;
+        crate::metrics::deregistration(if result.is_ok() { "ok" } else { "failed" });
         match result {
             Ok(()) => {
                 tracing::info!(service = %self.config.service_name(), instance = %instance.addr(),

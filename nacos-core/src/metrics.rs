@@ -1,0 +1,112 @@
+//! What the engine reports through the [`metrics`] facade: no exporter is chosen for the
+//! app, and without an installed recorder every call is a no-op.
+//!
+//! | name | kind | labels | what |
+//! |---|---|---|---|
+//! | `nacos_client_registrations` | gauge | `state` (`waiting_for_listener`, `registering`, `registered`, `deregistered`, `replaced`, `disabled`) | registration handles alive, by lifecycle state |
+//! | `nacos_client_beats_total` | counter | `outcome` (`ok`, `not_found`, `failed`) | beats and renewals sent |
+//! | `nacos_client_registrations_total` | counter | `outcome` (`ok`, `failed`) | registration requests (the first and every one again) |
+//! | `nacos_client_reregistrations_total` | counter | `reason` (`20404`, `21003`, `failure`) | registrations sent again: the server forgot the instance (v1 20404, v3 21003), or after failed requests (a server that was down may have restarted) |
+//! | `nacos_client_deregistrations_total` | counter | `outcome` (`ok`, `failed`) | deregistration requests |
+//! | `nacos_client_request_duration_seconds` | histogram | `api` (`v1`, `v3`), `operation` (`register`, `deregister`, `beat`, `instance_list`) | one HTTP request to a server, answered or not |
+//! | `nacos_client_logins_total` | counter | `outcome` (`ok`, `refused`, `failed`) | logins |
+//! | `nacos_client_discovery_instances` | gauge | `service` (`group@@service`) | instances a watched service lists (`healthy && enabled`) |
+//! | `nacos_client_discovery_refresh_failures_total` | counter | `service` | failed polls of a watched service |
+//!
+//! Names and labels follow Prometheus conventions (`_total` counters, `_seconds` units).
+//! Their help texts are given to the recorder when the engine starts (the first
+//! registration or discovery): install the recorder before that.
+
+use std::time::Duration;
+
+use crate::status::RegistrationState;
+
+/// Gives every metric its help text and unit (once, when the engine starts).
+pub(crate) fn describe() {
+    use metrics::Unit;
+    metrics::describe_gauge!(
+        "nacos_client_registrations",
+        "Nacos registration handles alive, by lifecycle state."
+    );
+    metrics::describe_counter!(
+        "nacos_client_beats_total",
+        "Beats (v1) and renewals (v3) sent to Nacos, by outcome."
+    );
+    metrics::describe_counter!(
+        "nacos_client_registrations_total",
+        "Registration requests sent to Nacos, by outcome."
+    );
+    metrics::describe_counter!(
+        "nacos_client_reregistrations_total",
+        "Registrations sent again: the server forgot the instance (20404, 21003) or after failures."
+    );
+    metrics::describe_counter!(
+        "nacos_client_deregistrations_total",
+        "Deregistration requests sent to Nacos, by outcome."
+    );
+    metrics::describe_histogram!(
+        "nacos_client_request_duration_seconds",
+        Unit::Seconds,
+        "Duration of one HTTP request to a Nacos server, by API and operation."
+    );
+    metrics::describe_counter!("nacos_client_logins_total", "Logins to Nacos, by outcome.");
+    metrics::describe_gauge!(
+        "nacos_client_discovery_instances",
+        "Instances a watched service lists (healthy and enabled)."
+    );
+    metrics::describe_counter!(
+        "nacos_client_discovery_refresh_failures_total",
+        "Failed polls of a watched service."
+    );
+}
+
+pub(crate) fn state_label(state: RegistrationState) -> &'static str {
+    match state {
+        RegistrationState::Disabled => "disabled",
+        RegistrationState::WaitingForListener => "waiting_for_listener",
+        RegistrationState::Registering => "registering",
+        RegistrationState::Registered => "registered",
+        RegistrationState::Deregistered => "deregistered",
+        RegistrationState::Replaced => "replaced",
+    }
+}
+
+/// A handle entered `state` (`+1`) or left it (`-1`).
+pub(crate) fn registration_state(state: RegistrationState, delta: f64) {
+    metrics::gauge!("nacos_client_registrations", "state" => state_label(state)).increment(delta);
+}
+
+pub(crate) fn beat(outcome: &'static str) {
+    metrics::counter!("nacos_client_beats_total", "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn registration(outcome: &'static str) {
+    metrics::counter!("nacos_client_registrations_total", "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn reregistration(reason: &'static str) {
+    metrics::counter!("nacos_client_reregistrations_total", "reason" => reason).increment(1);
+}
+
+pub(crate) fn deregistration(outcome: &'static str) {
+    metrics::counter!("nacos_client_deregistrations_total", "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn request(api: &'static str, operation: &'static str, took: Duration) {
+    metrics::histogram!("nacos_client_request_duration_seconds", "api" => api, "operation" => operation)
+        .record(took.as_secs_f64());
+}
+
+pub(crate) fn login(outcome: &'static str) {
+    metrics::counter!("nacos_client_logins_total", "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn discovery_instances(service: &str, count: usize) {
+    metrics::gauge!("nacos_client_discovery_instances", "service" => service.to_owned())
+        .set(count as f64);
+}
+
+pub(crate) fn discovery_refresh_failure(service: &str) {
+    metrics::counter!("nacos_client_discovery_refresh_failures_total", "service" => service.to_owned())
+        .increment(1);
+}
