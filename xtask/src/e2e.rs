@@ -1145,3 +1145,96 @@ fn check_with_promtool(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// What a kubelet does on pod deletion, replayed: SIGTERM, then SIGKILL once
+/// `termination_grace` has passed. With `NACOS_DEREGISTER_GRACE=grace`: the instance is
+/// gone from Nacos while the app still answers, no request fails during the grace, and the
+/// app exits by itself before the SIGKILL would come.
+pub fn kubelet_sequence(bin: &str, grace: Duration, termination_grace: Duration) {
+    let kind = ServerKind::RNacos;
+    if crate::skip_without(kind) {
+        return;
+    }
+    let server = kind.start(&ServerOptions::default());
+    let service = "e2e-kubelet";
+    let mut env = base_env(&server, service);
+    env.push(("NACOS_DEREGISTER_GRACE", format!("{}ms", grace.as_millis())));
+    let (mut app, port) = start_app(bin, &env);
+    must_be_listed(&server, service, port, &app);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let agent = crate::agent(Duration::from_secs(5));
+            let mut answers = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let ok = agent
+                    .get(format!("http://127.0.0.1:{port}/"))
+                    .call()
+                    .is_ok_and(|r| r.status().as_u16() == 200);
+                answers.push((Instant::now(), ok));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            answers
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let sigterm = Instant::now();
+    app.signal("TERM");
+    assert!(
+        unlisted(
+            &server,
+            "public",
+            "DEFAULT_GROUP",
+            service,
+            port,
+            Duration::from_secs(1)
+        ),
+        "still listed 1 s after SIGTERM:\n{}",
+        app.output()
+    );
+    let gone = sigterm.elapsed();
+    let (status, _) = get_text(&format!("http://127.0.0.1:{port}/")).unwrap_or_else(|e| {
+        panic!(
+            "the listener closed before the grace ended: {e}\n{}",
+            app.output()
+        )
+    });
+    assert_eq!(status, 200, "gone from Nacos, but no longer answering");
+    let exited = match app.wait_exit(termination_grace) {
+        Some(status) => {
+            assert!(status.success(), "exit {status}:\n{}", app.output());
+            sigterm.elapsed()
+        }
+        None => {
+            app.signal("KILL");
+            panic!(
+                "still running when the kubelet sends SIGKILL ({} s):\n{}",
+                termination_grace.as_secs(),
+                app.output()
+            );
+        }
+    };
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answers = load.join().expect("load thread");
+    let during_grace: Vec<_> = answers
+        .iter()
+        .filter(|(at, _)| *at >= sigterm && at.duration_since(sigterm) < grace)
+        .collect();
+    let failed = during_grace.iter().filter(|(_, ok)| !ok).count();
+    assert!(!during_grace.is_empty());
+    assert_eq!(
+        failed,
+        0,
+        "requests failed during the grace:\n{}",
+        app.output()
+    );
+    eprintln!(
+        "[e2e] kubelet sequence on {bin}: gone from nacos {} ms after SIGTERM, {} requests answered during the {} ms grace, 0 failed, exited 0 after {} ms (SIGKILL would come at {} ms)",
+        gone.as_millis(),
+        during_grace.len(),
+        grace.as_millis(),
+        exited.as_millis(),
+        termination_grace.as_millis()
+    );
+}

@@ -127,3 +127,13 @@ fn rnacos_cluster_one_node_killed() {
 fn metrics_pass_promtool_and_move() {
     xtask::e2e::metrics_move_with_the_lifecycle(DEMO);
 }
+
+/// docs/KUBERNETES.md's contract, replayed the way a kubelet deletes a pod.
+#[test]
+fn kubelet_sigterm_grace_then_sigkill() {
+    xtask::e2e::kubelet_sequence(
+        DEMO,
+        std::time::Duration::from_secs(2),
+        std::time::Duration::from_secs(6),
+    );
+}
