@@ -5,13 +5,15 @@
 //!   sockets (the `listener` module, Linux `/proc`). Several listeners on different ports
 //!   are ambiguous and need `NACOS_PORT`.
 //! - IP: `NACOS_IP` if set; else the bound IP when it is a specific, non-loopback address;
-//!   else [`detect_ip`]: the IPv4 of `NACOS_NETWORK_INTERFACE`, else the first non-loopback
-//!   IPv4 of an interface that is up, preferring `NACOS_PREFERRED_NETWORKS` (the order Spring
-//!   Cloud's `InetUtils` uses).
+//!   else [`detect_ip`]: the address of `NACOS_NETWORK_INTERFACE`, else the first
+//!   non-loopback address of an interface that is up, preferring `NACOS_PREFERRED_NETWORKS`
+//!   (the order Spring Cloud's `InetUtils` uses). The family is IPv4, or IPv6 with
+//!   `NACOS_IP_TYPE=ipv6` or when no interface has an IPv4 (IPv6-only pods); an IPv6 is a
+//!   global one (ULA `fd00::/8` included), never link-local (`fe80::/10`).
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::config::Config;
+use crate::config::{Config, IpType};
 use crate::error::{Error, Result};
 
 /// Picks the IP to advertise when none is configured and the bind address is a wildcard or
@@ -31,14 +33,54 @@ pub fn detect_ip(config: &Config) -> Result<IpAddr> {
         &interfaces,
         config.network_interface(),
         config.preferred_networks(),
+        config.ip_type(),
     )
+}
+
+/// Whether `ip` can be advertised: not loopback, not link-local, not unspecified or
+/// multicast; for IPv6, link-local (`fe80::/10`) never.
+fn usable(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_multicast())
+        }
+        IpAddr::V6(v6) => {
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+fn of_type(ip: IpAddr, ip_type: IpType) -> bool {
+    match ip_type {
+        IpType::V4 => ip.is_ipv4(),
+        _ => ip.is_ipv6(),
+    }
 }
 
 fn pick_ip(
     interfaces: &[if_addrs::Interface],
     network_interface: Option<&str>,
     preferred_networks: &[String],
+    ip_type: Option<IpType>,
 ) -> Result<IpAddr> {
+    // Without NACOS_IP_TYPE: IPv4, else IPv6 when no interface that is up has an IPv4.
+    let in_scope = |i: &if_addrs::Interface| match network_interface {
+        Some(name) => i.name == name,
+        None => i.is_oper_up(),
+    };
+    let ip_type = ip_type.unwrap_or_else(|| {
+        let any_v4 = interfaces
+            .iter()
+            .any(|i| i.ip().is_ipv4() && usable(i.ip()) && in_scope(i));
+        if any_v4 { IpType::V4 } else { IpType::V6 }
+    });
+    let family = match ip_type {
+        IpType::V4 => "IPv4",
+        _ => "global IPv6",
+    };
     let seen = || {
         let mut names: Vec<String> = interfaces
             .iter()
@@ -50,11 +92,11 @@ fn pick_ip(
     if let Some(name) = network_interface {
         return interfaces
             .iter()
-            .find(|i| i.name == name && i.ip().is_ipv4())
+            .find(|i| i.name == name && of_type(i.ip(), ip_type) && usable(i.ip()))
             .map(|i| i.ip())
             .ok_or_else(|| {
                 Error::Address(format!(
-                    "NACOS_NETWORK_INTERFACE={name:?} has no IPv4 address (interfaces: {}); \
+                    "NACOS_NETWORK_INTERFACE={name:?} has no {family} address (interfaces: {}); \
                      set NACOS_IP or another interface",
                     seen()
                 ))
@@ -62,7 +104,7 @@ fn pick_ip(
     }
     let mut candidates: Vec<&if_addrs::Interface> = interfaces
         .iter()
-        .filter(|i| i.ip().is_ipv4() && !i.is_loopback() && !i.is_link_local() && i.is_oper_up())
+        .filter(|i| of_type(i.ip(), ip_type) && usable(i.ip()) && i.is_oper_up())
         .collect();
     candidates.sort_by_key(|i| i.index.unwrap_or(u32::MAX));
     if let Some(preferred) = candidates
@@ -79,7 +121,7 @@ fn pick_ip(
     }
     candidates.first().map(|i| i.ip()).ok_or_else(|| {
         Error::Address(format!(
-            "no network interface other than loopback is up (interfaces: {}); set NACOS_IP",
+            "no network interface that is up has a {family} address other than loopback or link-local (interfaces: {}); set NACOS_IP",
             seen()
         ))
     })
@@ -110,8 +152,81 @@ pub fn advertised_addr(config: &Config, bound: SocketAddr) -> Result<SocketAddr>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use if_addrs::{IfAddr, IfOperStatus, Ifv4Addr, Interface};
-    use std::net::Ipv4Addr;
+    use if_addrs::{IfAddr, IfOperStatus, Ifv4Addr, Ifv6Addr, Interface};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn iface6(name: &str, ip: &str, index: u32) -> Interface {
+        Interface {
+            name: name.into(),
+            addr: IfAddr::V6(Ifv6Addr {
+                ip: ip.parse::<Ipv6Addr>().unwrap(),
+                netmask: Ipv6Addr::UNSPECIFIED,
+                prefixlen: 64,
+                broadcast: None,
+            }),
+            index: Some(index),
+            oper_status: IfOperStatus::Up,
+            is_p2p: false,
+            #[cfg(windows)]
+            adapter_name: String::new(),
+        }
+    }
+
+    fn v6_only() -> Vec<Interface> {
+        vec![
+            iface6("lo", "::1", 1),
+            iface6("eth0", "fe80::1", 2),
+            iface6("eth0", "2001:db8::5", 2),
+            iface6("eth1", "fd00::9", 3),
+        ]
+    }
+
+    #[test]
+    fn an_ipv6_only_host_advertises_a_global_ipv6_never_link_local() {
+        let ip = pick_ip(&v6_only(), None, &[], None).unwrap();
+        assert_eq!(ip.to_string(), "2001:db8::5");
+        let ip = pick_ip(&v6_only(), Some("eth1"), &[], None).unwrap();
+        assert_eq!(ip.to_string(), "fd00::9");
+        let nets = ["fd00::/8".to_owned()];
+        assert_eq!(
+            pick_ip(&v6_only(), None, &nets, None).unwrap().to_string(),
+            "fd00::9"
+        );
+        let only_link_local = vec![iface6("lo", "::1", 1), iface6("eth0", "fe80::1", 2)];
+        let err = pick_ip(&only_link_local, None, &[], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("global IPv6") && err.contains("set NACOS_IP"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ip_type_chooses_the_family() {
+        let mut both = sample();
+        both.extend(v6_only());
+        assert_eq!(
+            pick_ip(&both, None, &[], None).unwrap().to_string(),
+            "10.0.0.5"
+        );
+        assert_eq!(
+            pick_ip(&both, None, &[], Some(IpType::V6))
+                .unwrap()
+                .to_string(),
+            "2001:db8::5"
+        );
+        assert_eq!(
+            pick_ip(&both, None, &[], Some(IpType::V4))
+                .unwrap()
+                .to_string(),
+            "10.0.0.5"
+        );
+        let err = pick_ip(&sample(), None, &[], Some(IpType::V6))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("global IPv6"), "{err}");
+    }
 
     fn iface(name: &str, ip: [u8; 4], index: u32, up: bool) -> Interface {
         Interface {
@@ -147,16 +262,16 @@ mod tests {
     #[test]
     fn first_up_non_loopback_by_index() {
         assert_eq!(
-            pick_ip(&sample(), None, &[]).unwrap().to_string(),
+            pick_ip(&sample(), None, &[], None).unwrap().to_string(),
             "10.0.0.5"
         );
     }
 
     #[test]
     fn named_interface_wins() {
-        let ip = pick_ip(&sample(), Some("eth1"), &[]).unwrap();
+        let ip = pick_ip(&sample(), Some("eth1"), &[], None).unwrap();
         assert_eq!(ip.to_string(), "192.168.1.9");
-        let err = pick_ip(&sample(), Some("wlan0"), &[])
+        let err = pick_ip(&sample(), Some("wlan0"), &[], None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("NACOS_NETWORK_INTERFACE=\"wlan0\""), "{err}");
@@ -166,18 +281,18 @@ mod tests {
     #[test]
     fn preferred_networks_by_cidr_or_prefix() {
         let nets = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let ip = pick_ip(&sample(), None, &nets(&["192.168.0.0/16"])).unwrap();
+        let ip = pick_ip(&sample(), None, &nets(&["192.168.0.0/16"]), None).unwrap();
         assert_eq!(ip.to_string(), "192.168.1.9");
-        let ip = pick_ip(&sample(), None, &nets(&["172.17."])).unwrap();
+        let ip = pick_ip(&sample(), None, &nets(&["172.17."]), None).unwrap();
         assert_eq!(ip.to_string(), "172.17.0.1");
-        let ip = pick_ip(&sample(), None, &nets(&["8.8.0.0/16"])).unwrap();
+        let ip = pick_ip(&sample(), None, &nets(&["8.8.0.0/16"]), None).unwrap();
         assert_eq!(ip.to_string(), "10.0.0.5", "falls back to the first one up");
     }
 
     #[test]
     fn only_loopback_is_an_error_naming_nacos_ip() {
         let only_lo = vec![iface("lo", [127, 0, 0, 1], 1, true)];
-        let err = pick_ip(&only_lo, None, &[]).unwrap_err().to_string();
+        let err = pick_ip(&only_lo, None, &[], None).unwrap_err().to_string();
         assert!(err.contains("set NACOS_IP"), "{err}");
     }
 

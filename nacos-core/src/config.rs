@@ -14,8 +14,9 @@
 //! | `NACOS_SERVICE_NAME` | service name | required |
 //! | `NACOS_CLUSTER_NAME` | cluster | `DEFAULT` |
 //! | `NACOS_IP` (alias `NACOS_CLIENT_LOCAL_IP`) | advertised IP | detected |
+//! | `NACOS_IP_TYPE` | `ipv4` or `ipv6`: the family of a detected IP | IPv4, a global IPv6 when no IPv4 |
 //! | `NACOS_PORT` | advertised port | the bound port |
-//! | `NACOS_NETWORK_INTERFACE` | interface whose IPv4 is advertised | none |
+//! | `NACOS_NETWORK_INTERFACE` | interface whose address is advertised | none |
 //! | `NACOS_PREFERRED_NETWORKS` | comma-separated CIDRs (`10.0.0.0/8`) or prefixes (`192.168.`) | none |
 //! | `NACOS_WEIGHT` | weight, 0 to 10000 | `1` |
 //! | `NACOS_METADATA` | JSON object or `k=v,k2=v2` | none |
@@ -110,6 +111,17 @@ impl fmt::Display for ApiVersion {
             ApiVersion::V3 => "v3",
         })
     }
+}
+
+/// Which address family a detected IP is taken from (`NACOS_IP_TYPE`, Spring Cloud
+/// Alibaba's `ip-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IpType {
+    /// An IPv4 address.
+    V4,
+    /// A global IPv6 address (never link-local).
+    V6,
 }
 
 /// One Nacos server: scheme, host and port.
@@ -224,6 +236,7 @@ pub struct Config {
     service_name: String,
     cluster_name: Cow<'static, str>,
     ip: Option<IpAddr>,
+    ip_type: Option<IpType>,
     port: Option<u16>,
     network_interface: Option<String>,
     preferred_networks: Vec<String>,
@@ -290,6 +303,11 @@ impl Config {
     /// The configured advertised IP (`NACOS_IP`), if any.
     pub fn ip(&self) -> Option<IpAddr> {
         self.ip
+    }
+    /// The address family a detected IP is taken from (`NACOS_IP_TYPE`); `None`: IPv4,
+    /// else a global IPv6 when no interface has an IPv4.
+    pub fn ip_type(&self) -> Option<IpType> {
+        self.ip_type
     }
     /// The configured advertised port (`NACOS_PORT`), if any.
     pub fn port(&self) -> Option<u16> {
@@ -379,6 +397,7 @@ pub struct ConfigBuilder {
     service_name: Option<String>,
     cluster_name: Option<String>,
     ip: Option<IpAddr>,
+    ip_type: Option<IpType>,
     port: Option<u16>,
     network_interface: Option<String>,
     preferred_networks: Vec<String>,
@@ -564,6 +583,15 @@ impl ConfigBuilder {
                 |s| s.parse().ok(),
                 "an IPv4 or IPv6 address",
             )?,
+            ip_type: env.parsed(
+                &["NACOS_IP_TYPE"],
+                |s| match s.to_ascii_lowercase().as_str() {
+                    "ipv4" | "v4" => Some(IpType::V4),
+                    "ipv6" | "v6" => Some(IpType::V6),
+                    _ => None,
+                },
+                "ipv4 or ipv6",
+            )?,
             port: env.parsed(
                 &["NACOS_PORT"],
                 |s| s.parse::<u16>().ok().filter(|p| *p != 0),
@@ -628,6 +656,10 @@ impl ConfigBuilder {
     setter!(
         /// Advertised IP (`NACOS_IP`).
         ip: IpAddr
+    );
+    setter!(
+        /// The address family of a detected IP (`NACOS_IP_TYPE`).
+        ip_type: IpType
     );
     setter!(
         /// Advertised port (`NACOS_PORT`).
@@ -919,6 +951,7 @@ impl ConfigBuilder {
             service_name,
             cluster_name: shared_text(cluster_name, "DEFAULT"),
             ip: self.ip,
+            ip_type: self.ip_type,
             port: self.port,
             network_interface: self.network_interface,
             preferred_networks: self.preferred_networks,
@@ -1223,6 +1256,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("NACOS_WEIGHT"), "{msg}");
+    }
+
+    #[test]
+    fn ipv6_servers_parse() {
+        let one = ServerAddr::parse("[::1]:8848").unwrap();
+        assert_eq!(one.to_string(), "http://[::1]:8848");
+        let two = ServerAddr::parse("http://[fd00::1]:8848").unwrap();
+        assert_eq!(two.to_string(), "http://[fd00::1]:8848");
+        assert_eq!(ServerAddr::parse("[fd00::1]").unwrap().port(), 8848);
     }
 
     #[test]

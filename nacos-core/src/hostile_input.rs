@@ -8,7 +8,7 @@ use crate::config::ConfigBuilder;
 use crate::error::Error;
 
 /// Every variable the configuration reads.
-const VARIABLES: [&str; 26] = [
+const VARIABLES: [&str; 28] = [
     "NACOS_SERVER_ADDR",
     "NACOS_CLIENT_SERVER_ADDRESS",
     "NACOS_CONTEXT_PATH",
@@ -35,6 +35,8 @@ const VARIABLES: [&str; 26] = [
     "NACOS_REQUEST_TIMEOUT",
     "NACOS_HANDLE_SIGNALS",
     "NACOS_CLIENT_PASSWORD",
+    "NACOS_IP_TYPE",
+    "NACOS_DISCOVERY_REFRESH",
 ];
 
 /// Text a user might put in a variable: printable noise, numbers, JSON-ish and URL-ish.

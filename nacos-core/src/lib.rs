@@ -119,7 +119,7 @@ mod hostile_input;
 pub use addr::{advertised_addr, detect_ip};
 pub use client::{LOGIN_RETRY, MAX_IN_FLIGHT, MAX_LOGIN_RETRY, NamingClient, USER_AGENT};
 pub use config::{
-    ApiVersion, Config, ConfigBuilder, DEFAULT_BEAT_INTERVAL, DEFAULT_SERVER_PORT, Secret,
+    ApiVersion, Config, ConfigBuilder, DEFAULT_BEAT_INTERVAL, DEFAULT_SERVER_PORT, IpType, Secret,
     ServerAddr,
 };
 pub use discovery::{DEFAULT_REFRESH, Discovery, EMPTY_HOLD, Instances, ServiceWatch};

@@ -1238,3 +1238,53 @@ pub fn kubelet_sequence(bin: &str, grace: Duration, termination_grace: Duration)
         termination_grace.as_millis()
     );
 }
+
+/// IPv6 end to end on this host: r-nacos on `[::1]` (`NACOS_SERVER_ADDR=[::1]:port`),
+/// the demo bound to `::` with `NACOS_IP_TYPE=ipv6`: it registers the host's global IPv6
+/// (never link-local), and a consumer connects to the advertised `[ip]:port`. Skipped
+/// with a line when the host has no global IPv6.
+pub fn ipv6_registers_and_serves(bin: &str) {
+    if crate::skip_without(ServerKind::RNacos) {
+        return;
+    }
+    let has_global_v6 = std::process::Command::new("ip")
+        .args(["-6", "addr", "show", "scope", "global"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("inet6"));
+    if !has_global_v6 {
+        eprintln!("skipped: this host has no global IPv6 address");
+        return;
+    }
+    let server = crate::RNacos::start_with(crate::RNacosOptions {
+        ipv6: true,
+        ..crate::RNacosOptions::default()
+    });
+    let service = "e2e-ipv6";
+    let (app, port) = start_app(
+        bin,
+        &[
+            ("NACOS_SERVER_ADDR", server.addr()),
+            ("NACOS_SERVICE_NAME", service.to_owned()),
+            ("NACOS_IP_TYPE", "ipv6".to_owned()),
+            ("BIND_ADDR", "::".to_owned()),
+            ("PORT", "0".into()),
+        ],
+    );
+    let host = wait_for(Duration::from_secs(10), || {
+        server
+            .instances("public", "DEFAULT_GROUP", service)
+            .ok()
+            .and_then(|hosts| find_port(&hosts, port))
+    })
+    .unwrap_or_else(|| panic!("not registered over IPv6:\n{}", app.output()));
+    let ip: std::net::Ipv6Addr = host["ip"]
+        .as_str()
+        .and_then(|ip| ip.parse().ok())
+        .unwrap_or_else(|| panic!("not an IPv6: {host}"));
+    assert!(!ip.is_loopback(), "{ip}");
+    assert_ne!(ip.segments()[0] & 0xffc0, 0xfe80, "link-local: {ip}");
+    let (status, body) = get_text(&format!("http://[{ip}]:{port}/whoami"))
+        .unwrap_or_else(|e| panic!("cannot reach the advertised [{ip}]:{port}: {e}"));
+    assert_eq!(status, 200, "{body}");
+    eprintln!("[e2e] IPv6: registered [{ip}]:{port} through [::1], and served a consumer there");
+}

@@ -322,6 +322,8 @@ pub struct RNacosOptions {
     pub instance_timeout_s: Option<u32>,
     /// Cluster membership (`RNACOS_RAFT_*`); `None` for a standalone server.
     pub raft: Option<Raft>,
+    /// Listen on IPv6 loopback (`[::1]`) instead of `127.0.0.1`.
+    pub ipv6: bool,
 }
 
 /// A node's place in an r-nacos cluster: its raft id, and the node it joins (none for the
@@ -394,8 +396,22 @@ impl RNacos {
             .env("RNACOS_GRPC_PORT", self.grpc_port.to_string())
             .env("RNACOS_HTTP_CONSOLE_PORT", self.console_port.to_string())
             .env("RNACOS_DATA_DIR", self.data_dir.path().join("data"))
-            .env("RNACOS_SDK_HOST", "127.0.0.1")
-            .env("RNACOS_CONSOLE_HOST", "127.0.0.1")
+            .env(
+                "RNACOS_SDK_HOST",
+                if self.options.ipv6 {
+                    "::1"
+                } else {
+                    "127.0.0.1"
+                },
+            )
+            .env(
+                "RNACOS_CONSOLE_HOST",
+                if self.options.ipv6 {
+                    "::1"
+                } else {
+                    "127.0.0.1"
+                },
+            )
             .env(
                 "RNACOS_RAFT_NODE_ADDR",
                 format!("127.0.0.1:{}", self.grpc_port),
@@ -436,9 +452,14 @@ impl RNacos {
         }
     }
 
-    /// `127.0.0.1:<http port>`, the value for `NACOS_SERVER_ADDR`.
+    /// `127.0.0.1:<http port>` (`[::1]:<http port>` on IPv6), the value for
+    /// `NACOS_SERVER_ADDR`.
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.http_port)
+        if self.options.ipv6 {
+            format!("[::1]:{}", self.http_port)
+        } else {
+            format!("127.0.0.1:{}", self.http_port)
+        }
     }
 
     /// The HTTP port.

@@ -72,6 +72,7 @@ impl ServerKind {
                     health_timeout_s: short.then_some(SHORT_HEALTH_TIMEOUT_S),
                     instance_timeout_s: short.then_some(SHORT_INSTANCE_TIMEOUT_S),
                     raft: None,
+                    ipv6: false,
                 }))
             }
             ServerKind::Official(version) => {

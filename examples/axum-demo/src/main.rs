@@ -1,5 +1,6 @@
 //! A small axum app that registers itself with Nacos, configured only by environment:
-//! the `NACOS_*` variables and `PORT` (default 8080; `0` picks a free port).
+//! the `NACOS_*` variables, `PORT` (default 8080; `0` picks a free port) and `BIND_ADDR`
+//! (default `0.0.0.0`; `::` listens on IPv6 too).
 //!
 //! Routes: `/` (hello), `/echo/{word}`, `/slow?ms=N` (answers after N ms), `/whoami` (the
 //! service and advertised `ip:port`), `/metrics` (the nacos-core metrics in Prometheus's
@@ -53,7 +54,15 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .with_state(nacos.status())
         .layer(nacos.clone());
 
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+    // BIND_ADDR: the IP to bind, `0.0.0.0` by default; `::` for IPv6 (and IPv4).
+    let bind: std::net::IpAddr = match std::env::var("BIND_ADDR") {
+        Ok(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|_| format!("invalid BIND_ADDR={raw:?}: expected an IP address"))?,
+        Err(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+    };
+    let listener = tokio::net::TcpListener::bind((bind, port)).await?;
     tracing::info!("listening on {}", listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(nacos.shutdown_signal())

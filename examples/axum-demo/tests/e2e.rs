@@ -137,3 +137,9 @@ fn kubelet_sigterm_grace_then_sigkill() {
         std::time::Duration::from_secs(6),
     );
 }
+
+/// IPv6: a server on `[::1]`, `NACOS_IP_TYPE=ipv6`, the advertised global IPv6 reachable.
+#[test]
+fn ipv6_registers_and_serves() {
+    xtask::e2e::ipv6_registers_and_serves(DEMO);
+}
