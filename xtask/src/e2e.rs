@@ -66,18 +66,47 @@ fn listed(
     })
 }
 
+/// Starts `kind` and `bin` for `service` with `extra` variables, and waits until the
+/// instance is listed.
+fn start_listed(
+    bin: &str,
+    kind: ServerKind,
+    service: &str,
+    extra: &[(&'static str, String)],
+) -> (Server, App, u16) {
+    let server = kind.start(&ServerOptions::default());
+    let mut env = base_env(&server, service);
+    env.extend(extra.iter().cloned());
+    let (app, port) = start_app(bin, &env);
+    must_be_listed(&server, service, port, &app);
+    (server, app, port)
+}
+
 /// Waits (10 s at most) until Nacos lists `service`'s instance on `port` (public,
 /// `DEFAULT_GROUP`); panics with `app`'s log when it does not.
 fn must_be_listed(server: &Server, service: &str, port: u16, app: &App) -> Value {
-    listed(
+    listed_within(
         server,
-        "public",
-        "DEFAULT_GROUP",
         service,
         port,
         Duration::from_secs(10),
+        app,
+        "never listed",
     )
-    .unwrap_or_else(|| panic!("never listed:\n{}", app.output()))
+}
+
+/// Waits (`within` at most) until Nacos lists `service`'s instance on `port` (public,
+/// `DEFAULT_GROUP`); panics with `problem` and `app`'s log when it does not.
+fn listed_within(
+    server: &Server,
+    service: &str,
+    port: u16,
+    within: Duration,
+    app: &App,
+    problem: &str,
+) -> Value {
+    listed(server, "public", "DEFAULT_GROUP", service, port, within)
+        .unwrap_or_else(|| panic!("{problem}:\n{}", app.output()))
 }
 
 /// Starts `bin` logging in as `nacos` with `password` (1 s beats, plus `extra` variables)
@@ -95,16 +124,33 @@ fn start_with_login(
     envs.push(("NACOS_HEARTBEAT_INTERVAL", "1s".into()));
     envs.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let (app, port) = start_app(bin, &envs);
-    listed(
+    listed_within(
         server,
-        "public",
-        "DEFAULT_GROUP",
         service,
         port,
         Duration::from_secs(15),
-    )
-    .unwrap_or_else(|| panic!("never listed with auth on:\n{}", app.output()));
+        &app,
+        "never listed with auth on",
+    );
     (app, port)
+}
+
+/// Waits (`within` at most) until Nacos no longer lists `service`'s instance on `port`;
+/// panics with `app`'s log when it still does, saying what it was `after`.
+fn must_be_unlisted(
+    server: &Server,
+    service: &str,
+    port: u16,
+    within: Duration,
+    app: &App,
+    after: &str,
+) {
+    assert!(
+        unlisted(server, "public", "DEFAULT_GROUP", service, port, within),
+        "still listed {} ms after {after}:\n{}",
+        within.as_millis(),
+        app.output()
+    );
 }
 
 /// Waits until Nacos no longer lists an instance on `port`.
@@ -360,25 +406,22 @@ pub fn own_shutdown_is_never_killed(bin: &str, kind: ServerKind, wait: Duration)
     if crate::skip_without(kind) {
         return;
     }
-    let server = kind.start(&ServerOptions::default());
     let service = "e2e-own-shutdown";
-    let mut env = base_env(&server, service);
-    env.push(("SHUTDOWN_WAIT", format!("{}ms", wait.as_millis())));
-    let (mut app, port) = start_app(bin, &env);
-    must_be_listed(&server, service, port, &app);
+    let (server, mut app, port) = start_listed(
+        bin,
+        kind,
+        service,
+        &[("SHUTDOWN_WAIT", format!("{}ms", wait.as_millis()))],
+    );
     let signalled = Instant::now();
     app.signal("TERM");
-    assert!(
-        unlisted(
-            &server,
-            "public",
-            "DEFAULT_GROUP",
-            service,
-            port,
-            Duration::from_secs(2)
-        ),
-        "still listed 2 s after SIGTERM:\n{}",
-        app.output()
+    must_be_unlisted(
+        &server,
+        service,
+        port,
+        Duration::from_secs(2),
+        &app,
+        "SIGTERM",
     );
     let gone = signalled.elapsed();
     // Requests all through the wait (but the last 300 ms, when the app starts draining).
@@ -429,24 +472,17 @@ pub fn second_signal_stops_at_once(bin: &str, kind: ServerKind, signal: &str) {
     if crate::skip_without(kind) {
         return;
     }
-    let server = kind.start(&ServerOptions::default());
     let service = "e2e-second-signal";
-    let mut env = base_env(&server, service);
-    env.push(("SHUTDOWN_WAIT", "60s".into()));
-    let (mut app, port) = start_app(bin, &env);
-    must_be_listed(&server, service, port, &app);
+    let (server, mut app, port) =
+        start_listed(bin, kind, service, &[("SHUTDOWN_WAIT", "60s".into())]);
     app.signal(signal);
-    assert!(
-        unlisted(
-            &server,
-            "public",
-            "DEFAULT_GROUP",
-            service,
-            port,
-            Duration::from_secs(2)
-        ),
-        "still listed 2 s after SIG{signal}:\n{}",
-        app.output()
+    must_be_unlisted(
+        &server,
+        service,
+        port,
+        Duration::from_secs(2),
+        &app,
+        "SIG{signal}",
     );
     assert!(
         app.is_running(),
@@ -481,12 +517,14 @@ pub fn signals_left_to_the_app(bin: &str, kind: ServerKind, signal: &str, exit: 
     if crate::skip_without(kind) {
         return;
     }
-    let server = kind.start(&ServerOptions::default());
     let service = "e2e-no-signals";
-    let mut env = base_env(&server, service);
-    env.push(("NACOS_HANDLE_SIGNALS", "false".into()));
-    let (mut app, port) = start_app(bin, &env);
-    must_be_listed(&server, service, port, &app);
+    // The server lives until the end of the test.
+    let (_server, mut app, _port) = start_listed(
+        bin,
+        kind,
+        service,
+        &[("NACOS_HANDLE_SIGNALS", "false".into())],
+    );
     let signalled = Instant::now();
     app.signal(signal);
     let status = app
@@ -533,17 +571,13 @@ pub fn drains_in_flight_requests(bin: &str, kind: ServerKind) {
         std::thread::spawn(move || get_text(&format!("http://127.0.0.1:{port}/slow?ms=1500")));
     std::thread::sleep(Duration::from_millis(300));
     app.signal("TERM");
-    assert!(
-        unlisted(
-            &server,
-            "public",
-            "DEFAULT_GROUP",
-            service,
-            port,
-            Duration::from_secs(1)
-        ),
-        "still listed 1 s after SIGTERM:\n{}",
-        app.output()
+    must_be_unlisted(
+        &server,
+        service,
+        port,
+        Duration::from_secs(1),
+        &app,
+        "SIGTERM",
     );
     assert!(
         app.is_running(),
@@ -582,15 +616,14 @@ pub fn nacos_down_at_start(bin: &str, kind: ServerKind) {
         "{body}"
     );
     server.restart();
-    listed(
+    listed_within(
         &server,
-        "public",
-        "DEFAULT_GROUP",
         service,
         port,
         Duration::from_secs(7),
-    )
-    .unwrap_or_else(|| panic!("not registered after nacos came up:\n{}", app.output()));
+        &app,
+        "not registered after nacos came up",
+    );
 }
 
 /// However many workers or middleware clones the app has, it is one registration: exactly
@@ -722,15 +755,14 @@ pub fn back_after_removal(bin: &str, kind: ServerKind) {
         ),
         "the server did not remove it"
     );
-    listed(
+    listed_within(
         &server,
-        "public",
-        "DEFAULT_GROUP",
         service,
         port,
         Duration::from_secs(5),
-    )
-    .unwrap_or_else(|| panic!("not back after removal:\n{}", app.output()));
+        &app,
+        "not back after removal",
+    );
     let took = removed.elapsed();
     eprintln!(
         "[e2e] {bin} on {kind}: listed again {} ms after removal",
@@ -824,15 +856,14 @@ pub fn auth_secrets_never_logged(bin: &str, kind: ServerKind) {
     // Two token lifetimes, then a restart (the token of the old run may be refused).
     std::thread::sleep(Duration::from_secs(u64::from(ttl_s) * 2));
     server.restart();
-    listed(
+    listed_within(
         &server,
-        "public",
-        "DEFAULT_GROUP",
         service,
         port,
         Duration::from_secs(30),
-    )
-    .unwrap_or_else(|| panic!("not back after a restart with auth on:\n{}", app.output()));
+        &app,
+        "not back after a restart with auth on",
+    );
     let output = app.output();
     let token = server.login().ok();
     assert!(
@@ -1155,12 +1186,13 @@ pub fn kubelet_sequence(bin: &str, grace: Duration, termination_grace: Duration)
     if crate::skip_without(kind) {
         return;
     }
-    let server = kind.start(&ServerOptions::default());
     let service = "e2e-kubelet";
-    let mut env = base_env(&server, service);
-    env.push(("NACOS_DEREGISTER_GRACE", format!("{}ms", grace.as_millis())));
-    let (mut app, port) = start_app(bin, &env);
-    must_be_listed(&server, service, port, &app);
+    let (server, mut app, port) = start_listed(
+        bin,
+        kind,
+        service,
+        &[("NACOS_DEREGISTER_GRACE", format!("{}ms", grace.as_millis()))],
+    );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
         let stop = stop.clone();
@@ -1181,17 +1213,13 @@ pub fn kubelet_sequence(bin: &str, grace: Duration, termination_grace: Duration)
     std::thread::sleep(Duration::from_millis(500));
     let sigterm = Instant::now();
     app.signal("TERM");
-    assert!(
-        unlisted(
-            &server,
-            "public",
-            "DEFAULT_GROUP",
-            service,
-            port,
-            Duration::from_secs(1)
-        ),
-        "still listed 1 s after SIGTERM:\n{}",
-        app.output()
+    must_be_unlisted(
+        &server,
+        service,
+        port,
+        Duration::from_secs(1),
+        &app,
+        "SIGTERM",
     );
     let gone = sigterm.elapsed();
     let (status, _) = get_text(&format!("http://127.0.0.1:{port}/")).unwrap_or_else(|e| {

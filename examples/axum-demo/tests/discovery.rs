@@ -63,6 +63,32 @@ fn ports_when(
     })
 }
 
+/// Kills `foreign` and waits until the watch lists only `our_port` (30 s at most);
+/// returns how long that took.
+fn foreign_dies_and_leaves(
+    watch: &ServiceWatch,
+    foreign: &App,
+    our_port: u16,
+    who: &str,
+) -> Duration {
+    foreign.signal("KILL");
+    let died = Instant::now();
+    let gone = ports_when(watch, Duration::from_secs(30), |p| p == [our_port]);
+    assert_eq!(
+        gone,
+        Some(vec![our_port]),
+        "still listed {} ms after {who} died",
+        died.elapsed().as_millis()
+    );
+    died.elapsed()
+}
+
+/// Whether a missing tool fails the test (under `cargo xtask test` and in CI) rather
+/// than skipping it.
+fn tools_required() -> bool {
+    std::env::var_os(xtask::REQUIRE_SERVERS).is_some() || std::env::var_os("CI").is_some()
+}
+
 /// How late a server's list may be after a change: the official server lists from a cache
 /// it updates asynchronously.
 fn lag(kind: ServerKind) -> Duration {
@@ -465,10 +491,7 @@ fn npm_nacos_client_instances_are_discovered() {
     }
     let runner = match xtask::ensure_node_peer() {
         Ok(runner) => runner,
-        Err(e)
-            if std::env::var_os(xtask::REQUIRE_SERVERS).is_none()
-                && std::env::var_os("CI").is_none() =>
-        {
+        Err(e) if !tools_required() => {
             eprintln!("skipped: needs the npm nacos client ({e}); `cargo xtask test` installs it");
             return;
         }
@@ -507,20 +530,12 @@ fn npm_nacos_client_instances_are_discovered() {
         .filter(|i| i.ip.starts_with("10.255."))
         .count();
     assert_eq!(foreign_ips, 2);
-    foreign.signal("KILL");
-    let died = Instant::now();
     // r-nacos marks them unhealthy 15-18 s after their last beat; the caller follows
     // within one refresh.
-    let gone = ports_when(&watch, Duration::from_secs(30), |p| p == [our_port]);
-    assert_eq!(
-        gone,
-        Some(vec![our_port]),
-        "still listed {} ms after the client died",
-        died.elapsed().as_millis()
-    );
+    let took = foreign_dies_and_leaves(&watch, &foreign, our_port, "the npm client");
     eprintln!(
         "[e2e] the npm client's instances left the caller's list {} ms after it died (r-nacos marks them unhealthy after about 15 s)",
-        died.elapsed().as_millis()
+        took.as_millis()
     );
 }
 
@@ -533,10 +548,7 @@ fn java_client_instances_are_discovered(kind: ServerKind, client_version: &str) 
     }
     let class_path = match xtask::ensure_java_peer(client_version) {
         Ok(class_path) => class_path,
-        Err(e)
-            if std::env::var_os(xtask::REQUIRE_SERVERS).is_none()
-                && std::env::var_os("CI").is_none() =>
-        {
+        Err(e) if !tools_required() => {
             eprintln!("skipped: needs the Java nacos-client ({e}); `cargo xtask test` builds it");
             return;
         }
@@ -580,18 +592,10 @@ fn java_client_instances_are_discovered(kind: ServerKind, client_version: &str) 
         watch.instances().all(),
         foreign.output()
     );
-    foreign.signal("KILL");
-    let died = Instant::now();
-    let gone = ports_when(&watch, Duration::from_secs(30), |p| p == [our_port]);
-    assert_eq!(
-        gone,
-        Some(vec![our_port]),
-        "still listed {} ms after the Java client died",
-        died.elapsed().as_millis()
-    );
+    let took = foreign_dies_and_leaves(&watch, &foreign, our_port, "the Java client");
     eprintln!(
         "[e2e] nacos-client {client_version} on {kind}: its instances discovered, and gone from the caller's list {} ms after it died",
-        died.elapsed().as_millis()
+        took.as_millis()
     );
     drop(std::fs::remove_dir_all(home));
 }
