@@ -1316,3 +1316,180 @@ pub fn ipv6_registers_and_serves(bin: &str) {
     assert_eq!(status, 200, "{body}");
     eprintln!("[e2e] IPv6: registered [{ip}]:{port} through [::1], and served a consumer there");
 }
+
+/// A private network namespace with no IPv4 but loopback: one veth end with a global IPv6
+/// (`fd7e::2/64`) and its link-local `fe80::` address. Deleted on drop.
+struct Ipv6OnlyNamespace {
+    name: String,
+    host_end: String,
+}
+
+impl Ipv6OnlyNamespace {
+    /// `None` when namespaces cannot be made here (not root, no `ip`).
+    fn create() -> Option<Ipv6OnlyNamespace> {
+        let id = std::process::id() % 100_000;
+        let ns = Ipv6OnlyNamespace {
+            name: format!("nacos-v6-{id}"),
+            host_end: format!("vh{id}"),
+        };
+        let inner = format!("vn{id}");
+        let steps: [&[&str]; 6] = [
+            &["netns", "add", &ns.name],
+            &[
+                "link",
+                "add",
+                &ns.host_end,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &inner,
+                "netns",
+                &ns.name,
+            ],
+            &[
+                "-n",
+                &ns.name,
+                "addr",
+                "add",
+                "fd7e::2/64",
+                "dev",
+                &inner,
+                "nodad",
+            ],
+            &["-n", &ns.name, "link", "set", &inner, "up"],
+            &["-n", &ns.name, "link", "set", "lo", "up"],
+            &["link", "set", &ns.host_end, "up"],
+        ];
+        for step in steps {
+            let ok = std::process::Command::new("ip")
+                .args(step)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("cannot make an IPv6-only namespace: ip {}", step.join(" "));
+                return None;
+            }
+        }
+        Some(ns)
+    }
+
+    /// Runs `args` inside the namespace.
+    fn exec(&self, args: &[&str], envs: &[(&str, String)]) -> App {
+        let mut all = vec!["netns", "exec", self.name.as_str()];
+        all.extend_from_slice(args);
+        App::start_with_args("ip", &all, envs)
+    }
+
+    /// `curl -s URL` inside the namespace: status and body.
+    fn get(&self, url: &str) -> Option<(u16, String)> {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.name,
+                "curl",
+                "-s",
+                "-m",
+                "2",
+                "-w",
+                "\n%{http_code}",
+                url,
+            ])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n')?;
+        Some((code.trim().parse().ok()?, body.to_owned()))
+    }
+}
+
+impl Drop for Ipv6OnlyNamespace {
+    fn drop(&mut self) {
+        for args in [
+            vec!["link", "del", self.host_end.as_str()],
+            vec!["netns", "del", self.name.as_str()],
+        ] {
+            drop(
+                std::process::Command::new("ip")
+                    .args(&args)
+                    .stderr(std::process::Stdio::null())
+                    .status(),
+            );
+        }
+    }
+}
+
+/// An IPv6-only host (a private network namespace whose only addresses besides loopback
+/// are a global IPv6 and a link-local one): r-nacos and the demo run inside it; without
+/// `NACOS_IP_TYPE`, the demo registers the global IPv6 (not the link-local one, not
+/// loopback) through `[::1]`, and a consumer in the namespace reaches it there.
+pub fn ipv6_only_namespace(bin: &str) {
+    if crate::skip_without(ServerKind::RNacos) {
+        return;
+    }
+    let Some(ns) = Ipv6OnlyNamespace::create() else {
+        let required = [crate::REQUIRE_SERVERS, "CI"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+        assert!(
+            !required,
+            "network namespaces are needed (root and iproute2)"
+        );
+        eprintln!("skipped: network namespaces need root and iproute2; CI runs this test");
+        return;
+    };
+    let data = tempfile::tempdir().expect("a temporary dir");
+    // Fixed ports are free by construction: nothing else runs in a fresh namespace.
+    let http = 18848;
+    let rnacos_bin = crate::rnacos_bin();
+    let _server = ns.exec(
+        &[&rnacos_bin.to_string_lossy()],
+        &[
+            ("RNACOS_HTTP_PORT", http.to_string()),
+            ("RNACOS_GRPC_PORT", "19848".into()),
+            ("RNACOS_HTTP_CONSOLE_PORT", "20848".into()),
+            ("RNACOS_DATA_DIR", data.path().display().to_string()),
+            ("RNACOS_SDK_HOST", "::1".into()),
+            ("RNACOS_CONSOLE_HOST", "::1".into()),
+            ("RNACOS_RAFT_NODE_ADDR", "127.0.0.1:19848".into()),
+            ("RUST_LOG", "warn".into()),
+        ],
+    );
+    let list = format!("http://[::1]:{http}/nacos/v1/ns/instance/list?serviceName=e2e-v6only");
+    wait_for(Duration::from_secs(30), || {
+        ns.get(&list).filter(|(s, _)| *s == 200)
+    })
+    .expect("r-nacos answers inside the namespace");
+    let app = ns.exec(
+        &[bin],
+        &[
+            ("NACOS_SERVER_ADDR", format!("[::1]:{http}")),
+            ("NACOS_SERVICE_NAME", "e2e-v6only".into()),
+            ("BIND_ADDR", "::".into()),
+            ("PORT", "0".into()),
+        ],
+    );
+    let port = wait_for(Duration::from_secs(30), || announced_port(&app.output()))
+        .unwrap_or_else(|| panic!("the demo did not start in the namespace:\n{}", app.output()));
+    let host = wait_for(Duration::from_secs(15), || {
+        let (_, body) = ns.get(&list)?;
+        let list: Value = serde_json::from_str(&body).ok()?;
+        find_port(list["hosts"].as_array()?, port)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not registered in the IPv6-only namespace:\n{}",
+            app.output()
+        )
+    });
+    assert_eq!(host["ip"], "fd7e::2", "{host}\n{}", app.output());
+    let (status, body) = ns
+        .get(&format!("http://[fd7e::2]:{port}/whoami"))
+        .expect("curl runs in the namespace");
+    assert_eq!(status, 200, "{body}");
+    eprintln!(
+        "[e2e] IPv6-only namespace: registered [fd7e::2]:{port} by itself (no NACOS_IP_TYPE), served a consumer there"
+    );
+}

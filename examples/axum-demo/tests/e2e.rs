@@ -143,3 +143,9 @@ fn kubelet_sigterm_grace_then_sigkill() {
 fn ipv6_registers_and_serves() {
     xtask::e2e::ipv6_registers_and_serves(DEMO);
 }
+
+/// An IPv6-only network namespace: the global IPv6 is found and advertised by itself.
+#[test]
+fn ipv6_only_namespace_registers_and_serves() {
+    xtask::e2e::ipv6_only_namespace(DEMO);
+}
