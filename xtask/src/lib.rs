@@ -481,6 +481,11 @@ impl RNacos {
         .is_ok()
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server (SIGKILL: no goodbye to clients) and reaps it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -671,6 +676,7 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
 }
 
 pub mod e2e;
+pub mod faults;
 pub mod measure;
 pub mod official;
 pub mod rolling;
