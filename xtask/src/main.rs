@@ -563,17 +563,24 @@ fn faults(soak_seconds: u64) -> Result<(), String> {
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let doc = format!(
-        "# Reliability: the fault matrix
-
-         Produced by `cargo xtask faults` (xtask/src/faults.rs) at commit {commit}, {} UTC, on a          {cores}-core Linux machine, in {} s. Release build of `axum-demo`; every row starts its          own servers on free loopback ports.
-
-         Method: the demo runs with `NACOS_REQUEST_TIMEOUT=1s` while a client of its own sends          `GET /` every 20 ms; the fault is played; the row then waits until the instance is          listed and healthy again on every live node. *requests failed* are the demo's own          clients' failures (a Nacos fault must never fail a user request); *recovered* runs from          the end of the fault; *lost* is 1 when the instance is not listed at the end; *panics*          and *log lines* are counted in the app's log.
-
-{}
-         Not in the matrix yet:
-         - *password changed while running*: needs the server's user API in the harness.
-         - *a server name that stops resolving, or resolves to several addresses*: needs a          private mount namespace with its own `/etc/hosts` (possible here as root with          `unshare -m`), not written yet. Today a name is resolved by reqwest on every new          connection, so a name that stops resolving behaves as a server that is down          (the rows above), and one that resolves to several addresses is tried in order by          the connector.
-",
+        "# Reliability: the fault matrix\n\n\
+         Produced by `cargo xtask faults` (xtask/src/faults.rs) at commit {commit}, {}, on \
+         a {cores}-core Linux machine, in {} s. Release build of `axum-demo`; every row \
+         starts its own servers on free loopback ports.\n\n\
+         Method: the demo runs with `NACOS_REQUEST_TIMEOUT=1s` while a client of its own \
+         sends `GET /` every 20 ms; the fault is played; the row then waits until the \
+         instance is listed and healthy again on every live node. *requests failed* are the \
+         demo's own clients' failures (a Nacos fault must never fail a user request); \
+         *recovered* runs from the end of the fault; *lost* is 1 when the instance is not \
+         listed at the end; *panics* and *log lines* are counted in the app's log.\n\n{}\n\
+         Not in the matrix yet:\n\n\
+         - *password changed while running*: needs the server's user API in the harness.\n\
+         - *a server name that stops resolving, or resolves to several addresses*: needs a \
+         private mount namespace with its own `/etc/hosts` (possible here as root with \
+         `unshare -m`), not written yet. Today a name is resolved by reqwest on every new \
+         connection, so a name that stops resolving behaves as a server that is down (the \
+         rows above), and one that resolves to several addresses is tried in order by the \
+         connector.\n",
         humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
         started.elapsed().as_secs(),
         f::table(&rows),
