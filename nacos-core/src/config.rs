@@ -669,10 +669,12 @@ impl ConfigBuilder {
         /// Interface whose address is advertised (`NACOS_NETWORK_INTERFACE`).
         network_interface: String
     );
-    setter!(
-        /// Weight, 0 to 10000 (`NACOS_WEIGHT`).
-        weight: f64
-    );
+    /// Weight, 0 to 10000 (`NACOS_WEIGHT`): `weight(2)` and `weight(2.5)` both work.
+    #[must_use]
+    pub fn weight(mut self, weight: impl Into<f64>) -> Self {
+        self.weight = Some(weight.into());
+        self
+    }
     setter!(
         /// Ephemeral instance (`NACOS_EPHEMERAL`).
         ephemeral: bool
@@ -1245,6 +1247,23 @@ mod tests {
         assert_eq!(cfg.weight(), 3.0);
         assert_eq!(cfg.port(), Some(8081));
         assert_eq!(cfg.metadata().get("k").map(String::as_str), Some("v"));
+    }
+
+    #[test]
+    fn setters_take_plain_literals() {
+        let cfg = Config::builder()
+            .service_name("s")
+            .port(8081)
+            .weight(2)
+            .build()
+            .unwrap();
+        assert_eq!((cfg.port(), cfg.weight()), (Some(8081), 2.0));
+        let cfg = Config::builder()
+            .service_name("s")
+            .weight(2.5)
+            .build()
+            .unwrap();
+        assert_eq!(cfg.weight(), 2.5);
     }
 
     #[test]
