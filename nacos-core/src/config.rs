@@ -28,7 +28,8 @@
 //! | `NACOS_IP_DELETE_TIMEOUT` | sent as `preserved.ip.delete.timeout` | server default (30s) |
 //! | `NACOS_USERNAME` (alias `NACOS_CLIENT_USERNAME`) | login user | none |
 //! | `NACOS_PASSWORD` (alias `NACOS_CLIENT_PASSWORD`) | login password | none |
-//! | `NACOS_API` | `auto`, `v1` or `v3` | `auto` |
+//! | `NACOS_API` | `auto` (gRPC, then HTTP v3, then v1), `grpc`, `v3` or `v1` | `auto` |
+//! | `NACOS_GRPC_PORT_OFFSET` | the gRPC port's distance from each server's port | `1000` |
 //! | `NACOS_DEREGISTER_GRACE` | delay between deregistration and draining | `0s` |
 //! | `NACOS_REQUEST_TIMEOUT` | timeout of one HTTP request to Nacos | `3s` |
 //! | `NACOS_HANDLE_SIGNALS` | `false` leaves SIGTERM/SIGINT to the app | `true` |
@@ -54,6 +55,9 @@ pub const DEFAULT_SERVER_PORT: u16 = 8848;
 /// How often a watched service is polled when `NACOS_DISCOVERY_REFRESH` is not set (5 s;
 /// see `Discovery` for why).
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(5);
+/// The gRPC port is each server's port plus this (9848 for 8848), as every Nacos 2.x/3.x
+/// client derives it, unless `NACOS_GRPC_PORT_OFFSET` says otherwise.
+pub const DEFAULT_GRPC_PORT_OFFSET: u16 = 1000;
 /// The beat interval Nacos assumes when the instance does not say otherwise (5 s).
 pub const DEFAULT_BEAT_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -89,13 +93,17 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Which Nacos HTTP API to speak (`NACOS_API`).
+/// Which Nacos API to speak (`NACOS_API`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum ApiVersion {
-    /// Find out per server: v3 first, v1 when the server answers 404 or 410 there.
+    /// Find out: a gRPC connection first (feature `grpc`); when no server's gRPC port
+    /// answers but HTTP does, HTTP: v3 first, v1 when a server answers 404 or 410 there.
     #[default]
     Auto,
+    /// The gRPC protocol of Nacos 2.x/3.x clients (one connection, server push), on each
+    /// server's port + `NACOS_GRPC_PORT_OFFSET`. Needs the `grpc` feature.
+    Grpc,
     /// The v1 HTTP API (`/nacos/v1/ns/...`): Nacos 1.x, 2.x, 3.0, 3.1 and r-nacos.
     V1,
     /// The v3 client HTTP API (`/nacos/v3/client/ns/...`): Nacos 3.x.
@@ -103,10 +111,11 @@ pub enum ApiVersion {
 }
 
 impl fmt::Display for ApiVersion {
-    /// `auto`, `v1` or `v3`, as `NACOS_API` takes them.
+    /// `auto`, `grpc`, `v1` or `v3`, as `NACOS_API` takes them.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ApiVersion::Auto => "auto",
+            ApiVersion::Grpc => "grpc",
             ApiVersion::V1 => "v1",
             ApiVersion::V3 => "v3",
         })
@@ -251,6 +260,7 @@ pub struct Config {
     username: Option<String>,
     password: Option<Secret>,
     api: ApiVersion,
+    grpc_port_offset: u16,
     deregister_grace: Duration,
     request_timeout: Duration,
     handle_signals: bool,
@@ -366,6 +376,10 @@ impl Config {
     pub fn api(&self) -> ApiVersion {
         self.api
     }
+    /// The gRPC port's distance from each server's port (`NACOS_GRPC_PORT_OFFSET`, 1000).
+    pub fn grpc_port_offset(&self) -> u16 {
+        self.grpc_port_offset
+    }
     /// The delay between deregistration and draining, on a signal.
     pub fn deregister_grace(&self) -> Duration {
         self.deregister_grace
@@ -412,6 +426,7 @@ pub struct ConfigBuilder {
     username: Option<String>,
     password: Option<Secret>,
     api: Option<ApiVersion>,
+    grpc_port_offset: Option<u16>,
     deregister_grace: Option<Duration>,
     request_timeout: Option<Duration>,
     handle_signals: Option<bool>,
@@ -475,6 +490,7 @@ fn parse_bool(s: &str) -> Option<bool> {
 fn parse_api(s: &str) -> Option<ApiVersion> {
     match s.to_ascii_lowercase().as_str() {
         "auto" => Some(ApiVersion::Auto),
+        "grpc" => Some(ApiVersion::Grpc),
         "v1" => Some(ApiVersion::V1),
         "v3" => Some(ApiVersion::V3),
         _ => None,
@@ -621,7 +637,12 @@ impl ConfigBuilder {
             password: env
                 .get(&["NACOS_PASSWORD", "NACOS_CLIENT_PASSWORD"])
                 .map(|(_, v)| Secret(v)),
-            api: env.parsed(&["NACOS_API"], parse_api, "auto, v1 or v3")?,
+            api: env.parsed(&["NACOS_API"], parse_api, "auto, grpc, v3 or v1")?,
+            grpc_port_offset: env.parsed(
+                &["NACOS_GRPC_PORT_OFFSET"],
+                |s| s.parse::<u16>().ok(),
+                "a number from 0 to 65535",
+            )?,
             deregister_grace: env.duration("NACOS_DEREGISTER_GRACE")?,
             request_timeout: env.duration("NACOS_REQUEST_TIMEOUT")?,
             handle_signals: env.bool("NACOS_HANDLE_SIGNALS")?,
@@ -708,6 +729,10 @@ impl ConfigBuilder {
     setter!(
         /// API to speak (`NACOS_API`).
         api: ApiVersion
+    );
+    setter!(
+        /// The gRPC port's distance from each server's port (`NACOS_GRPC_PORT_OFFSET`).
+        grpc_port_offset: u16
     );
     setter!(
         /// Delay between deregistration and draining (`NACOS_DEREGISTER_GRACE`).
@@ -968,6 +993,9 @@ impl ConfigBuilder {
             username: self.username,
             password: self.password,
             api,
+            grpc_port_offset: self
+                .grpc_port_offset
+                .unwrap_or(crate::config::DEFAULT_GRPC_PORT_OFFSET),
             deregister_grace: self.deregister_grace.unwrap_or(Duration::ZERO),
             request_timeout,
             handle_signals: self.handle_signals.unwrap_or(true),

@@ -44,6 +44,7 @@ struct ClientKey {
     username: Option<String>,
     password: Option<Secret>,
     api: ApiVersion,
+    grpc_port_offset: u16,
     request_timeout: Duration,
 }
 
@@ -55,6 +56,7 @@ impl ClientKey {
             username: config.username().map(str::to_owned),
             password: config.password().cloned(),
             api: config.api(),
+            grpc_port_offset: config.grpc_port_offset(),
             request_timeout: config.request_timeout(),
         }
     }
@@ -84,14 +86,14 @@ static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
 fn shared<K: Eq + std::hash::Hash, V>(
     table: &Mutex<HashMap<K, Weak<V>>>,
     key: K,
-    make: impl FnOnce(&K) -> Result<V>,
+    make: impl FnOnce(&K) -> Result<Arc<V>>,
 ) -> Result<Arc<V>> {
     let mut table = lock(table);
     if let Some(value) = table.get(&key).and_then(Weak::upgrade) {
         return Ok(value);
     }
     table.retain(|_, weak| weak.strong_count() > 0);
-    let value = Arc::new(make(&key)?);
+    let value = make(&key)?;
     table.insert(key, Arc::downgrade(&value));
     Ok(value)
 }
@@ -155,7 +157,7 @@ impl Engine {
     /// service (a sidecar registers many instances of a few services).
     pub(crate) fn service_key(&self, config: &Config) -> Result<Arc<ServiceKey>> {
         shared(&self.service_keys, ServiceKey::from(config), |key| {
-            Ok(key.clone())
+            Ok(Arc::new(key.clone()))
         })
     }
 

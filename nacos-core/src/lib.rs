@@ -117,10 +117,12 @@ mod task;
 mod hostile_input;
 
 pub use addr::{advertised_addr, detect_ip};
+#[cfg(feature = "grpc")]
+pub use client::grpc::HEALTH_CHECK_IDLE;
 pub use client::{LOGIN_RETRY, MAX_IN_FLIGHT, MAX_LOGIN_RETRY, NamingClient, USER_AGENT};
 pub use config::{
-    ApiVersion, Config, ConfigBuilder, DEFAULT_BEAT_INTERVAL, DEFAULT_SERVER_PORT, IpType, Secret,
-    ServerAddr,
+    ApiVersion, Config, ConfigBuilder, DEFAULT_BEAT_INTERVAL, DEFAULT_GRPC_PORT_OFFSET,
+    DEFAULT_SERVER_PORT, IpType, Secret, ServerAddr,
 };
 pub use discovery::{DEFAULT_REFRESH, Discovery, EMPTY_HOLD, Instances, ServiceWatch};
 #[cfg(feature = "tower")]

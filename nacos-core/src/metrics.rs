@@ -38,7 +38,7 @@ pub(crate) fn describe() {
     );
     metrics::describe_counter!(
         "nacos_client_reregistrations_total",
-        "Registrations sent again: the server forgot the instance (20404, 21003) or after failures."
+        "Registrations sent again: the server forgot the instance (20404, 21003), after failures, or on a new gRPC connection (reconnect)."
     );
     metrics::describe_counter!(
         "nacos_client_deregistrations_total",
@@ -47,7 +47,15 @@ pub(crate) fn describe() {
     metrics::describe_histogram!(
         "nacos_client_request_duration_seconds",
         Unit::Seconds,
-        "Duration of one HTTP request to a Nacos server, by API and operation."
+        "Duration of one request to a Nacos server, by API (v1, v3, grpc) and operation."
+    );
+    metrics::describe_gauge!(
+        "nacos_client_grpc_connection_up",
+        "1 while the gRPC connection to Nacos is up (its registrations and subscriptions sent), else 0."
+    );
+    metrics::describe_counter!(
+        "nacos_client_grpc_connections_total",
+        "gRPC connections made to Nacos (the first one and every reconnection)."
     );
     metrics::describe_counter!("nacos_client_logins_total", "Logins to Nacos, by outcome.");
     metrics::describe_gauge!(
@@ -58,6 +66,15 @@ pub(crate) fn describe() {
         "nacos_client_discovery_refresh_failures_total",
         "Failed polls of a watched service."
     );
+}
+
+/// The gRPC connection went up (`true`) or down.
+#[cfg(feature = "grpc")]
+pub(crate) fn connection_up(up: bool) {
+    metrics::gauge!("nacos_client_grpc_connection_up").set(if up { 1.0 } else { 0.0 });
+    if up {
+        metrics::counter!("nacos_client_grpc_connections_total").increment(1);
+    }
 }
 
 pub(crate) fn state_label(state: RegistrationState) -> &'static str {

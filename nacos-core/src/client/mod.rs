@@ -17,6 +17,7 @@
 //! the configured request timeout.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
@@ -29,6 +30,8 @@ use crate::error::{Error, Result, excerpt};
 use crate::instance::{BeatInfo, BeatResult, Instance, ServiceKey};
 
 pub(crate) mod auth;
+#[cfg(feature = "grpc")]
+pub(crate) mod grpc;
 pub(crate) mod v1;
 pub(crate) mod v3;
 
@@ -65,17 +68,43 @@ pub struct NamingClient {
     context_path: String,
     request_timeout: Duration,
     auth: Option<Auth>,
+    /// The gRPC transport, unless the API is forced to HTTP (or a server is `https://`).
+    #[cfg(feature = "grpc")]
+    grpc: Option<grpc::Grpc>,
+}
+
+/// How a registered instance is kept alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kept {
+    /// By beats (HTTP v1) or renewals (HTTP v3).
+    Beats,
+    /// By the gRPC connection: the instance lives as long as it, and is sent again on
+    /// every new connection. The number is the connection's generation.
+    Connection(u64),
+}
+
+/// Which transport a request takes.
+enum Route {
+    #[cfg(feature = "grpc")]
+    Grpc,
+    Http,
+    /// gRPC could not connect and HTTP has not answered yet (`auto`): HTTP, and if it
+    /// answers, HTTP from then on.
+    #[cfg(feature = "grpc")]
+    Probe(Error),
 }
 
 impl fmt::Debug for NamingClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NamingClient")
-            .field("servers", &self.servers)
+        let mut d = f.debug_struct("NamingClient");
+        d.field("servers", &self.servers)
             .field("api", &self.mode)
             .field("context_path", &self.context_path)
             .field("request_timeout", &self.request_timeout)
-            .field("username", &self.auth.as_ref().map(|a| &a.username))
-            .finish_non_exhaustive()
+            .field("username", &self.auth.as_ref().map(|a| &a.username));
+        #[cfg(feature = "grpc")]
+        d.field("grpc", &self.grpc);
+        d.finish_non_exhaustive()
     }
 }
 
@@ -230,12 +259,19 @@ fn request_id() -> HeaderValue {
 }
 
 impl NamingClient {
-    /// A client for the servers of `config`.
+    /// A client for the servers of `config`. Nothing connects before the first request.
+    ///
+    /// With the `grpc` feature (default) and `NACOS_API` `auto` or `grpc`, requests go over
+    /// one gRPC connection (see the `grpc` module docs); `auto` falls back to HTTP when no
+    /// server's gRPC port answers but HTTP does. `https://` servers are spoken to over
+    /// HTTP only.
     ///
     /// # Errors
     /// [`Error::HttpClient`] when the HTTP client cannot be built (no TLS backend);
-    /// [`Error::Config`] naming `NACOS_CONTEXT_PATH` when a server's URL cannot be made.
-    pub fn new(config: &Config) -> Result<Self> {
+    /// [`Error::Config`] naming `NACOS_CONTEXT_PATH` when a server's URL cannot be made, or
+    /// `NACOS_API` when `grpc` is asked for without the `grpc` feature or with `https://`
+    /// servers.
+    pub fn new(config: &Config) -> Result<Arc<Self>> {
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .no_proxy()
@@ -246,22 +282,60 @@ impl NamingClient {
             .map_err(|e| Error::HttpClient {
                 source: Arc::new(e.without_url()),
             })?;
-        Ok(NamingClient {
+        let servers: Vec<Server> = config
+            .server_addrs()
+            .iter()
+            .map(|addr| Server::new(addr, config.context_path()))
+            .collect::<Result<_>>()?;
+        let tls = servers.iter().any(|s| s.addr.scheme() == "https");
+        let grpc_wanted = match config.api() {
+            ApiVersion::Grpc => {
+                if tls || !cfg!(feature = "grpc") {
+                    return Err(Error::config(
+                        "NACOS_API",
+                        "grpc",
+                        if tls {
+                            "auto, v3 or v1 with https:// servers (gRPC is spoken without TLS)"
+                        } else {
+                            "auto, v3 or v1 (this build has no `grpc` feature)"
+                        },
+                    ));
+                }
+                true
+            }
+            ApiVersion::Auto => !tls,
+            _ => false,
+        };
+        #[cfg(not(feature = "grpc"))]
+        let _ = grpc_wanted;
+        #[cfg(feature = "grpc")]
+        let grpc_servers: Vec<(String, u16)> = servers
+            .iter()
+            .map(|s| (s.addr.host().to_owned(), s.addr.port()))
+            .collect();
+        let (mode, context_path, request_timeout) = (
+            config.api(),
+            config.context_path().to_owned(),
+            config.request_timeout(),
+        );
+        #[cfg(feature = "grpc")]
+        let offset = config.grpc_port_offset();
+        let auth = match (config.username(), config.password()) {
+            (Some(username), Some(password)) => Some(Auth::new(username, password)),
+            _ => None,
+        };
+        Ok(Arc::new_cyclic(|me| NamingClient {
             http,
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
-            servers: config
-                .server_addrs()
-                .iter()
-                .map(|addr| Server::new(addr, config.context_path()))
-                .collect::<Result<_>>()?,
-            mode: config.api(),
-            context_path: config.context_path().to_owned(),
-            request_timeout: config.request_timeout(),
-            auth: match (config.username(), config.password()) {
-                (Some(username), Some(password)) => Some(Auth::new(username, password)),
-                _ => None,
-            },
-        })
+            servers,
+            mode,
+            context_path,
+            request_timeout,
+            auth,
+            #[cfg(feature = "grpc")]
+            grpc: grpc_wanted
+                .then(|| grpc::Grpc::new(me.clone(), &grpc_servers, offset, request_timeout)),
+        }))
     }
 
     /// Waits for one of the [`MAX_IN_FLIGHT`] slots of the beat engine's requests and
@@ -291,17 +365,181 @@ impl NamingClient {
             .and_then(Server::api)
     }
 
-    /// Registers `instance` (v1 `POST /v1/ns/instance`, v3 `POST /v3/client/ns/instance`).
+    /// Whether requests go over gRPC: `Some(true)` once settled on it, `Some(false)` on
+    /// HTTP, `None` while `auto` has not found out yet.
+    pub fn uses_grpc(&self) -> Option<bool> {
+        #[cfg(feature = "grpc")]
+        if let Some(grpc) = &self.grpc {
+            return match self.mode {
+                ApiVersion::Grpc => Some(true),
+                _ => grpc.decided(),
+            };
+        }
+        Some(false)
+    }
+
+    /// The transport of the next request (finding it out in `auto` mode: a gRPC
+    /// connection first, bounded by the request timeout per server).
+    async fn route(&self) -> Route {
+        #[cfg(feature = "grpc")]
+        if let Some(grpc) = &self.grpc {
+            if self.mode == ApiVersion::Grpc {
+                return Route::Grpc;
+            }
+            return match grpc.decided() {
+                Some(true) => Route::Grpc,
+                Some(false) => Route::Http,
+                None => match grpc.connect_round().await {
+                    Ok(()) => Route::Grpc,
+                    Err(e) => Route::Probe(e),
+                },
+            };
+        }
+        Route::Http
+    }
+
+    /// Sends over the chosen transport; a probing HTTP request that gets an answer settles
+    /// `auto` on HTTP.
+    async fn routed<T, G, H>(&self, grpc: impl FnOnce() -> G, http: impl FnOnce() -> H) -> Result<T>
+    where
+        G: Future<Output = Result<T>>,
+        H: Future<Output = Result<T>>,
+    {
+        #[cfg(not(feature = "grpc"))]
+        let _ = grpc;
+        match self.route().await {
+            #[cfg(feature = "grpc")]
+            Route::Grpc => grpc().await,
+            Route::Http => http().await,
+            #[cfg(feature = "grpc")]
+            Route::Probe(grpc_error) => {
+                let result = http().await;
+                let answered =
+                    !matches!(result, Err(Error::Transport { .. } | Error::Timeout { .. }));
+                if answered {
+                    if let Some(grpc) = &self.grpc {
+                        if grpc.decided().is_none() {
+                            tracing::info!(servers = ?self.servers, grpc_error = %crate::error::Chain(&grpc_error),
+                                "nacos gRPC port does not answer but HTTP does: using HTTP");
+                            grpc.decide_http();
+                        }
+                    }
+                }
+                result
+            }
+        }
+    }
+
+    /// The access token for the gRPC transport, logging in on the HTTP server `http` (an
+    /// index of [`servers`](Self::servers)) when there is none, or again when `stale` was
+    /// refused.
+    #[cfg(feature = "grpc")]
+    pub(crate) async fn grpc_token(
+        &self,
+        http: usize,
+        stale: Option<&str>,
+    ) -> Result<Option<String>> {
+        let Some(server) = self.servers.get(http).or_else(|| self.servers.first()) else {
+            return Ok(None);
+        };
+        match stale {
+            Some(stale) => self.relogin(server, Some(stale)).await,
+            None => self.token(server).await,
+        }
+    }
+
+    /// Waits until the connection keeping `key`'s instances is no longer as `seen`; never
+    /// resolves when instances are kept by beats.
+    pub(crate) async fn connection_change(
+        &self,
+        key: &ServiceKey,
+        seen: crate::task::Seen,
+    ) -> crate::task::ConnectionChange {
+        #[cfg(feature = "grpc")]
+        if let Some(grpc) = self.grpc() {
+            let mut rx = grpc.state();
+            let state = rx
+                .wait_for(|s| s.generation != seen.generation || s.up != seen.up)
+                .await
+                .map(|state| state.clone());
+            let Ok(state) = state else {
+                return std::future::pending().await;
+            };
+            return if state.up {
+                crate::task::ConnectionChange::Redone {
+                    generation: state.generation,
+                    error: grpc.redo_error(key),
+                }
+            } else {
+                crate::task::ConnectionChange::Down(state.error.unwrap_or(Error::Timeout {
+                    operation: "gRPC connection",
+                    after: self.request_timeout,
+                }))
+            };
+        }
+        let _ = (key, seen);
+        std::future::pending().await
+    }
+
+    /// Subscribes to `key` when requests go over gRPC (`None` over HTTP: poll instead).
     ///
     /// # Errors
-    /// The last server's error when every try failed; [`Error::Refused`] when a v3 server
+    /// The subscription was refused or could not be sent.
+    #[cfg(feature = "grpc")]
+    pub(crate) async fn subscribe(&self, key: &ServiceKey) -> Result<Option<grpc::Subscribed>> {
+        match self.route().await {
+            Route::Grpc => match &self.grpc {
+                Some(grpc) => grpc.subscribe(key).await.map(Some),
+                None => Ok(None),
+            },
+            Route::Http => Ok(None),
+            Route::Probe(_) => Ok(None),
+        }
+    }
+
+    /// The gRPC connection's state, when requests go over gRPC.
+    #[cfg(feature = "grpc")]
+    pub(crate) fn grpc(&self) -> Option<&grpc::Grpc> {
+        match self.uses_grpc() {
+            Some(true) => self.grpc.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Registers `instance`: over gRPC (`InstanceRequest`, or `BatchInstanceRequest` with
+    /// the process's other instances of the service), v1 `POST /v1/ns/instance` or v3 `POST
+    /// /v3/client/ns/instance`.
+    ///
+    /// # Errors
+    /// The last server's error when every try failed; [`Error::Refused`] when a server
     /// refuses it.
     ///
     /// # Cancellation safety
     /// Dropping the future abandons the request; the server may or may not have applied it.
     pub async fn register(&self, key: &ServiceKey, instance: &Instance) -> Result<()> {
-        let (server, api, body) = self.call(Op::Register(key, instance)).await?;
-        expect_ok(&server, api, &body)
+        self.register_kept(key, instance).await.map(drop)
+    }
+
+    /// [`register`](Self::register), saying how the instance is kept alive.
+    pub(crate) async fn register_kept(
+        &self,
+        key: &ServiceKey,
+        instance: &Instance,
+    ) -> Result<Kept> {
+        self.routed(
+            || async {
+                #[cfg(feature = "grpc")]
+                if let Some(grpc) = &self.grpc {
+                    return grpc.register(key, instance).await.map(Kept::Connection);
+                }
+                unreachable!("the gRPC route needs the gRPC transport")
+            },
+            || async {
+                let (server, api, body) = self.call(Op::Register(key, instance)).await?;
+                expect_ok(&server, api, &body).map(|()| Kept::Beats)
+            },
+        )
+        .await
     }
 
     /// Deregisters `instance` (v1 `DELETE /v1/ns/instance`, v3 `DELETE
@@ -310,8 +548,20 @@ impl NamingClient {
     /// # Errors
     /// As [`register`](Self::register).
     pub async fn deregister(&self, key: &ServiceKey, instance: &Instance) -> Result<()> {
-        let (server, api, body) = self.call(Op::Deregister(key, instance)).await?;
-        expect_ok(&server, api, &body)
+        self.routed(
+            || async {
+                #[cfg(feature = "grpc")]
+                if let Some(grpc) = &self.grpc {
+                    return grpc.deregister(key, instance).await;
+                }
+                unreachable!("the gRPC route needs the gRPC transport")
+            },
+            || async {
+                let (server, api, body) = self.call(Op::Deregister(key, instance)).await?;
+                expect_ok(&server, api, &body)
+            },
+        )
+        .await
     }
 
     /// Sends one beat. v1: `PUT /v1/ns/instance/beat`, with the [`BeatInfo`] body when
@@ -348,11 +598,28 @@ impl NamingClient {
         key: &ServiceKey,
         healthy_only: bool,
     ) -> Result<Vec<Instance>> {
-        let (server, api, body) = self.call(Op::List(key, healthy_only)).await?;
-        match api {
-            ApiVersion::V1 => v1::instance_list(&server, &body),
-            _ => v3::instance_list(&server, &body, healthy_only),
-        }
+        self.routed(
+            || async {
+                #[cfg(feature = "grpc")]
+                if let Some(grpc) = &self.grpc {
+                    let list = grpc.query(key, healthy_only).await?;
+                    return Ok(list
+                        .hosts
+                        .into_iter()
+                        .filter(|i| !healthy_only || i.healthy)
+                        .collect());
+                }
+                unreachable!("the gRPC route needs the gRPC transport")
+            },
+            || async {
+                let (server, api, body) = self.call(Op::List(key, healthy_only)).await?;
+                match api {
+                    ApiVersion::V1 => v1::instance_list(&server, &body),
+                    _ => v3::instance_list(&server, &body, healthy_only),
+                }
+            },
+        )
+        .await
     }
 
     /// Every instance of a service, unhealthy and disabled ones included, and whether the
@@ -362,6 +629,23 @@ impl NamingClient {
     /// # Errors
     /// As [`instance_list`](Self::instance_list).
     pub(crate) async fn service_instances(
+        &self,
+        key: &ServiceKey,
+    ) -> Result<crate::instance::InstanceList> {
+        self.routed(
+            || async {
+                #[cfg(feature = "grpc")]
+                if let Some(grpc) = &self.grpc {
+                    return grpc.query(key, false).await;
+                }
+                unreachable!("the gRPC route needs the gRPC transport")
+            },
+            || self.service_instances_http(key),
+        )
+        .await
+    }
+
+    async fn service_instances_http(
         &self,
         key: &ServiceKey,
     ) -> Result<crate::instance::InstanceList> {
@@ -409,7 +693,7 @@ impl NamingClient {
     /// One server, on the API it speaks (finding it out in `auto` mode).
     async fn call_server(&self, server: &Server, op: Op<'_>) -> Result<(ApiVersion, String)> {
         let known = match self.mode {
-            ApiVersion::Auto => server.api(),
+            ApiVersion::Auto | ApiVersion::Grpc => server.api(),
             mode => Some(mode),
         };
         // A failed login says nothing about the naming API: it ends here.

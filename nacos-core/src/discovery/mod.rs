@@ -262,7 +262,8 @@ impl ServiceWatch {
     }
 }
 
-/// The poll loop of one service (on the engine's runtime).
+/// The watch loop of one service (on the engine's runtime): pushed lists over gRPC, polls
+/// over HTTP.
 struct Poller {
     shared: Weak<Shared>,
     client: Arc<NamingClient>,
@@ -271,89 +272,154 @@ struct Poller {
     refresh: Duration,
 }
 
+/// What a watch loop keeps between two lists.
+#[derive(Default)]
+struct Track {
+    version: u64,
+    failures: u32,
+    empty_since: Option<tokio::time::Instant>,
+    protection_logged: bool,
+}
+
 impl Poller {
     async fn run(self) {
-        let mut version = 0u64;
-        let mut failures = 0u32;
-        let mut empty_since: Option<tokio::time::Instant> = None;
-        let mut protection_logged = false;
+        let mut track = Track::default();
         loop {
             if self.shared.strong_count() == 0 {
-                tracing::debug!(service = %self.key.service_name, "no watcher left: polling stops");
+                tracing::debug!(service = %self.key.service_name, "no watcher left: watching stops");
                 return;
             }
+            #[cfg(feature = "grpc")]
+            if self.client.uses_grpc() != Some(false) {
+                match self.client.subscribe(&self.key).await {
+                    Ok(Some(subscription)) => {
+                        self.follow(subscription, &mut track).await;
+                        return;
+                    }
+                    Ok(None) => {}
+                    Err(err) => {
+                        let delay = self.failed(&mut track, &err);
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                }
+            }
             let answer = self.client.service_instances(&self.key).await;
-            let Some(shared) = self.shared.upgrade() else {
-                return;
-            };
             let delay = match answer {
                 Ok(list) => {
-                    if failures > 0 {
-                        tracing::info!(service = %self.key.service_name, failures,
-                            "nacos instance list recovered");
-                    }
-                    failures = 0;
-                    if list.reach_protection_threshold != protection_logged {
-                        protection_logged = list.reach_protection_threshold;
-                        if protection_logged {
-                            tracing::warn!(service = %self.key.service_name,
-                                "nacos says the service is below its protect threshold: unhealthy instances are listed as healthy");
-                        }
-                    }
-                    let fresh = Instances::new(
-                        list.hosts,
-                        self.cluster.as_deref(),
-                        version + 1,
-                        list.reach_protection_threshold,
-                    );
-                    let had = shared.current.load().len();
-                    let hold = fresh.is_empty() && had > 0 && {
-                        let since = *empty_since.get_or_insert_with(tokio::time::Instant::now);
-                        since.elapsed() < EMPTY_HOLD
-                    };
-                    if !fresh.is_empty() {
-                        empty_since = None;
-                    }
-                    let changed = {
-                        let current = shared.current.load();
-                        version == 0
-                            || current.all() != fresh.all()
-                            || current.reach_protection_threshold()
-                                != fresh.reach_protection_threshold()
-                    };
-                    if hold {
-                        tracing::debug!(service = %self.key.service_name, instances = had,
-                            "nacos lists no instance: keeping the last list for now");
-                    } else if changed {
-                        version += 1;
-                        tracing::debug!(service = %self.key.service_name, instances = fresh.len(),
-                            version, "instances changed");
-                        crate::metrics::discovery_instances(
-                            &self.key.grouped_service_name(),
-                            fresh.len(),
-                        );
-                        let fresh = Arc::new(fresh);
-                        shared.current.store(fresh.clone());
-                        shared.updates.send_replace(fresh);
-                    }
+                    self.apply(&mut track, list);
                     self.refresh
                 }
-                Err(err) => {
-                    failures += 1;
-                    crate::metrics::discovery_refresh_failure(&self.key.grouped_service_name());
-                    if failures == 1 {
-                        tracing::warn!(service = %self.key.service_name, error = %Chain(&err),
-                            instances = shared.current.load().len(),
-                            "nacos instance list failed: keeping the last list");
-                    } else {
-                        tracing::debug!(service = %self.key.service_name, failures,
-                            error = %Chain(&err), "nacos instance list failed again");
-                    }
-                    crate::task::timing::retry_delay(failures, self.refresh)
-                }
+                Err(err) => self.failed(&mut track, &err),
             };
-            drop(shared);
             tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Follows the lists the server pushes until the last watcher is gone (checked every
+    /// refresh, when a held empty list is also looked at again).
+    #[cfg(feature = "grpc")]
+    async fn follow(&self, mut subscription: crate::client::grpc::Subscribed, track: &mut Track) {
+        let mut last: Option<Arc<crate::client::grpc::ServiceInfo>> = None;
+        loop {
+            let fresh = tokio::select! {
+                changed = subscription.rx.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    true
+                }
+                () = tokio::time::sleep(self.refresh) => false,
+            };
+            if self.shared.strong_count() == 0 {
+                tracing::debug!(service = %self.key.service_name, "no watcher left: unsubscribing");
+                return;
+            }
+            if fresh {
+                last = subscription.rx.borrow_and_update().clone();
+            }
+            if let Some(info) = &last {
+                self.apply(
+                    track,
+                    crate::instance::InstanceList {
+                        hosts: info.hosts.clone(),
+                        reach_protection_threshold: info.reach_protection_threshold,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A failed list or subscription: logged once, the last list kept; returns the wait
+    /// before the next try.
+    fn failed(&self, track: &mut Track, err: &crate::Error) -> Duration {
+        track.failures += 1;
+        crate::metrics::discovery_refresh_failure(&self.key.grouped_service_name());
+        let had = self
+            .shared
+            .upgrade()
+            .map_or(0, |shared| shared.current.load().len());
+        if track.failures == 1 {
+            tracing::warn!(service = %self.key.service_name, error = %Chain(err),
+                instances = had, "nacos instance list failed: keeping the last list");
+        } else {
+            tracing::debug!(service = %self.key.service_name, failures = track.failures,
+                error = %Chain(err), "nacos instance list failed again");
+        }
+        crate::task::timing::retry_delay(track.failures, self.refresh)
+    }
+
+    /// Takes a list: publishes it when it changed, except an empty list replacing a
+    /// non-empty one before [`EMPTY_HOLD`].
+    fn apply(&self, track: &mut Track, list: crate::instance::InstanceList) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        if track.failures > 0 {
+            tracing::info!(service = %self.key.service_name, failures = track.failures,
+                "nacos instance list recovered");
+        }
+        track.failures = 0;
+        if list.reach_protection_threshold != track.protection_logged {
+            track.protection_logged = list.reach_protection_threshold;
+            if track.protection_logged {
+                tracing::warn!(service = %self.key.service_name,
+                    "nacos says the service is below its protect threshold: unhealthy instances are listed as healthy");
+            }
+        }
+        let fresh = Instances::new(
+            list.hosts,
+            self.cluster.as_deref(),
+            track.version + 1,
+            list.reach_protection_threshold,
+        );
+        let had = shared.current.load().len();
+        let hold = fresh.is_empty() && had > 0 && {
+            let since = *track
+                .empty_since
+                .get_or_insert_with(tokio::time::Instant::now);
+            since.elapsed() < EMPTY_HOLD
+        };
+        if !fresh.is_empty() {
+            track.empty_since = None;
+        }
+        let changed = {
+            let current = shared.current.load();
+            track.version == 0
+                || current.all() != fresh.all()
+                || current.reach_protection_threshold() != fresh.reach_protection_threshold()
+        };
+        if hold {
+            tracing::debug!(service = %self.key.service_name, instances = had,
+                "nacos lists no instance: keeping the last list for now");
+        } else if changed {
+            track.version += 1;
+            tracing::debug!(service = %self.key.service_name, instances = fresh.len(),
+                version = track.version, "instances changed");
+            crate::metrics::discovery_instances(&self.key.grouped_service_name(), fresh.len());
+            let fresh = Arc::new(fresh);
+            shared.current.store(fresh.clone());
+            shared.updates.send_replace(fresh);
         }
     }
 }

@@ -36,7 +36,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::addr::advertised_addr;
-use crate::client::NamingClient;
+use crate::client::{Kept, NamingClient};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::instance::{BeatInfo, BeatResult, Instance, ServiceKey};
@@ -63,6 +63,8 @@ enum Step {
     Register,
     /// Beat, with the body when `full`.
     Beat { full: bool },
+    /// Kept alive by the gRPC connection: wait for it to change.
+    Held,
     /// Nothing until a command arrives.
     Idle,
 }
@@ -75,9 +77,31 @@ enum Event {
 
 enum Outcome {
     Detected(Listening),
-    Registered(Result<()>),
+    Registered(Result<Kept>),
     Beat(Result<BeatResult>),
+    Connection(ConnectionChange),
     Nothing,
+}
+
+/// The state of the connection keeping an instance, as a task last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Seen {
+    /// The connection's generation (see [`Kept::Connection`]).
+    pub(crate) generation: u64,
+    /// Whether it was up.
+    pub(crate) up: bool,
+}
+
+/// How the connection keeping an instance changed.
+#[derive(Debug)]
+pub(crate) enum ConnectionChange {
+    /// It was lost; the transport reconnects.
+    Down(Error),
+    /// A new connection is up and the instance was sent on it (or failed to be).
+    Redone {
+        generation: u64,
+        error: Option<Error>,
+    },
 }
 
 /// What the engine hears from a task.
@@ -98,12 +122,19 @@ pub(crate) trait TaskEvents: Send + Sync + 'static {
 pub(crate) trait Naming: Send + Sync + 'static {
     /// Waits for one of the client's in-flight slots, held until the permit is dropped.
     fn admit(&self) -> impl Future<Output = tokio::sync::OwnedSemaphorePermit> + Send;
-    /// Registers the instance.
+    /// Registers the instance; says how it is kept alive.
     fn register(
         &self,
         key: &ServiceKey,
         instance: &Instance,
-    ) -> impl Future<Output = Result<()>> + Send;
+    ) -> impl Future<Output = Result<Kept>> + Send;
+    /// Waits until the connection keeping `key`'s instances is no longer as `seen` (never
+    /// resolves for instances kept by beats).
+    fn connection_change(
+        &self,
+        key: &ServiceKey,
+        seen: Seen,
+    ) -> impl Future<Output = ConnectionChange> + Send;
     /// Beats, with the body for a full beat.
     fn beat(
         &self,
@@ -127,8 +158,15 @@ impl Naming for NamingClient {
         &self,
         key: &ServiceKey,
         instance: &Instance,
-    ) -> impl Future<Output = Result<()>> + Send {
-        NamingClient::register(self, key, instance)
+    ) -> impl Future<Output = Result<Kept>> + Send {
+        NamingClient::register_kept(self, key, instance)
+    }
+    fn connection_change(
+        &self,
+        key: &ServiceKey,
+        seen: Seen,
+    ) -> impl Future<Output = ConnectionChange> + Send {
+        NamingClient::connection_change(self, key, seen)
     }
     fn beat(
         &self,
@@ -167,6 +205,8 @@ struct Run {
     attempted: bool,
     failures: u32,
     interval: Duration,
+    /// The connection keeping the instance, when it is kept by one.
+    seen: Seen,
     detect_started: Instant,
     ambiguity_logged: bool,
 }
@@ -198,6 +238,10 @@ impl<C: Naming> Task<C> {
                 attempted: false,
                 failures: 0,
                 interval: self.config.beat_interval(),
+                seen: Seen {
+                    generation: 0,
+                    up: false,
+                },
                 detect_started: now,
                 ambiguity_logged: false,
             };
@@ -268,9 +312,13 @@ impl<C: Naming> Task<C> {
         let period_ms = u64::try_from(run.interval.as_millis()).unwrap_or(u64::MAX);
         let events = (step == Step::Register).then(|| self.events.clone());
         let handle_signals = self.config.handle_signals();
+        let seen = run.seen;
         async move {
             if step == Step::Idle {
                 std::future::pending::<()>().await;
+            }
+            if step == Step::Held {
+                return Outcome::Connection(client.connection_change(&key, seen).await);
             }
             sleep_until(next).await;
             let inst = match (step, instance) {
@@ -338,32 +386,59 @@ impl<C: Naming> Task<C> {
                 }
                 run.next = now + detect_pause(now - run.detect_started);
             }
-            Outcome::Registered(Ok(())) => {
-                crate::metrics::registration("ok");
-                let inst = run
-                    .instance
-                    .as_deref()
-                    .map(Instance::addr)
-                    .unwrap_or_default();
-                let registrations = {
-                    let mut n = 0;
-                    self.status.update(|s| {
-                        s.registrations += 1;
-                        s.state = RegistrationState::Registered;
-                        s.registered_since = Some(SystemTime::now());
-                        s.consecutive_failures = 0;
-                        n = s.registrations;
-                    });
-                    n
+            Outcome::Connection(ConnectionChange::Down(err)) => {
+                // The connection logs the outage once; each instance shows it in its status.
+                run.seen.up = false;
+                self.status.failed(&err);
+                self.status
+                    .update(|s| s.state = RegistrationState::Registering);
+            }
+            Outcome::Connection(ConnectionChange::Redone {
+                generation,
+                error: None,
+            }) => {
+                run.seen = Seen {
+                    generation,
+                    up: true,
                 };
-                if registrations == 1 {
-                    tracing::info!(service = %self.config.service_name(), group = %self.config.group_name(),
-                        namespace = %self.config.namespace_id(), instance = %inst, "registered with nacos");
-                } else {
-                    tracing::info!(service = %self.config.service_name(), instance = %inst,
-                        failures = run.failures, "registered with nacos again");
-                }
-                run.failures = 0;
+                self.status.update(|s| {
+                    s.registrations += 1;
+                    s.state = RegistrationState::Registered;
+                    s.registered_since = Some(SystemTime::now());
+                    s.consecutive_failures = 0;
+                });
+                tracing::debug!(service = %self.config.service_name(),
+                    instance = %run.instance.as_deref().map(Instance::addr).unwrap_or_default(),
+                    "registered with nacos again on a new connection");
+            }
+            Outcome::Connection(ConnectionChange::Redone {
+                generation,
+                error: Some(err),
+            }) => {
+                // The redo failed for this service: the task registers it again itself.
+                run.seen = Seen {
+                    generation,
+                    up: true,
+                };
+                run.failures += 1;
+                self.status.failed(&err);
+                self.status
+                    .update(|s| s.state = RegistrationState::Registering);
+                run.step = Step::Register;
+                run.next = now + retry_delay(run.failures, run.interval);
+            }
+            Outcome::Registered(Ok(Kept::Connection(generation))) => {
+                crate::metrics::registration("ok");
+                self.registered(run);
+                run.seen = Seen {
+                    generation,
+                    up: true,
+                };
+                run.step = Step::Held;
+            }
+            Outcome::Registered(Ok(Kept::Beats)) => {
+                crate::metrics::registration("ok");
+                self.registered(run);
                 run.step = Step::Beat { full: true };
                 run.next = on_tick(now + first_beat_delay(run.interval));
             }
@@ -440,6 +515,34 @@ impl<C: Naming> Task<C> {
                 run.next = now + delay;
             }
         }
+    }
+
+    /// Records a successful registration in the status and the log.
+    fn registered(&self, run: &mut Run) {
+        let inst = run
+            .instance
+            .as_deref()
+            .map(Instance::addr)
+            .unwrap_or_default();
+        let registrations = {
+            let mut n = 0;
+            self.status.update(|s| {
+                s.registrations += 1;
+                s.state = RegistrationState::Registered;
+                s.registered_since = Some(SystemTime::now());
+                s.consecutive_failures = 0;
+                n = s.registrations;
+            });
+            n
+        };
+        if registrations == 1 {
+            tracing::info!(service = %self.config.service_name(), group = %self.config.group_name(),
+                    namespace = %self.config.namespace_id(), instance = %inst, "registered with nacos");
+        } else {
+            tracing::info!(service = %self.config.service_name(), instance = %inst,
+                    failures = run.failures, "registered with nacos again");
+        }
+        run.failures = 0;
     }
 
     /// Works out the advertised address and claims it.

@@ -79,11 +79,15 @@ impl Naming for Fake {
         self.slots.clone().acquire_owned().await.unwrap()
     }
 
-    async fn register(&self, _: &ServiceKey, _: &Instance) -> Result<()> {
+    async fn register(&self, _: &ServiceKey, _: &Instance) -> Result<Kept> {
         match self.answer(Sent::Register).await {
             Reply::Fail => Err(refused()),
-            _ => Ok(()),
+            _ => Ok(Kept::Beats),
         }
+    }
+
+    async fn connection_change(&self, _: &ServiceKey, _: Seen) -> ConnectionChange {
+        std::future::pending().await
     }
 
     async fn beat(

@@ -1,0 +1,341 @@
+//! The JSON bodies of the gRPC payloads: the requests this client sends, the answers it
+//! reads and the requests the server pushes. Field names follow the Java classes of
+//! `com.alibaba.nacos.api` (camelCase), which every server deserializes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::instance::{Instance, ServiceKey};
+use crate::metadata::metadata_as_map;
+
+/// The version this client announces in `ConnectionSetupRequest.clientVersion`.
+pub(crate) const CLIENT_VERSION: &str = concat!("Nacos-Rust-Client:v", env!("CARGO_PKG_VERSION"));
+
+/// `resultCode` of a successful answer.
+pub(crate) const SUCCESS: i64 = 200;
+/// `errorCode` of an answer on a connection the server does not know (any more):
+/// `NacosException.UN_REGISTER`.
+pub(crate) const UNREGISTERED: i64 = 301;
+/// `errorCode` of an answer refusing the access token: `NacosException.NO_RIGHT`.
+pub(crate) const NO_RIGHT: i64 = 403;
+
+/// Request types.
+pub(crate) const SERVER_CHECK: &str = "ServerCheckRequest";
+pub(crate) const CONNECTION_SETUP: &str = "ConnectionSetupRequest";
+pub(crate) const HEALTH_CHECK: &str = "HealthCheckRequest";
+pub(crate) const INSTANCE: &str = "InstanceRequest";
+pub(crate) const BATCH_INSTANCE: &str = "BatchInstanceRequest";
+pub(crate) const SUBSCRIBE: &str = "SubscribeServiceRequest";
+pub(crate) const SERVICE_QUERY: &str = "ServiceQueryRequest";
+
+/// Server -> client request types, and the answer each gets.
+pub(crate) const NOTIFY_SUBSCRIBER: &str = "NotifySubscriberRequest";
+pub(crate) const CLIENT_DETECTION: &str = "ClientDetectionRequest";
+pub(crate) const CONNECT_RESET: &str = "ConnectResetRequest";
+pub(crate) const SETUP_ACK: &str = "SetupAckRequest";
+
+/// The answer type of a server request (`FooRequest` -> `FooResponse`).
+pub(crate) fn answer_type(request: &str) -> String {
+    match request.strip_suffix("Request") {
+        Some(stem) => format!("{stem}Response"),
+        None => "ErrorResponse".to_owned(),
+    }
+}
+
+/// An internal request with no field of its own (`ServerCheckRequest`,
+/// `HealthCheckRequest`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Internal<'a> {
+    pub(crate) request_id: &'a str,
+    pub(crate) module: &'static str,
+    pub(crate) headers: Empty,
+}
+
+impl<'a> Internal<'a> {
+    pub(crate) fn new(request_id: &'a str) -> Self {
+        Internal {
+            request_id,
+            module: "internal",
+            headers: Empty {},
+        }
+    }
+}
+
+/// `{}`.
+#[derive(Serialize, Default)]
+pub(crate) struct Empty {}
+
+/// `ConnectionSetupRequest`, the first message on the bi-stream. The `module: naming`
+/// label makes the server create a naming client for the connection.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ConnectionSetup<'a> {
+    pub(crate) client_version: &'static str,
+    pub(crate) abilities: serde_json::Value,
+    pub(crate) tenant: &'a str,
+    pub(crate) labels: std::collections::BTreeMap<&'static str, &'a str>,
+    pub(crate) request_id: &'a str,
+    pub(crate) module: &'static str,
+    pub(crate) headers: Empty,
+}
+
+impl<'a> ConnectionSetup<'a> {
+    pub(crate) fn new(request_id: &'a str, app_name: &'a str) -> Self {
+        let mut labels = std::collections::BTreeMap::new();
+        labels.insert("source", "sdk");
+        labels.insert("module", "naming");
+        labels.insert("AppName", app_name);
+        ConnectionSetup {
+            client_version: CLIENT_VERSION,
+            abilities: serde_json::json!({
+                "remoteAbility": {"supportRemoteConnection": true},
+                "configAbility": {"supportRemoteMetrics": false},
+                "namingAbility": {"supportDeltaPush": false, "supportRemoteMetric": false},
+            }),
+            tenant: "",
+            labels,
+            request_id,
+            module: "internal",
+            headers: Empty {},
+        }
+    }
+}
+
+/// An instance as a naming request carries it: no `serviceName` (the request names the
+/// service; r-nacos would take a grouped name here as the service's own name) and no id.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WireInstance<'a> {
+    ip: &'a str,
+    port: u16,
+    weight: f64,
+    healthy: bool,
+    enabled: bool,
+    ephemeral: bool,
+    cluster_name: &'a str,
+    #[serde(serialize_with = "wire_metadata")]
+    metadata: &'a crate::metadata::Metadata,
+}
+
+fn wire_metadata<S: serde::Serializer>(
+    metadata: &&crate::metadata::Metadata,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    metadata_as_map(metadata, serializer)
+}
+
+impl<'a> From<&'a Instance> for WireInstance<'a> {
+    fn from(i: &'a Instance) -> Self {
+        WireInstance {
+            ip: &i.ip,
+            port: i.port,
+            weight: i.weight,
+            healthy: i.healthy,
+            enabled: i.enabled,
+            ephemeral: i.ephemeral,
+            cluster_name: &i.cluster_name,
+            metadata: &i.metadata,
+        }
+    }
+}
+
+/// `InstanceRequest`: `registerInstance` or `deregisterInstance` of one instance.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct InstanceRequest<'a> {
+    pub(crate) namespace: &'a str,
+    pub(crate) service_name: &'a str,
+    pub(crate) group_name: &'a str,
+    pub(crate) r#type: &'static str,
+    pub(crate) instance: WireInstance<'a>,
+    pub(crate) request_id: &'a str,
+    pub(crate) module: &'static str,
+    pub(crate) headers: Empty,
+}
+
+impl<'a> InstanceRequest<'a> {
+    pub(crate) fn new(
+        key: &'a ServiceKey,
+        kind: &'static str,
+        instance: &'a Instance,
+        request_id: &'a str,
+    ) -> Self {
+        InstanceRequest {
+            namespace: &key.namespace_id,
+            service_name: &key.service_name,
+            group_name: &key.group_name,
+            r#type: kind,
+            instance: instance.into(),
+            request_id,
+            module: "naming",
+            headers: Empty {},
+        }
+    }
+}
+
+/// `BatchInstanceRequest`: `batchRegisterInstance` makes the listed instances the whole set
+/// the connection holds for the service (official servers); `deregisterInstance` removes
+/// the listed ones (r-nacos; official servers refuse the type and change nothing).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BatchInstanceRequest<'a> {
+    pub(crate) namespace: &'a str,
+    pub(crate) service_name: &'a str,
+    pub(crate) group_name: &'a str,
+    pub(crate) r#type: &'static str,
+    pub(crate) instances: Vec<WireInstance<'a>>,
+    pub(crate) request_id: &'a str,
+    pub(crate) module: &'static str,
+    pub(crate) headers: Empty,
+}
+
+/// `SubscribeServiceRequest` (`subscribe: false` unsubscribes).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SubscribeRequest<'a> {
+    pub(crate) namespace: &'a str,
+    pub(crate) service_name: &'a str,
+    pub(crate) group_name: &'a str,
+    pub(crate) subscribe: bool,
+    pub(crate) clusters: &'static str,
+    pub(crate) request_id: &'a str,
+    pub(crate) module: &'static str,
+    pub(crate) headers: Empty,
+}
+
+/// `ServiceQueryRequest`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct QueryRequest<'a> {
+    pub(crate) namespace: &'a str,
+    pub(crate) service_name: &'a str,
+    pub(crate) group_name: &'a str,
+    pub(crate) cluster: &'static str,
+    pub(crate) healthy_only: bool,
+    pub(crate) udp_port: u16,
+    pub(crate) request_id: &'a str,
+    pub(crate) module: &'static str,
+    pub(crate) headers: Empty,
+}
+
+/// Any answer: the common fields, and those of the answers this client reads.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Response {
+    #[serde(default)]
+    pub(crate) result_code: i64,
+    #[serde(default)]
+    pub(crate) error_code: i64,
+    #[serde(default)]
+    pub(crate) message: Option<String>,
+    /// `ServerCheckResponse`.
+    #[serde(default)]
+    pub(crate) connection_id: Option<String>,
+    /// `SubscribeServiceResponse`, `QueryServiceResponse`.
+    #[serde(default)]
+    pub(crate) service_info: Option<ServiceInfo>,
+}
+
+/// A service's instances as the server pushes or answers them.
+#[derive(Deserialize, Debug, Default, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ServiceInfo {
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    #[serde(default)]
+    pub(crate) group_name: Option<String>,
+    #[serde(default)]
+    pub(crate) hosts: Vec<Instance>,
+    #[serde(default)]
+    pub(crate) reach_protection_threshold: bool,
+}
+
+impl ServiceInfo {
+    /// The service it describes, in `namespace`: `name` may be grouped (`G@@svc`).
+    pub(crate) fn key(&self, namespace: &str) -> Option<ServiceKey> {
+        let name = self.name.as_deref()?;
+        let (group, service) = match name.split_once("@@") {
+            Some((group, service)) => (group.to_owned(), service.to_owned()),
+            None => (self.group_name.clone()?, name.to_owned()),
+        };
+        Some(ServiceKey {
+            namespace_id: namespace.to_owned(),
+            group_name: group,
+            service_name: service,
+        })
+    }
+}
+
+/// A request the server pushes on the bi-stream: the fields of those this client reads.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ServerRequest {
+    #[serde(default)]
+    pub(crate) request_id: Option<String>,
+    /// `NotifySubscriberRequest`.
+    #[serde(default)]
+    pub(crate) service_info: Option<ServiceInfo>,
+    /// `NotifySubscriberRequest`: the namespace of the service.
+    #[serde(default)]
+    pub(crate) namespace: Option<String>,
+    /// `ConnectResetRequest`: the server to connect to instead, if any.
+    #[serde(default)]
+    pub(crate) server_ip: Option<String>,
+    /// `ConnectResetRequest`: its main (HTTP) port, as text.
+    #[serde(default)]
+    pub(crate) server_port: Option<serde_json::Value>,
+}
+
+/// The answer to a server request.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Ack<'a> {
+    pub(crate) result_code: i64,
+    pub(crate) error_code: i64,
+    pub(crate) request_id: &'a str,
+    pub(crate) success: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_info_names_its_service_grouped_or_not() {
+        let grouped: ServiceInfo =
+            serde_json::from_str(r#"{"name":"G@@orders","groupName":"G","hosts":[]}"#).unwrap();
+        let plain: ServiceInfo =
+            serde_json::from_str(r#"{"name":"orders","groupName":"G","hosts":[]}"#).unwrap();
+        for info in [grouped, plain] {
+            let key = info.key("ns").unwrap();
+            assert_eq!(
+                (
+                    key.namespace_id.as_str(),
+                    key.group_name.as_str(),
+                    key.service_name.as_str()
+                ),
+                ("ns", "G", "orders")
+            );
+        }
+    }
+
+    #[test]
+    fn answer_types_follow_the_request_types() {
+        assert_eq!(answer_type(NOTIFY_SUBSCRIBER), "NotifySubscriberResponse");
+        assert_eq!(answer_type(CLIENT_DETECTION), "ClientDetectionResponse");
+        assert_eq!(answer_type("Odd"), "ErrorResponse");
+    }
+
+    #[test]
+    fn an_instance_on_the_wire_has_no_service_name() {
+        let mut instance: Instance = serde_json::from_str(
+            r#"{"ip":"10.0.0.1","port":80,"serviceName":"G@@orders","clusterName":"DEFAULT"}"#,
+        )
+        .unwrap();
+        instance.metadata.insert("k".into(), "v".into());
+        let json = serde_json::to_value(WireInstance::from(&instance)).unwrap();
+        assert!(json.get("serviceName").is_none(), "{json}");
+        assert_eq!(json["metadata"]["k"], "v");
+        assert_eq!(json["clusterName"], "DEFAULT");
+    }
+}

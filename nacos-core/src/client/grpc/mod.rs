@@ -1,0 +1,1239 @@
+//! The Nacos 2.x/3.x gRPC transport: one HTTP/2 connection per server set, the way every
+//! official client since 2.0 talks to Nacos (the Java client's `RpcClient`/`GrpcClient`).
+//!
+//! - **One connection is one client.** The server ties the client to its TCP connection:
+//!   the bi-stream and the unary calls share one tonic [`Channel`], made anew for every
+//!   connection (a channel that reconnected by itself would be a stranger to the server).
+//! - **Set-up** (the Java client's order): unary `ServerCheckRequest` (its answer names the
+//!   connection), the bi-stream opened with `ConnectionSetupRequest` (labels `source: sdk`,
+//!   `module: naming`), then `HealthCheckRequest` until the server knows the connection.
+//! - **Alive**: a `HealthCheckRequest` after [`HEALTH_CHECK_IDLE`] without a word from the
+//!   server (servers drop a connection silent for 20 s); a failed one ends the connection.
+//! - **Server requests** on the stream are answered with the same `requestId`:
+//!   `NotifySubscriberRequest` (the pushed list of a subscribed service),
+//!   `ClientDetectionRequest`, `ConnectResetRequest` (then reconnect, to the server it
+//!   names if any) and `SetupAckRequest`.
+//! - **Redo**: ephemeral instances live with the connection. After every (re)connection,
+//!   before anything else, every live registration is sent again (one request per service:
+//!   `InstanceRequest`, or `BatchInstanceRequest` when the process holds several instances
+//!   of a service, since a connection otherwise keeps one instance per service) and every
+//!   subscription is renewed. Only then do other requests go out.
+//! - **Failover**: servers are tried in turn from a random one, with a wait of
+//!   `min(250 ms * 2^n, 3 s)` between failed attempts; the first failure of an outage is
+//!   logged as a warning, the next ones at debug level, and the recovery once.
+//! - **Auth**: the HTTP login of [`NamingClient`]; the token goes in the `accessToken`
+//!   header of every request; an answer refusing it (`errorCode` 403) logs in again and
+//!   retries once.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Channel, Endpoint};
+use tonic_prost::ProstCodec;
+
+use crate::engine::lock;
+use crate::error::{Chain, Error, Result, excerpt};
+use crate::instance::{Instance, InstanceList, ServiceKey};
+
+use super::NamingClient;
+
+mod messages;
+mod proto;
+
+pub(crate) use messages::ServiceInfo;
+use messages::*;
+use proto::Payload;
+
+/// A health check goes out after this long without an answer or a request from the server.
+pub const HEALTH_CHECK_IDLE: Duration = Duration::from_secs(5);
+
+/// The longest wait between two connection attempts.
+const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(3);
+
+/// How often the set-up asks whether the server knows the new connection yet.
+const SETUP_POLL: Duration = Duration::from_millis(10);
+
+const REQUEST_PATH: &str = "/Request/request";
+const STREAM_PATH: &str = "/BiRequestStream/requestBiStream";
+
+/// A gRPC server: where to connect, and the HTTP server of [`NamingClient`] to log in on.
+#[derive(Clone, Debug, PartialEq)]
+struct Target {
+    host: String,
+    port: u16,
+    /// Index of the HTTP server (login) in the client's list.
+    http: usize,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            write!(f, "grpc://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "grpc://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The connection as registrations and watches see it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LinkState {
+    /// Counts the connections made (and their redo done) so far.
+    pub(crate) generation: u64,
+    /// Whether a connection is up.
+    pub(crate) up: bool,
+    /// Counts the rounds (every server tried once) that failed.
+    pub(crate) rounds_failed: u64,
+    /// Why the last connection ended or the last attempt failed.
+    pub(crate) error: Option<Error>,
+}
+
+/// The connection in use for unary calls.
+#[derive(Clone)]
+struct Link {
+    channel: Channel,
+    target: Target,
+    generation: u64,
+}
+
+/// The instances of one service this process holds on the connection.
+#[derive(Default)]
+struct ServiceSet {
+    instances: Vec<Arc<Instance>>,
+    /// Bumped on every change of `instances`.
+    version: u64,
+    /// Held while the set is sent; holds the version the server last accepted.
+    sync: Arc<tokio::sync::Mutex<u64>>,
+    /// The outcome of the last redo for this service.
+    redo_error: Option<Error>,
+}
+
+/// One subscribed service: the pushed lists and how many watchers share them.
+struct Subscription {
+    tx: watch::Sender<Option<Arc<ServiceInfo>>>,
+    watchers: usize,
+}
+
+/// What the auto mode decided: 0 undecided, 1 gRPC, 2 HTTP.
+const UNDECIDED: u8 = 0;
+const GRPC: u8 = 1;
+const HTTP: u8 = 2;
+
+pub(crate) struct Grpc {
+    shared: Arc<Shared>,
+    started: AtomicBool,
+    /// Dropped with the client: the connection task ends and the connection closes.
+    stop: watch::Sender<()>,
+}
+
+impl fmt::Debug for Grpc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Grpc")
+            .field("servers", &self.shared.targets)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    owner: Weak<NamingClient>,
+    targets: Vec<Target>,
+    timeout: Duration,
+    state: watch::Sender<LinkState>,
+    link: Mutex<Option<Link>>,
+    /// A caller saw the connection fail: the generation it saw fail.
+    lost: watch::Sender<u64>,
+    decided: AtomicU8,
+    registrations: Mutex<HashMap<ServiceKey, ServiceSet>>,
+    subscriptions: Mutex<HashMap<ServiceKey, Subscription>>,
+    next_request: AtomicU64,
+}
+
+impl Grpc {
+    /// A transport for `servers` (host and HTTP port) at `offset` above their ports; nothing
+    /// connects before the first request.
+    pub(crate) fn new(
+        owner: Weak<NamingClient>,
+        servers: &[(String, u16)],
+        offset: u16,
+        timeout: Duration,
+    ) -> Self {
+        let targets = servers
+            .iter()
+            .enumerate()
+            .map(|(http, (host, port))| Target {
+                host: host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
+                port: port.saturating_add(offset),
+                http,
+            })
+            .collect();
+        Grpc {
+            shared: Arc::new(Shared {
+                owner,
+                targets,
+                timeout,
+                state: watch::Sender::new(LinkState::default()),
+                link: Mutex::new(None),
+                lost: watch::Sender::new(0),
+                decided: AtomicU8::new(UNDECIDED),
+                registrations: Mutex::new(HashMap::new()),
+                subscriptions: Mutex::new(HashMap::new()),
+                next_request: AtomicU64::new(fastrand::u64(..1 << 40)),
+            }),
+            started: AtomicBool::new(false),
+            stop: watch::Sender::new(()),
+        }
+    }
+
+    /// Starts the connection task on the current runtime, once.
+    fn start(&self) {
+        if self.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let shared = self.shared.clone();
+        let stop = self.stop.subscribe();
+        tokio::spawn(connection_task(shared, stop));
+    }
+
+    /// `Some(true)` once the auto mode settled on gRPC, `Some(false)` on HTTP.
+    pub(crate) fn decided(&self) -> Option<bool> {
+        match self.shared.decided.load(Ordering::Acquire) {
+            GRPC => Some(true),
+            HTTP => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Settles the auto mode on HTTP: the connection task stops trying.
+    pub(crate) fn decide_http(&self) {
+        if self
+            .shared
+            .decided
+            .compare_exchange(UNDECIDED, HTTP, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.stop.send_replace(());
+        }
+    }
+
+    /// Starts connecting and waits for a connection, or for the first round of attempts
+    /// (every server once) to fail: bounded by one request timeout per server plus the
+    /// longest wait between attempts (a refused port fails at once). Once a round failed,
+    /// returns the state at once.
+    ///
+    /// # Errors
+    /// Why the round failed.
+    pub(crate) async fn connect_round(&self) -> Result<()> {
+        self.start();
+        let mut rx = self.shared.state.subscribe();
+        let seen = rx.borrow().rounds_failed;
+        // After a failed round, callers do not wait for the next one: HTTP is tried at once
+        // (whichever answers first is used from then on).
+        if seen > 0 {
+            let state = rx.borrow().clone();
+            if !state.up {
+                return Err(state.error.unwrap_or(Error::Timeout {
+                    operation: "gRPC connection",
+                    after: self.shared.timeout,
+                }));
+            }
+        }
+        let bound = self.shared.timeout * self.shared.targets.len() as u32 + MAX_RECONNECT_WAIT;
+        let wait = rx.wait_for(|s| s.up || s.rounds_failed > seen);
+        let state = match tokio::time::timeout(bound, wait).await {
+            Ok(Ok(state)) => state.clone(),
+            _ => {
+                return Err(Error::Timeout {
+                    operation: "gRPC connection",
+                    after: bound,
+                });
+            }
+        };
+        if state.up {
+            if self
+                .shared
+                .decided
+                .compare_exchange(UNDECIDED, GRPC, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                tracing::info!(server = %self.current_server().unwrap_or_default(),
+                    "nacos server speaks gRPC: using one connection for registrations and watches");
+            }
+            Ok(())
+        } else {
+            Err(state.error.unwrap_or(Error::Timeout {
+                operation: "gRPC connection",
+                after: bound,
+            }))
+        }
+    }
+
+    fn current_server(&self) -> Option<String> {
+        lock(&self.shared.link)
+            .as_ref()
+            .map(|l| l.target.to_string())
+    }
+
+    /// The connection's state.
+    pub(crate) fn state(&self) -> watch::Receiver<LinkState> {
+        self.start();
+        self.shared.state.subscribe()
+    }
+
+    /// Registers `instance` on the connection (and in the redo table).
+    pub(crate) async fn register(&self, key: &ServiceKey, instance: &Instance) -> Result<u64> {
+        self.start();
+        {
+            let mut table = lock(&self.shared.registrations);
+            let set = table.entry(key.clone()).or_default();
+            set.instances.retain(|i| !same_instance(i, instance));
+            set.instances.push(Arc::new(instance.clone()));
+            set.version += 1;
+        }
+        self.shared.sync(key).await
+    }
+
+    /// Deregisters `instance`: out of the redo table, and off the server.
+    pub(crate) async fn deregister(&self, key: &ServiceKey, instance: &Instance) -> Result<()> {
+        let left = {
+            let mut table = lock(&self.shared.registrations);
+            match table.get_mut(key) {
+                Some(set) => {
+                    set.instances.retain(|i| !same_instance(i, instance));
+                    set.version += 1;
+                    let left = set.instances.len();
+                    if left == 0 {
+                        table.remove(key);
+                    }
+                    left
+                }
+                None => 0,
+            }
+        };
+        if lock(&self.shared.link).is_none() {
+            // No connection: the server dropped the instance with the last one.
+            return Ok(());
+        }
+        if left == 0 {
+            let id = self.shared.request_id();
+            let body = InstanceRequest::new(key, "deregisterInstance", instance, &id);
+            self.shared
+                .call(INSTANCE, "deregister", &body)
+                .await
+                .map(drop)
+        } else {
+            // The rest of the set replaces it (official servers), then it goes by name
+            // (r-nacos, where a batch only adds; official servers refuse the type).
+            self.shared.sync(key).await?;
+            let id = self.shared.request_id();
+            let body = BatchInstanceRequest {
+                namespace: &key.namespace_id,
+                service_name: &key.service_name,
+                group_name: &key.group_name,
+                r#type: "deregisterInstance",
+                instances: vec![instance.into()],
+                request_id: &id,
+                module: "naming",
+                headers: Empty {},
+            };
+            if let Err(e) = self.shared.call(BATCH_INSTANCE, "deregister", &body).await {
+                tracing::debug!(error = %Chain(&e), "batch deregistration not taken (the set sent before it stands)");
+            }
+            Ok(())
+        }
+    }
+
+    /// The outcome of the last redo of `key`'s registrations.
+    pub(crate) fn redo_error(&self, key: &ServiceKey) -> Option<Error> {
+        lock(&self.shared.registrations)
+            .get(key)
+            .and_then(|s| s.redo_error.clone())
+    }
+
+    /// Subscribes to `key`: the answer's list first, then every list the server pushes.
+    ///
+    /// # Errors
+    /// The subscription's request failed (the caller retries).
+    pub(crate) async fn subscribe(&self, key: &ServiceKey) -> Result<Subscribed> {
+        self.start();
+        let (rx, first) = {
+            let mut table = lock(&self.shared.subscriptions);
+            match table.get_mut(key) {
+                Some(sub) => {
+                    sub.watchers += 1;
+                    (sub.tx.subscribe(), false)
+                }
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    table.insert(key.clone(), Subscription { tx, watchers: 1 });
+                    (rx, true)
+                }
+            }
+        };
+        let subscribed = Subscribed {
+            rx,
+            key: key.clone(),
+            shared: Arc::downgrade(&self.shared),
+        };
+        if first {
+            // On failure the guard drops and takes the entry with it.
+            self.shared.subscribe(key, true).await?;
+        }
+        Ok(subscribed)
+    }
+
+    /// Lists `key`'s instances (`ServiceQueryRequest`).
+    pub(crate) async fn query(&self, key: &ServiceKey, healthy_only: bool) -> Result<InstanceList> {
+        self.start();
+        let id = self.shared.request_id();
+        let body = QueryRequest {
+            namespace: &key.namespace_id,
+            service_name: &key.service_name,
+            group_name: &key.group_name,
+            cluster: "",
+            healthy_only,
+            udp_port: 0,
+            request_id: &id,
+            module: "naming",
+            headers: Empty {},
+        };
+        let (_, answer) = self
+            .shared
+            .call(SERVICE_QUERY, "instance_list", &body)
+            .await?;
+        let info = answer.service_info.unwrap_or_default();
+        Ok(InstanceList {
+            hosts: info.hosts,
+            reach_protection_threshold: info.reach_protection_threshold,
+        })
+    }
+}
+
+/// A subscription to a service's pushed lists; dropping the last one of a service
+/// unsubscribes.
+pub(crate) struct Subscribed {
+    pub(crate) rx: watch::Receiver<Option<Arc<ServiceInfo>>>,
+    key: ServiceKey,
+    shared: Weak<Shared>,
+}
+
+impl Drop for Subscribed {
+    fn drop(&mut self) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let last = {
+            let mut table = lock(&shared.subscriptions);
+            match table.get_mut(&self.key) {
+                Some(sub) if sub.watchers > 1 => {
+                    sub.watchers -= 1;
+                    false
+                }
+                Some(_) => {
+                    table.remove(&self.key);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let key = self.key.clone();
+                runtime.spawn(async move {
+                    drop(shared.subscribe(&key, false).await);
+                });
+            }
+        }
+    }
+}
+
+fn same_instance(a: &Instance, b: &Instance) -> bool {
+    a.ip == b.ip && a.port == b.port && a.cluster_name == b.cluster_name
+}
+
+impl Shared {
+    fn request_id(&self) -> String {
+        self.next_request
+            .fetch_add(1, Ordering::Relaxed)
+            .to_string()
+    }
+
+    /// Sends `key`'s set of instances unless a newer send already covered this version;
+    /// returns the connection's generation.
+    async fn sync(&self, key: &ServiceKey) -> Result<u64> {
+        let link = self.wait_link().await?;
+        let (version, sync) = {
+            let table = lock(&self.registrations);
+            match table.get(key) {
+                Some(set) => (set.version, set.sync.clone()),
+                None => return Ok(link.generation),
+            }
+        };
+        let mut synced = sync.lock().await;
+        if *synced >= version {
+            return Ok(link.generation);
+        }
+        self.send_set(key, &mut synced).await?;
+        Ok(link.generation)
+    }
+
+    /// Sends the current set of `key` (the caller holds its sync lock, `synced`).
+    async fn send_set(&self, key: &ServiceKey, synced: &mut u64) -> Result<()> {
+        let (version, instances) = {
+            let table = lock(&self.registrations);
+            match table.get(key) {
+                Some(set) => (set.version, set.instances.clone()),
+                None => return Ok(()),
+            }
+        };
+        let id = self.request_id();
+        let result = match instances.as_slice() {
+            [] => Ok(()),
+            [one] => {
+                let body = InstanceRequest::new(key, "registerInstance", one, &id);
+                self.call(INSTANCE, "register", &body).await.map(drop)
+            }
+            many => {
+                let body = BatchInstanceRequest {
+                    namespace: &key.namespace_id,
+                    service_name: &key.service_name,
+                    group_name: &key.group_name,
+                    r#type: "batchRegisterInstance",
+                    instances: many.iter().map(|i| i.as_ref().into()).collect(),
+                    request_id: &id,
+                    module: "naming",
+                    headers: Empty {},
+                };
+                self.call(BATCH_INSTANCE, "register", &body).await.map(drop)
+            }
+        };
+        if result.is_ok() {
+            *synced = version;
+        }
+        result
+    }
+
+    async fn subscribe(&self, key: &ServiceKey, subscribe: bool) -> Result<()> {
+        let id = self.request_id();
+        let body = SubscribeRequest {
+            namespace: &key.namespace_id,
+            service_name: &key.service_name,
+            group_name: &key.group_name,
+            subscribe,
+            clusters: "",
+            request_id: &id,
+            module: "naming",
+            headers: Empty {},
+        };
+        let what = if subscribe {
+            "subscribe"
+        } else {
+            "unsubscribe"
+        };
+        let (_, answer) = self.call(SUBSCRIBE, what, &body).await?;
+        if subscribe {
+            self.deliver(key, answer.service_info.unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    /// Hands a list to `key`'s watchers.
+    fn deliver(&self, key: &ServiceKey, info: ServiceInfo) {
+        if let Some(sub) = lock(&self.subscriptions).get(key) {
+            sub.tx.send_replace(Some(Arc::new(info)));
+        }
+    }
+
+    /// The connection, once it is up (and its redo done), waiting up to the request timeout.
+    async fn wait_link(&self) -> Result<Link> {
+        if let Some(link) = lock(&self.link).clone() {
+            return Ok(link);
+        }
+        let mut rx = self.state.subscribe();
+        let up = tokio::time::timeout(self.timeout, rx.wait_for(|s| s.up)).await;
+        if let Some(link) = lock(&self.link).clone() {
+            return Ok(link);
+        }
+        let error = self.state.borrow().error.clone();
+        drop(up);
+        Err(error.unwrap_or(Error::Timeout {
+            operation: "gRPC connection",
+            after: self.timeout,
+        }))
+    }
+
+    /// One request on the connection, with the token; a refused token logs in again and
+    /// the request goes once more.
+    async fn call<T: Serialize>(
+        &self,
+        kind: &'static str,
+        what: &'static str,
+        body: &T,
+    ) -> Result<(String, Response)> {
+        let link = self.wait_link().await?;
+        self.call_on(&link, kind, what, body).await
+    }
+
+    async fn call_on<T: Serialize>(
+        &self,
+        link: &Link,
+        kind: &'static str,
+        what: &'static str,
+        body: &T,
+    ) -> Result<(String, Response)> {
+        let json = serde_json::to_vec(body).map_err(|e| Error::Protocol {
+            server: link.target.to_string(),
+            body: String::new(),
+            source: Arc::new(e),
+        })?;
+        let token = self.token(link.target.http, None).await?;
+        let started = std::time::Instant::now();
+        let result = self.unary(link, kind, &json, token.as_deref()).await;
+        crate::metrics::request("grpc", what, started.elapsed());
+        match result {
+            Err(Error::Refused { code: NO_RIGHT, .. }) if token.is_some() => {
+                let token = self.token(link.target.http, token.as_deref()).await?;
+                self.unary(link, kind, &json, token.as_deref()).await
+            }
+            other => other,
+        }
+        .map(|answer| (link.target.to_string(), answer))
+    }
+
+    /// The access token: the current one, or a new login when `stale` was refused.
+    async fn token(&self, http: usize, stale: Option<&str>) -> Result<Option<String>> {
+        let Some(owner) = self.owner.upgrade() else {
+            return Ok(None);
+        };
+        owner.grpc_token(http, stale).await
+    }
+
+    /// One unary request on `link`; a transport failure or an "unregistered connection"
+    /// answer ends the connection (the task reconnects).
+    async fn unary(
+        &self,
+        link: &Link,
+        kind: &str,
+        json: &[u8],
+        token: Option<&str>,
+    ) -> Result<Response> {
+        let mut headers = HashMap::new();
+        if let Some(token) = token {
+            headers.insert("accessToken".to_owned(), token.to_owned());
+        }
+        let payload = Payload::new(kind, json.to_vec(), headers);
+        let server = link.target.to_string();
+        let answer = match unary(&link.channel, payload, self.timeout).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.lost.send_replace(link.generation);
+                return Err(transport(&server, e));
+            }
+        };
+        let response = parse_response(&server, &answer)?;
+        if response.error_code == UNREGISTERED {
+            self.lost.send_replace(link.generation);
+        }
+        Ok(response)
+    }
+}
+
+/// Why [`unary`] failed.
+enum CallError {
+    Status(tonic::Status),
+    TimedOut(Duration),
+}
+
+async fn unary(
+    channel: &Channel,
+    payload: Payload,
+    timeout: Duration,
+) -> std::result::Result<Payload, CallError> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    let call = async {
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        grpc.unary(
+            tonic::Request::new(payload),
+            PathAndQuery::from_static(REQUEST_PATH),
+            ProstCodec::<Payload, Payload>::default(),
+        )
+        .await
+    };
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(answer)) => Ok(answer.into_inner()),
+        Ok(Err(status)) => Err(CallError::Status(status)),
+        Err(_) => Err(CallError::TimedOut(timeout)),
+    }
+}
+
+/// The error of a request that did not get an answer.
+fn transport(server: &str, e: CallError) -> Error {
+    match e {
+        CallError::TimedOut(after) => Error::Transport {
+            server: server.to_owned(),
+            what: "timed out",
+            source: Arc::new(Error::Timeout {
+                operation: "gRPC request",
+                after,
+            }),
+        },
+        CallError::Status(status) => Error::Transport {
+            server: server.to_owned(),
+            what: if status.code() == tonic::Code::Unavailable {
+                "cannot connect"
+            } else {
+                "the exchange failed"
+            },
+            source: Arc::new(GrpcStatus(status)),
+        },
+    }
+}
+
+/// A gRPC status as an error cause: its code and message (tonic's own `Display` adds the
+/// metadata, which may echo request headers).
+#[derive(Debug)]
+struct GrpcStatus(tonic::Status);
+
+impl fmt::Display for GrpcStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "gRPC status {:?}", self.0.code())?;
+        if !self.0.message().is_empty() {
+            write!(f, ": {}", excerpt(self.0.message()))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for GrpcStatus {}
+
+/// Reads an answer: its JSON, and a refusal (`resultCode` other than 200) as
+/// [`Error::Refused`] with the `errorCode`.
+fn parse_response(server: &str, payload: &Payload) -> Result<Response> {
+    let json = payload.json();
+    let response: Response = serde_json::from_slice(json).map_err(|e| Error::Protocol {
+        server: server.to_owned(),
+        body: excerpt(&crate::client::auth::redact_token(
+            &String::from_utf8_lossy(&json[..json.len().min(512)]),
+        )),
+        source: Arc::new(e),
+    })?;
+    if response.result_code != SUCCESS || payload.kind() == "ErrorResponse" {
+        return Err(Error::Refused {
+            server: server.to_owned(),
+            code: response.error_code,
+            message: excerpt(response.message.as_deref().unwrap_or(payload.kind())),
+        });
+    }
+    Ok(response)
+}
+
+/// The inbound half of the bi-stream: its answer's headers, then its messages.
+enum Inbound {
+    Pending(
+        Pin<
+            Box<
+                dyn Future<
+                        Output = std::result::Result<
+                            tonic::Response<tonic::Streaming<Payload>>,
+                            tonic::Status,
+                        >,
+                    > + Send,
+            >,
+        >,
+    ),
+    Open(tonic::Streaming<Payload>),
+}
+
+impl Inbound {
+    /// The next server request; `None` when the server closed the stream. Cancel-safe.
+    async fn next(&mut self) -> std::result::Result<Option<Payload>, tonic::Status> {
+        loop {
+            match self {
+                Inbound::Pending(answer) => {
+                    let answer = answer.as_mut().await?;
+                    *self = Inbound::Open(answer.into_inner());
+                }
+                Inbound::Open(stream) => return stream.message().await,
+            }
+        }
+    }
+}
+
+/// A connection that completed its set-up.
+struct Connection {
+    link: Link,
+    inbound: Inbound,
+    outbound: mpsc::Sender<Payload>,
+    id: String,
+}
+
+/// Why a connection ended.
+enum End {
+    /// Lost: the stream ended or failed, a health check or a request failed.
+    Lost(Error),
+    /// The server asked for a reconnection, to this server if it named one.
+    Reset(Option<Target>),
+}
+
+/// Makes a connection to `target` and sets it up.
+async fn connect(shared: &Shared, target: &Target, generation: u64) -> Result<Connection> {
+    let server = target.to_string();
+    let refused = |what: &'static str, e: &(dyn std::error::Error + 'static)| Error::Transport {
+        server: server.clone(),
+        what,
+        source: Arc::new(GrpcStatus(tonic::Status::unavailable(Chain(e).to_string()))),
+    };
+    let uri = if target.host.contains(':') {
+        format!("http://[{}]:{}", target.host, target.port)
+    } else {
+        format!("http://{}:{}", target.host, target.port)
+    };
+    let endpoint = Endpoint::from_shared(uri)
+        .map_err(|e| refused("invalid address", &e))?
+        .tcp_nodelay(true)
+        .connect_timeout(shared.timeout);
+    let channel = tokio::time::timeout(shared.timeout, endpoint.connect())
+        .await
+        .map_err(|_| Error::Transport {
+            server: server.clone(),
+            what: "timed out",
+            source: Arc::new(Error::Timeout {
+                operation: "gRPC connect",
+                after: shared.timeout,
+            }),
+        })?
+        .map_err(|e| refused("cannot connect", &e))?;
+    let link = Link {
+        channel,
+        target: target.clone(),
+        generation,
+    };
+    // 1. ServerCheckRequest: the connection's id.
+    let id = shared.request_id();
+    let json = serde_json::to_vec(&Internal::new(&id)).unwrap_or_default();
+    let check = unary(
+        &link.channel,
+        Payload::new(SERVER_CHECK, json, HashMap::new()),
+        shared.timeout,
+    )
+    .await
+    .map_err(|e| transport(&server, e))?;
+    let connection_id = parse_response(&server, &check)?
+        .connection_id
+        .unwrap_or_default();
+    // 2. The bi-stream, its first message the set-up.
+    let (outbound, rx) = mpsc::channel::<Payload>(64);
+    let id = shared.request_id();
+    let json = serde_json::to_vec(&ConnectionSetup::new(&id, "nacos-rs")).unwrap_or_default();
+    drop(outbound.try_send(Payload::new(CONNECTION_SETUP, json, HashMap::new())));
+    let mut grpc = tonic::client::Grpc::new(link.channel.clone());
+    let stream = async move {
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        grpc.streaming(
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+            PathAndQuery::from_static(STREAM_PATH),
+            ProstCodec::<Payload, Payload>::default(),
+        )
+        .await
+    };
+    let mut inbound = Inbound::Pending(Box::pin(stream));
+    // 3. Health checks until the server knows the connection (the Java client sleeps
+    //    100 ms instead).
+    let deadline = tokio::time::Instant::now() + shared.timeout;
+    loop {
+        let id = shared.request_id();
+        let json = serde_json::to_vec(&Internal::new(&id)).unwrap_or_default();
+        let answer = tokio::select! {
+            answer = unary(&link.channel, Payload::new(HEALTH_CHECK, json, HashMap::new()), shared.timeout) => answer,
+            early = inbound.next() => {
+                let why = match early {
+                    Ok(Some(p)) => format!("the server sent {} before the set-up ended", p.kind()),
+                    Ok(None) => "the server closed the stream".to_owned(),
+                    Err(status) => GrpcStatus(status).to_string(),
+                };
+                return Err(Error::Transport { server: server.clone(), what: "the set-up failed",
+                    source: Arc::new(GrpcStatus(tonic::Status::unavailable(why))) });
+            }
+        };
+        let answer = answer.map_err(|e| transport(&server, e))?;
+        match parse_response(&server, &answer) {
+            Ok(_) => break,
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(SETUP_POLL).await,
+        }
+    }
+    Ok(Connection {
+        link,
+        inbound,
+        outbound,
+        id: connection_id,
+    })
+}
+
+/// The connection task: connect, redo, serve, and again when the connection ends.
+async fn connection_task(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
+    let n = shared.targets.len();
+    let mut next = fastrand::usize(..n.max(1));
+    let mut failures = 0u32;
+    let mut tried_in_round = 0usize;
+    let mut reset_to: Option<Target> = None;
+    let mut generation = 0u64;
+    let mut outage_logged = false;
+    loop {
+        if shared.decided.load(Ordering::Acquire) == HTTP {
+            return;
+        }
+        let target = match reset_to.take() {
+            Some(target) => target,
+            None => {
+                let target = shared.targets[next % n].clone();
+                next += 1;
+                target
+            }
+        };
+        let attempt = tokio::select! {
+            _ = stop.changed() => return,
+            attempt = connect(&shared, &target, generation + 1) => attempt,
+        };
+        match attempt {
+            Ok(mut connection) => {
+                generation += 1;
+                let redone = tokio::select! {
+                    _ = stop.changed() => return,
+                    redone = redo(&shared, &connection.link) => redone,
+                };
+                *lock(&shared.link) = Some(connection.link.clone());
+                shared.state.send_modify(|s| {
+                    s.generation = generation;
+                    s.up = true;
+                    s.error = None;
+                });
+                crate::metrics::connection_up(true);
+                if outage_logged || failures > 0 {
+                    tracing::info!(server = %target, connection_id = %connection.id, failures,
+                        registrations = redone.0, subscriptions = redone.1,
+                        "nacos gRPC connection up again: registrations and subscriptions sent again");
+                } else {
+                    tracing::info!(server = %target, connection_id = %connection.id,
+                        "nacos gRPC connection up");
+                }
+                failures = 0;
+                tried_in_round = 0;
+                outage_logged = false;
+                let end = tokio::select! {
+                    _ = stop.changed() => return,
+                    end = serve(&shared, &mut connection) => end,
+                };
+                *lock(&shared.link) = None;
+                crate::metrics::connection_up(false);
+                let error = match end {
+                    End::Lost(error) => {
+                        tracing::warn!(server = %target, error = %Chain(&error),
+                            "nacos gRPC connection lost: reconnecting");
+                        outage_logged = true;
+                        error
+                    }
+                    End::Reset(to) => {
+                        tracing::info!(server = %target, to = %to.as_ref().map(ToString::to_string).unwrap_or_default(),
+                            "nacos server asked for a reconnection");
+                        reset_to = to;
+                        Error::Address("the server asked for a reconnection".to_owned())
+                    }
+                };
+                shared.state.send_modify(|s| {
+                    s.up = false;
+                    s.error = Some(error);
+                });
+            }
+            Err(error) => {
+                failures += 1;
+                tried_in_round += 1;
+                if !outage_logged {
+                    tracing::warn!(server = %target, error = %Chain(&error),
+                        "nacos gRPC connection failed (retrying; further failures are logged at debug level)");
+                    outage_logged = true;
+                } else {
+                    tracing::debug!(server = %target, failures, error = %Chain(&error),
+                        "nacos gRPC connection failed again");
+                }
+                let round_done = tried_in_round >= n;
+                if round_done {
+                    tried_in_round = 0;
+                }
+                shared.state.send_modify(|s| {
+                    s.error = Some(error);
+                    if round_done {
+                        s.rounds_failed += 1;
+                    }
+                });
+                // The next server at once within a round, a wait after a whole round.
+                if round_done {
+                    let wait = (Duration::from_millis(250) * 2u32.pow(failures.min(8)))
+                        .min(MAX_RECONNECT_WAIT);
+                    let wait = wait.mul_f64(0.5 + fastrand::f64() * 0.5);
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends every registration and subscription again on a new connection; returns how
+/// many services of each were sent.
+async fn redo(shared: &Shared, link: &Link) -> (usize, usize) {
+    let services: Vec<(ServiceKey, Arc<tokio::sync::Mutex<u64>>)> = lock(&shared.registrations)
+        .iter()
+        .map(|(k, s)| (k.clone(), s.sync.clone()))
+        .collect();
+    let mut registered = 0;
+    for (key, sync) in &services {
+        let mut synced = sync.lock().await;
+        let (version, instances) = {
+            let table = lock(&shared.registrations);
+            match table.get(key) {
+                Some(set) => (set.version, set.instances.clone()),
+                None => continue,
+            }
+        };
+        let id = shared.request_id();
+        let result = match instances.as_slice() {
+            [] => Ok(()),
+            [one] => {
+                let body = InstanceRequest::new(key, "registerInstance", one, &id);
+                shared
+                    .call_on(link, INSTANCE, "register", &body)
+                    .await
+                    .map(drop)
+            }
+            many => {
+                let body = BatchInstanceRequest {
+                    namespace: &key.namespace_id,
+                    service_name: &key.service_name,
+                    group_name: &key.group_name,
+                    r#type: "batchRegisterInstance",
+                    instances: many.iter().map(|i| i.as_ref().into()).collect(),
+                    request_id: &id,
+                    module: "naming",
+                    headers: Empty {},
+                };
+                shared
+                    .call_on(link, BATCH_INSTANCE, "register", &body)
+                    .await
+                    .map(drop)
+            }
+        };
+        match &result {
+            Ok(()) => {
+                *synced = version;
+                registered += 1;
+                for _ in 0..instances.len() {
+                    crate::metrics::reregistration("reconnect");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(service = %key.service_name, error = %Chain(e),
+                    "nacos registration on the new connection failed");
+            }
+        }
+        if let Some(set) = lock(&shared.registrations).get_mut(key) {
+            set.redo_error = result.err();
+        }
+    }
+    let subscriptions: Vec<ServiceKey> = lock(&shared.subscriptions).keys().cloned().collect();
+    let mut subscribed = 0;
+    for key in &subscriptions {
+        let id = shared.request_id();
+        let body = SubscribeRequest {
+            namespace: &key.namespace_id,
+            service_name: &key.service_name,
+            group_name: &key.group_name,
+            subscribe: true,
+            clusters: "",
+            request_id: &id,
+            module: "naming",
+            headers: Empty {},
+        };
+        match shared.call_on(link, SUBSCRIBE, "subscribe", &body).await {
+            Ok((_, answer)) => {
+                subscribed += 1;
+                if let Some(info) = answer.service_info {
+                    shared.deliver(key, info);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(service = %key.service_name, error = %Chain(&e),
+                    "nacos subscription on the new connection failed");
+            }
+        }
+    }
+    (registered, subscribed)
+}
+
+/// Serves a connection until it ends: server requests, health checks, and requests that
+/// saw it fail.
+async fn serve(shared: &Shared, connection: &mut Connection) -> End {
+    let server = connection.link.target.to_string();
+    let generation = connection.link.generation;
+    let mut lost = shared.lost.subscribe();
+    let mut quiet_since = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            message = connection.inbound.next() => {
+                quiet_since = tokio::time::Instant::now();
+                match message {
+                    Ok(Some(request)) => {
+                        if let Some(end) = on_server_request(shared, &connection.link, &connection.outbound, &request).await {
+                            return end;
+                        }
+                    }
+                    Ok(None) => return End::Lost(Error::Transport {
+                        server, what: "the server closed the stream",
+                        source: Arc::new(GrpcStatus(tonic::Status::unavailable("end of stream"))),
+                    }),
+                    Err(status) => return End::Lost(Error::Transport {
+                        server, what: "the stream failed", source: Arc::new(GrpcStatus(status)),
+                    }),
+                }
+            }
+            _ = tokio::time::sleep_until(quiet_since + HEALTH_CHECK_IDLE) => {
+                let id = shared.request_id();
+                let json = serde_json::to_vec(&Internal::new(&id)).unwrap_or_default();
+                let answer = unary(&connection.link.channel,
+                    Payload::new(HEALTH_CHECK, json, HashMap::new()), shared.timeout).await;
+                match answer.map_err(|e| transport(&server, e)).and_then(|a| parse_response(&server, &a)) {
+                    Ok(_) => quiet_since = tokio::time::Instant::now(),
+                    Err(e) => return End::Lost(e),
+                }
+            }
+            changed = lost.changed() => {
+                if changed.is_ok() && *lost.borrow_and_update() == generation {
+                    let error = shared.state.borrow().error.clone();
+                    return End::Lost(error.unwrap_or(Error::Transport {
+                        server, what: "a request on the connection failed",
+                        source: Arc::new(GrpcStatus(tonic::Status::unavailable("request failed"))),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Answers one server request; `Some` when the connection is to end.
+async fn on_server_request(
+    shared: &Shared,
+    link: &Link,
+    outbound: &mpsc::Sender<Payload>,
+    request: &Payload,
+) -> Option<End> {
+    let kind = request.kind().to_owned();
+    let parsed: std::result::Result<ServerRequest, _> = serde_json::from_slice(request.json());
+    let parsed = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            tracing::warn!(server = %link.target, kind = %kind, error = %e,
+                "nacos server sent a request this client cannot read; ignored");
+            ServerRequest::default()
+        }
+    };
+    let mut end = None;
+    let mut ok = true;
+    match kind.as_str() {
+        NOTIFY_SUBSCRIBER => match &parsed.service_info {
+            Some(info) => {
+                let namespace = parsed.namespace.as_deref();
+                let matched = {
+                    let table = lock(&shared.subscriptions);
+                    table
+                        .iter()
+                        .filter(|(key, _)| {
+                            info.key(&key.namespace_id).is_some_and(|k| k == **key)
+                                && namespace.is_none_or(|ns| ns == key.namespace_id)
+                        })
+                        .map(|(key, _)| key.clone())
+                        .collect::<Vec<_>>()
+                };
+                for key in matched {
+                    shared.deliver(&key, info.clone());
+                }
+            }
+            None => ok = false,
+        },
+        CLIENT_DETECTION | SETUP_ACK => {}
+        CONNECT_RESET => {
+            let port = parsed.server_port.as_ref().and_then(|p| match p {
+                serde_json::Value::Number(n) => n.as_u64(),
+                serde_json::Value::String(s) => s.parse().ok(),
+                _ => None,
+            });
+            let to = match (parsed.server_ip.as_deref(), port) {
+                (Some(ip), Some(port)) if !ip.is_empty() => {
+                    let offset = link
+                        .target
+                        .port
+                        .wrapping_sub(configured_port(shared, &link.target));
+                    u16::try_from(port).ok().map(|port| Target {
+                        host: ip.to_owned(),
+                        port: port.saturating_add(offset),
+                        http: link.target.http,
+                    })
+                }
+                _ => None,
+            };
+            end = Some(End::Reset(to));
+        }
+        other => {
+            tracing::debug!(server = %link.target, kind = other,
+                "nacos server request not handled by this client");
+            ok = false;
+        }
+    }
+    let request_id = parsed.request_id.unwrap_or_default();
+    let ack = Ack {
+        result_code: if ok { SUCCESS } else { 500 },
+        error_code: 0,
+        request_id: &request_id,
+        success: ok,
+    };
+    let json = serde_json::to_vec(&ack).unwrap_or_default();
+    let answer_kind = if ok {
+        answer_type(&kind)
+    } else {
+        "ErrorResponse".to_owned()
+    };
+    drop(
+        outbound
+            .send(Payload::new(&answer_kind, json, HashMap::new()))
+            .await,
+    );
+    end
+}
+
+/// The HTTP port of the configured server `target` came from (the offset is the same for
+/// every server).
+fn configured_port(shared: &Shared, target: &Target) -> u16 {
+    shared
+        .owner
+        .upgrade()
+        .and_then(|owner| owner.servers().get(target.http).map(|s| s.port()))
+        .unwrap_or(target.port)
+}
+
+#[cfg(test)]
+mod tests;
