@@ -313,6 +313,28 @@ pub fn free_port() -> u16 {
         .expect("no free loopback port")
 }
 
+/// A free loopback port `p` whose `p + 1000` is free too: a server's HTTP port and the
+/// gRPC port every Nacos 2.x/3.x client derives from it.
+///
+/// # Panics
+/// When no such pair is found in 500 tries.
+pub fn free_port_pair() -> (u16, u16) {
+    static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut taken = TAKEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let bindable = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+    for _ in 0..500 {
+        let main = fastrand::u16(30_000..40_000);
+        let pair = [main, main + 1000];
+        if pair.iter().all(|p| !taken.contains(p) && bindable(*p)) {
+            taken.extend(pair);
+            return (main, main + 1000);
+        }
+    }
+    panic!("no free pair of loopback ports (P, P+1000)");
+}
+
 /// How to start r-nacos.
 #[derive(Debug, Clone, Default)]
 pub struct RNacosOptions {
@@ -379,10 +401,12 @@ impl RNacos {
             "r-nacos is not installed at {}: run `cargo xtask nacos install` (or `cargo xtask test`)",
             bin.display()
         );
+        // The gRPC port is the HTTP port + 1000, where clients look for it.
+        let (http_port, grpc_port) = free_port_pair();
         RNacos {
             child: None,
-            http_port: free_port(),
-            grpc_port: free_port(),
+            http_port,
+            grpc_port,
             console_port: free_port(),
             data_dir: tempfile::tempdir().expect("no temporary dir"),
             options,

@@ -41,7 +41,8 @@ impl ServerKind {
         }
     }
 
-    /// The API `NACOS_API=auto` settles on with this server.
+    /// The HTTP API `NACOS_API=auto` falls back to with this server when its gRPC port does
+    /// not answer (the value for `NACOS_API` in tests of the HTTP path).
     pub fn api(self) -> &'static str {
         match self {
             ServerKind::Official(v) if v.speaks_v3() => "v3",

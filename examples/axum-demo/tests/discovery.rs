@@ -165,6 +165,57 @@ fn follows_providers(kind: ServerKind) {
     assert!(snapshot.is_empty());
 }
 
+/// Over gRPC (the default), a caller's watch learns of a provider leaving by the server's
+/// push, not at its refresh (left at its 5 s default here): within 1.5 s of the SIGTERM,
+/// three rounds in a row.
+fn push_reaches_the_caller(kind: ServerKind) {
+    if skip_without(kind) {
+        return;
+    }
+    let server = kind.start(&ServerOptions::default());
+    let service = "e2e-pushed";
+    let config = Config::builder()
+        .server_addr(server.addr())
+        .service_name("e2e-caller")
+        .build()
+        .unwrap();
+    let watch = Discovery::new(&config).unwrap().watch(service);
+    let mut took = Vec::new();
+    for round in 1..=3 {
+        let (provider, port) = provider(&server, service, &[]);
+        ports_when(&watch, Duration::from_secs(15), |p| p == [port])
+            .unwrap_or_else(|| panic!("round {round}: never listed:\n{}", provider.output()));
+        let left = Instant::now();
+        provider.signal("TERM");
+        let gone = ports_when(&watch, Duration::from_millis(1500), <[u16]>::is_empty);
+        assert!(
+            gone.is_some(),
+            "round {round}: still in the caller's list {} ms after SIGTERM:\n{}",
+            left.elapsed().as_millis(),
+            provider.output()
+        );
+        took.push(left.elapsed().as_millis());
+    }
+    eprintln!(
+        "[e2e] push on {kind}: the leaving provider was gone from the caller's list {took:?} ms after SIGTERM"
+    );
+}
+
+#[test]
+fn rnacos_push_reaches_the_caller() {
+    push_reaches_the_caller(ServerKind::RNacos);
+}
+
+#[test]
+fn nacos2_push_reaches_the_caller() {
+    push_reaches_the_caller(nacos2());
+}
+
+#[test]
+fn nacos3_push_reaches_the_caller() {
+    push_reaches_the_caller(nacos3());
+}
+
 #[test]
 fn rnacos_follows_providers() {
     follows_providers(ServerKind::RNacos);

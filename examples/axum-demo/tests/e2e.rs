@@ -128,6 +128,12 @@ fn metrics_pass_promtool_and_move() {
     xtask::e2e::metrics_move_with_the_lifecycle(DEMO);
 }
 
+/// `/metrics` over gRPC: the connection's series, and a reconnection counted.
+#[test]
+fn metrics_over_grpc() {
+    xtask::e2e::metrics_over_grpc(DEMO);
+}
+
 /// docs/KUBERNETES.md's contract, replayed the way a kubelet deletes a pod.
 #[test]
 fn kubelet_sigterm_grace_then_sigkill() {

@@ -19,7 +19,7 @@
 //!   of a service, since a connection otherwise keeps one instance per service) and every
 //!   subscription is renewed. Only then do other requests go out.
 //! - **Failover**: servers are tried in turn from a random one, with a wait of
-//!   `min(250 ms * 2^n, 3 s)` between failed attempts; the first failure of an outage is
+//!   `min(100 ms * 2^n, 1 s)` between failed attempts; the first failure of an outage is
 //!   logged as a warning, the next ones at debug level, and the recovery once.
 //! - **Auth**: the HTTP login of [`NamingClient`]; the token goes in the `accessToken`
 //!   header of every request; an answer refusing it (`errorCode` 403) logs in again and
@@ -56,7 +56,7 @@ use proto::Payload;
 pub const HEALTH_CHECK_IDLE: Duration = Duration::from_secs(5);
 
 /// The longest wait between two connection attempts.
-const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(3);
+const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(1);
 
 /// How often the set-up asks whether the server knows the new connection yet.
 const SETUP_POLL: Duration = Duration::from_millis(10);
@@ -982,7 +982,7 @@ async fn connection_task(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
                 });
                 // The next server at once within a round, a wait after a whole round.
                 if round_done {
-                    let wait = (Duration::from_millis(250) * 2u32.pow(failures.min(8)))
+                    let wait = (Duration::from_millis(100) * 2u32.pow(failures.min(8)))
                         .min(MAX_RECONNECT_WAIT);
                     let wait = wait.mul_f64(0.5 + fastrand::f64() * 0.5);
                     tokio::select! {
