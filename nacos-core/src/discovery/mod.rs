@@ -320,9 +320,21 @@ impl Poller {
     /// refresh, when a held empty list is also looked at again).
     #[cfg(feature = "grpc")]
     async fn follow(&self, mut subscription: crate::client::grpc::Subscribed, track: &mut Track) {
-        let mut last: Option<Arc<crate::client::grpc::ServiceInfo>> = None;
+        // The list already there (another watch of the same service may have subscribed
+        // first), then each push.
+        let mut last = subscription.rx.borrow_and_update().clone();
+        let mut fresh = last.is_some();
         loop {
-            let fresh = tokio::select! {
+            if let (true, Some(info)) = (fresh, &last) {
+                self.apply(
+                    track,
+                    crate::instance::InstanceList {
+                        hosts: info.hosts.clone(),
+                        reach_protection_threshold: info.reach_protection_threshold,
+                    },
+                );
+            }
+            fresh = tokio::select! {
                 changed = subscription.rx.changed() => {
                     if changed.is_err() {
                         return;
@@ -337,15 +349,9 @@ impl Poller {
             }
             if fresh {
                 last = subscription.rx.borrow_and_update().clone();
-            }
-            if let Some(info) = &last {
-                self.apply(
-                    track,
-                    crate::instance::InstanceList {
-                        hosts: info.hosts.clone(),
-                        reach_protection_threshold: info.reach_protection_threshold,
-                    },
-                );
+            } else {
+                // A refresh tick: a held empty list is looked at again.
+                fresh = true;
             }
         }
     }

@@ -450,7 +450,10 @@ impl Drop for Subscribed {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let key = self.key.clone();
                 runtime.spawn(async move {
-                    drop(shared.subscribe(&key, false).await);
+                    // Not when a new watcher subscribed again meanwhile.
+                    if !lock(&shared.subscriptions).contains_key(&key) {
+                        drop(shared.subscribe(&key, false).await);
+                    }
                 });
             }
         }
