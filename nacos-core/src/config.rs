@@ -1212,7 +1212,8 @@ mod tests {
                 "4s",
                 "at least the beat interval",
             ),
-            ("NACOS_API", "v2", "auto, v1 or v3"),
+            ("NACOS_API", "v2", "auto, grpc, v3 or v1"),
+            ("NACOS_GRPC_PORT_OFFSET", "-1", "a number from 0 to 65535"),
             ("NACOS_DEREGISTER_GRACE", "soon", "a duration"),
             ("NACOS_REQUEST_TIMEOUT", "0ms", "at least 1ms"),
         ];
