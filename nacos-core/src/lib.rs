@@ -1,10 +1,11 @@
 //! Nacos service registration for Rust web services, without a web framework.
 //!
 //! `nacos-core` holds what every framework adapter shares: the configuration read from
-//! `NACOS_*` environment variables ([`Config`]), the Nacos naming API client
-//! ([`NamingClient`], v1 and v3) and the registration lifecycle ([`Registration`]):
-//! register once the app listens, beat, register again after a Nacos restart, deregister
-//! on SIGTERM/SIGINT and on drop.
+//! `NACOS_*` environment variables ([`Config`]), the Nacos naming client ([`NamingClient`]:
+//! gRPC as Nacos 2.x/3.x clients speak it, with HTTP v3 and v1 as fallbacks) and the
+//! registration lifecycle ([`Registration`]): register once the app listens, stay alive
+//! (one gRPC connection, or beats over HTTP), register again after a Nacos restart,
+//! deregister on SIGTERM/SIGINT and on drop.
 //!
 //! Apps normally use an adapter (`nacos-axum`'s `NacosLayer`, `nacos-actix`'s `Nacos`);
 //! this crate is for adapters and for programs that register something other than a web
@@ -42,7 +43,7 @@
 //! |---|---|
 //! | configuration (`NACOS_*`, builder) | `config`, `metadata` |
 //! | the instance model, beat bodies and answers | `instance` |
-//! | the HTTP APIs: request sending, API choice, retries | `client` (`client/v1`, `client/v3`, `client/auth` for login and the token) |
+//! | the Nacos APIs: request sending, API choice, retries | `client` (`client/grpc` for the gRPC connection, its redo and pushes; `client/v1`, `client/v3` for HTTP; `client/auth` for login and the token) |
 //! | the app's listener: found, chosen, closed | `listener` |
 //! | the advertised IP and port | `addr` |
 //! | one registration's life: register, beat, register again, deregister | `task` (`task/mailbox`, `task/timing`) |
@@ -74,7 +75,9 @@
 //! docs on [`Discovery`] for the refresh, and what happens when Nacos blinks.
 //!
 //! # Features
-//! - `rustls`: `https://` servers in `NACOS_SERVER_ADDR`.
+//! - `grpc` (default): the Nacos 2.x/3.x gRPC transport (tonic, prost), tried first by
+//!   `NACOS_API=auto`; without it the client speaks HTTP only.
+//! - `rustls`: `https://` servers in `NACOS_SERVER_ADDR` (spoken to over HTTP).
 //! - `tower`: `ServiceWatch::discover`, a `tower::discover::Discover` for
 //!   `tower::balance::p2c::Balance`.
 //! - `reqwest-middleware`: `LoadBalancer`, for `reqwest_middleware::ClientBuilder::with`.

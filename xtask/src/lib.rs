@@ -172,7 +172,11 @@ pub fn ensure_java_peer(version: &str) -> Result<String, String> {
         dir.join("target/classes").display(),
         dir.join("target/lib/*").display()
     );
-    let sources = ["pom.xml", "src/main/java/peerbench/Runner.java"];
+    let sources = [
+        "pom.xml",
+        "src/main/java/peerbench/Runner.java",
+        "src/main/java/peerbench/Subscriber.java",
+    ];
     let same = sources.iter().all(|f| {
         std::fs::read(src.join(f))
             .ok()

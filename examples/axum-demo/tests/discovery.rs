@@ -655,6 +655,80 @@ fn java_client_instances_are_discovered(kind: ServerKind, client_version: &str) 
     drop(std::fs::remove_dir_all(home));
 }
 
+/// A Java caller (Alibaba's `nacos-client`, `subscribe`, server push over gRPC) sees our
+/// provider, registered over gRPC, and its removal on SIGTERM.
+fn java_subscriber_sees_our_instance(kind: ServerKind, client_version: &str) {
+    if skip_without(kind) {
+        return;
+    }
+    let class_path = match xtask::ensure_java_peer(client_version) {
+        Ok(class_path) => class_path,
+        Err(e) if !tools_required() => {
+            eprintln!("skipped: needs the Java nacos-client ({e}); `cargo xtask test` builds it");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let server = kind.start(&ServerOptions::default());
+    let service = "e2e-java-caller";
+    let home = std::env::temp_dir().join(format!("e2e-java-sub-{}", std::process::id()));
+    let java = App::start_with_args(
+        "java",
+        &[
+            &format!("-Duser.home={}", home.display()),
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            "-cp",
+            &class_path,
+            "peerbench.Subscriber",
+            &server.addr(),
+            service,
+            "120",
+        ],
+        &[],
+    );
+    wait_for(Duration::from_secs(60), || {
+        java.output().contains("subscribed").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the Java client did not subscribe:\n{}", java.output()));
+    let (ours, port) = provider(&server, service, &[]);
+    let seen = format!("hosts {port}");
+    wait_for(Duration::from_secs(15), || {
+        java.output().lines().any(|l| l == seen).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the Java caller never saw our instance:\n{}\nours:\n{}",
+            java.output(),
+            ours.output()
+        )
+    });
+    let left = Instant::now();
+    ours.signal("TERM");
+    wait_for(Duration::from_secs(5), || {
+        java.output()
+            .lines()
+            .skip_while(|l| *l != seen)
+            .any(|l| l == "hosts ")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the Java caller still lists our instance:\n{}", java.output()));
+    eprintln!(
+        "[e2e] nacos-client {client_version} subscriber on {kind}: our instance seen, and its removal {} ms after SIGTERM",
+        left.elapsed().as_millis()
+    );
+    drop(std::fs::remove_dir_all(home));
+}
+
+#[test]
+fn nacos2_java_subscriber_sees_our_instance() {
+    java_subscriber_sees_our_instance(nacos2(), "2.3.2");
+}
+
+#[test]
+fn nacos3_java_subscriber_sees_our_instance() {
+    java_subscriber_sees_our_instance(nacos3(), "3.1.0");
+}
+
 #[test]
 fn nacos2_java_client_instances_are_discovered() {
     java_client_instances_are_discovered(nacos2(), "2.3.2");

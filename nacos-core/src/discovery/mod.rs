@@ -42,18 +42,20 @@ pub const EMPTY_HOLD: Duration = Duration::from_secs(10);
 /// Watches services' instances in Nacos. Cheap to clone.
 ///
 /// # How a service is watched
-/// HTTP clients get no push from Nacos 3.x (subscribing needs gRPC there, and v1's UDP push
-/// is gone in 3.2), so the engine polls: v1 `GET /instance/list` or the v3 client list,
-/// chosen per server as a registration chooses (`NACOS_API`), every
-/// `NACOS_DISCOVERY_REFRESH` ([`DEFAULT_REFRESH`], 5 s). One poll per service, however many
-/// watchers; it stops once the last [`ServiceWatch`] of the service is dropped.
+/// Over gRPC (the default where the server offers it), the service is subscribed once per
+/// process (`SubscribeServiceRequest`) and the server pushes every change
+/// (`NotifySubscriberRequest`, acknowledged): a caller learns of a deregistration in about
+/// 0.6 s on official servers and 1 s on r-nacos. The subscription is renewed on every new
+/// connection. Over HTTP (no push from Nacos 3.x: subscribing needs gRPC there, and v1's
+/// UDP push is gone in 3.2), the engine polls: v1 `GET /instance/list` or the v3 client
+/// list, chosen per server as a registration chooses (`NACOS_API`), every
+/// `NACOS_DISCOVERY_REFRESH` ([`DEFAULT_REFRESH`], 5 s). One subscription or poll per
+/// service, however many watchers; it stops once the last [`ServiceWatch`] of the service
+/// is dropped.
 ///
-/// The refresh is the time a caller may keep calling an instance that has left: a provider
-/// that deregisters on SIGTERM should keep serving for longer than the callers' refresh
-/// (`NACOS_DEREGISTER_GRACE` > `NACOS_DISCOVERY_REFRESH`) so that no call reaches it
-/// after it stopped. 5 s is the beat interval's order: a caller learns of a leaving
-/// instance as fast as the server learns of a dead one, at one list request per service
-/// per 5 s per caller process.
+/// The lag is the time a caller may keep calling an instance that has left: a provider
+/// that deregisters on SIGTERM should keep serving for longer than its callers' lag
+/// (`NACOS_DEREGISTER_GRACE`) so that no call reaches it after it stopped.
 ///
 /// # When Nacos blinks
 /// - A failed poll keeps the last good list, is logged once (a warning, then a line when
