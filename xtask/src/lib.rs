@@ -226,50 +226,65 @@ pub struct RNacosCluster {
 }
 
 impl RNacosCluster {
+    /// Starts node `node_id` of a cluster (joining `join` unless it is the first).
+    fn node(node_id: u32, join: Option<String>) -> RNacos {
+        let mut node = RNacos::reserve(RNacosOptions {
+            raft: Some(Raft { node_id, join }),
+            ..RNacosOptions::default()
+        });
+        node.spawn();
+        node
+    }
+
     /// Starts `n` nodes and waits until an instance registered on the last node is listed
     /// by every node.
     ///
     /// # Panics
     /// When r-nacos is not installed, a node does not start, or the cluster does not
-    /// replicate within 60 s.
+    /// replicate (joiners started three times, 20 s each).
     pub fn start(n: u32) -> RNacosCluster {
-        let mut nodes: Vec<RNacos> = Vec::new();
-        for node_id in 1..=n {
-            let join = nodes
-                .first()
-                .map(|first| format!("127.0.0.1:{}", first.grpc_port));
-            let mut node = RNacos::reserve(RNacosOptions {
-                raft: Some(Raft { node_id, join }),
-                ..RNacosOptions::default()
-            });
-            node.spawn();
-            nodes.push(node);
-        }
-        let cluster = RNacosCluster { nodes };
-        // Replication check: a probe instance registered on the last node, seen by all.
-        let last = cluster.nodes.last().expect("at least one node");
-        let probe = format!("http://{}/nacos/v1/ns/instance", last.addr());
+        let mut cluster = RNacosCluster { nodes: Vec::new() };
         let params = [
             ("serviceName", "cluster-probe"),
             ("ip", "10.255.255.1"),
             ("port", "1"),
             ("ephemeral", "true"),
         ];
-        let replicated = wait_for(Duration::from_secs(60), || {
-            drop(send("POST", &probe, &params));
-            cluster
-                .nodes
-                .iter()
-                .all(|node| {
-                    node.instances("public", "DEFAULT_GROUP", "cluster-probe")
-                        .is_ok_and(|hosts| !hosts.is_empty())
-                })
-                .then_some(())
-        });
-        assert!(
-            replicated.is_some(),
-            "the r-nacos cluster does not replicate"
-        );
+        // r-nacos initialises node 1's raft group a moment after its HTTP port answers, and
+        // a join that comes before is refused ("Mailbox has closed") and leaves the group
+        // wedged: the joiners wait 2 s (it has no readiness endpoint), and a cluster that
+        // does not replicate is started again, fresh.
+        let mut replicated = None;
+        for _ in 0..3 {
+            cluster.nodes.clear();
+            let first = Self::node(1, None);
+            let join = Some(format!("127.0.0.1:{}", first.grpc_port));
+            cluster.nodes.push(first);
+            for node_id in 2..=n {
+                std::thread::sleep(Duration::from_secs(if node_id == 2 { 2 } else { 1 }));
+                cluster.nodes.push(Self::node(node_id, join.clone()));
+            }
+            // Replication check: a probe instance registered on the last node, seen by all.
+            let last = cluster.nodes.last().expect("at least one node");
+            let probe = format!("http://{}/nacos/v1/ns/instance", last.addr());
+            replicated = wait_for(Duration::from_secs(20), || {
+                drop(send("POST", &probe, &params));
+                cluster
+                    .nodes
+                    .iter()
+                    .all(|node| {
+                        node.instances("public", "DEFAULT_GROUP", "cluster-probe")
+                            .is_ok_and(|hosts| !hosts.is_empty())
+                    })
+                    .then(|| probe.clone())
+            });
+            if replicated.is_some() {
+                break;
+            }
+        }
+        let Some(probe) = replicated else {
+            panic!("the r-nacos cluster does not replicate");
+        };
         drop(send("DELETE", &probe, &params));
         cluster
     }

@@ -711,7 +711,12 @@ fn java_subscriber_sees_our_instance(kind: ServerKind, client_version: &str) {
             .any(|l| l == "hosts ")
             .then_some(())
     })
-    .unwrap_or_else(|| panic!("the Java caller still lists our instance:\n{}", java.output()));
+    .unwrap_or_else(|| {
+        panic!(
+            "the Java caller still lists our instance:\n{}",
+            java.output()
+        )
+    });
     eprintln!(
         "[e2e] nacos-client {client_version} subscriber on {kind}: our instance seen, and its removal {} ms after SIGTERM",
         left.elapsed().as_millis()

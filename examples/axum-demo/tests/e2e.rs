@@ -27,6 +27,16 @@ mod auth {
     }
 
     #[test]
+    fn nacos2_token_renewed_over_grpc() {
+        e2e::auth_token_renewed_grpc(DEMO, NACOS2);
+    }
+
+    #[test]
+    fn nacos3_token_renewed_over_grpc() {
+        e2e::auth_token_renewed_grpc(DEMO, NACOS3);
+    }
+
+    #[test]
     fn nacos2_no_secret_in_a_trace_log() {
         e2e::auth_secrets_never_logged(DEMO, NACOS2);
     }
