@@ -643,11 +643,18 @@ impl Shared {
                 return Err(transport(&server, e));
             }
         };
-        let response = parse_response(&server, &answer)?;
-        if response.error_code == UNREGISTERED {
+        let response = parse_response(&server, &answer);
+        // The refusal is an `Err` (`resultCode` is not 200 on an `ErrorResponse`).
+        if matches!(
+            response,
+            Err(Error::Refused {
+                code: UNREGISTERED,
+                ..
+            })
+        ) {
             self.lost.send_replace(link.generation);
         }
-        Ok(response)
+        response
     }
 }
 
@@ -896,6 +903,10 @@ async fn connection_task(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
     let mut reset_to: Option<Target> = None;
     let mut generation = 0u64;
     let mut outage_logged = false;
+    // A connection the server asked to leave, kept until the next attempt is over so that
+    // the answer to its `ConnectResetRequest` goes out (dropped at once, the stream is
+    // reset and the queued answer lost).
+    let mut retiring: Option<Connection> = None;
     loop {
         if shared.decided.load(Ordering::Acquire) == HTTP {
             return;
@@ -912,6 +923,7 @@ async fn connection_task(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
             _ = stop.changed() => return,
             attempt = connect(&shared, &target, generation + 1) => attempt,
         };
+        drop(retiring.take());
         match attempt {
             Ok(mut connection) => {
                 generation += 1;
@@ -954,6 +966,7 @@ async fn connection_task(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
                         tracing::info!(server = %target, to = %to.as_ref().map(ToString::to_string).unwrap_or_default(),
                             "nacos server asked for a reconnection");
                         reset_to = to;
+                        retiring = Some(connection);
                         Error::Address("the server asked for a reconnection".to_owned())
                     }
                 };

@@ -1,1 +1,971 @@
+//! Protocol tests of the gRPC transport against a fake Nacos server.
+//!
+//! The fake ([`Fake`]) is a real tonic server on `127.0.0.1:0` serving the two Nacos
+//! services, `/Request/request` (unary) and `/BiRequestStream/requestBiStream` (bi-stream),
+//! with the crate's own [`Payload`]. It behaves like a Nacos server just enough for the
+//! client's set-up to complete: `ServerCheckRequest` answers a `connectionId`, and
+//! `HealthCheckRequest` is refused (`errorCode` 301) on a connection until its
+//! `ConnectionSetupRequest` arrived on the stream. Every other request gets a `resultCode`
+//! 200 answer unless the test scripted another one ([`Fake::script`]).
+//!
+//! It records every payload it receives, in order, with the TCP connection (the client's
+//! address) it came on and whether it came on the stream ([`Seen`]); it lets a test push
+//! server requests down the latest stream ([`Fake::push`]) and end that stream
+//! ([`Fake::end_stream`]), which the client sees as a lost connection.
+//!
+//! The client under test is a [`NamingClient`] with `api(ApiVersion::Grpc)` whose only
+//! server is `127.0.0.1:1` with a gRPC port offset that lands on the fake's port.
 
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::http;
+use tonic::{Status, Streaming};
+use tonic_prost::ProstCodec;
+
+use super::messages::{
+    BATCH_INSTANCE, CLIENT_DETECTION, CONNECT_RESET, CONNECTION_SETUP, HEALTH_CHECK, INSTANCE,
+    NOTIFY_SUBSCRIBER, SERVER_CHECK, SERVICE_QUERY, SUBSCRIBE, ServerRequest, answer_type,
+};
+use super::parse_response;
+use super::proto::Payload;
+use crate::client::NamingClient;
+use crate::config::{ApiVersion, Config};
+use crate::error::{Error, excerpt};
+use crate::instance::{Instance, ServiceKey};
+
+/// How long a test waits for something the fake should see.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// One payload the fake received.
+#[derive(Clone, Debug)]
+struct Seen {
+    /// The client's address: one per TCP connection.
+    conn: SocketAddr,
+    /// On the bi-stream (else a unary request).
+    on_stream: bool,
+    kind: String,
+    body: Vec<u8>,
+}
+
+impl Seen {
+    /// The body as JSON (`null` when it is not JSON).
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    fn unary(&self, kind: &str) -> bool {
+        !self.on_stream && self.kind == kind
+    }
+
+    fn streamed(&self, kind: &str) -> bool {
+        self.on_stream && self.kind == kind
+    }
+
+    /// A naming request (the kinds the redo and the callers send).
+    fn naming(&self) -> bool {
+        !self.on_stream
+            && [INSTANCE, BATCH_INSTANCE, SUBSCRIBE, SERVICE_QUERY].contains(&&*self.kind)
+    }
+}
+
+/// An answer a test scripts for the next request of a kind.
+enum Answer {
+    Body { kind: String, body: Vec<u8> },
+    Status(Status),
+}
+
+impl Answer {
+    fn body(kind: &str, body: impl Into<Vec<u8>>) -> Self {
+        Answer::Body {
+            kind: kind.to_owned(),
+            body: body.into(),
+        }
+    }
+
+    /// An `ErrorResponse` with `errorCode` `code`.
+    fn error(code: i64, message: &str) -> Self {
+        Answer::body(
+            "ErrorResponse",
+            json!({"resultCode": 500, "errorCode": code, "message": message, "success": false})
+                .to_string(),
+        )
+    }
+}
+
+type Outbound = mpsc::Sender<std::result::Result<Payload, Status>>;
+
+struct State {
+    log: watch::Sender<Vec<Seen>>,
+    scripted: Mutex<HashMap<String, VecDeque<Answer>>>,
+    /// Every stream opened, with the sender of its server half (`None` once ended).
+    streams: Mutex<Vec<(SocketAddr, Option<Outbound>)>>,
+}
+
+impl State {
+    /// Logs `payload`; returns whether `conn`'s `ConnectionSetupRequest` came before it
+    /// (decided as it is logged, so that the log shows what the answer saw).
+    fn record(&self, conn: SocketAddr, on_stream: bool, payload: &Payload) -> bool {
+        let seen = Seen {
+            conn,
+            on_stream,
+            kind: payload.kind().to_owned(),
+            body: payload.json().to_vec(),
+        };
+        let mut set_up = false;
+        self.log.send_modify(|log| {
+            set_up = log
+                .iter()
+                .any(|s| s.conn == conn && s.streamed(CONNECTION_SETUP));
+            log.push(seen);
+        });
+        set_up
+    }
+
+    /// The answer to `request`, from a connection `set_up` or not.
+    fn answer(&self, set_up: bool, request: &Payload) -> std::result::Result<Payload, Status> {
+        let kind = request.kind().to_owned();
+        let scripted = self
+            .scripted
+            .lock()
+            .unwrap()
+            .get_mut(&kind)
+            .and_then(VecDeque::pop_front);
+        match scripted {
+            Some(Answer::Body { kind, body }) => {
+                return Ok(Payload::new(&kind, body, HashMap::new()));
+            }
+            Some(Answer::Status(status)) => return Err(status),
+            None => {}
+        }
+        let asked: Value = serde_json::from_slice(request.json()).unwrap_or(Value::Null);
+        let mut body = json!({
+            "resultCode": 200, "errorCode": 0, "success": true,
+            "requestId": asked["requestId"].clone(),
+        });
+        match kind.as_str() {
+            SERVER_CHECK => body["connectionId"] = json!(format!("conn-{}", fastrand::u64(..))),
+            HEALTH_CHECK if !set_up => {
+                let refused = json!({"resultCode": 500, "errorCode": 301,
+                    "message": "Connection is unregistered.", "success": false});
+                return Ok(Payload::new(
+                    "ErrorResponse",
+                    refused.to_string().into_bytes(),
+                    HashMap::new(),
+                ));
+            }
+            SUBSCRIBE | SERVICE_QUERY => {
+                body["serviceInfo"] = json!({
+                    "name": asked["serviceName"].clone(),
+                    "groupName": asked["groupName"].clone(),
+                    "hosts": [],
+                });
+            }
+            _ => {}
+        }
+        Ok(Payload::new(
+            &answer_type(&kind),
+            body.to_string().into_bytes(),
+            HashMap::new(),
+        ))
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// `/Request/request`.
+#[derive(Clone)]
+struct RequestService(Arc<State>);
+
+impl tonic::server::NamedService for RequestService {
+    const NAME: &'static str = "Request";
+}
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for RequestService {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<std::result::Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::result::Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let state = self.0.clone();
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(ProstCodec::<Payload, Payload>::default());
+            Ok(grpc.unary(Unary(state), request).await)
+        })
+    }
+}
+
+struct Unary(Arc<State>);
+
+impl tonic::server::UnaryService<Payload> for Unary {
+    type Response = Payload;
+    type Future = BoxFuture<std::result::Result<tonic::Response<Payload>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<Payload>) -> Self::Future {
+        let state = self.0.clone();
+        Box::pin(async move {
+            let conn = request.remote_addr().expect("the client's address");
+            let payload = request.into_inner();
+            let set_up = state.record(conn, false, &payload);
+            state.answer(set_up, &payload).map(tonic::Response::new)
+        })
+    }
+}
+
+/// `/BiRequestStream/requestBiStream`.
+#[derive(Clone)]
+struct StreamService(Arc<State>);
+
+impl tonic::server::NamedService for StreamService {
+    const NAME: &'static str = "BiRequestStream";
+}
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for StreamService {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<std::result::Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::result::Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let state = self.0.clone();
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(ProstCodec::<Payload, Payload>::default());
+            Ok(grpc.streaming(Bidi(state), request).await)
+        })
+    }
+}
+
+struct Bidi(Arc<State>);
+
+impl tonic::server::StreamingService<Payload> for Bidi {
+    type Response = Payload;
+    type ResponseStream = ReceiverStream<std::result::Result<Payload, Status>>;
+    type Future = BoxFuture<std::result::Result<tonic::Response<Self::ResponseStream>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<Streaming<Payload>>) -> Self::Future {
+        let state = self.0.clone();
+        Box::pin(async move {
+            let conn = request.remote_addr().expect("the client's address");
+            let mut inbound = request.into_inner();
+            let (tx, rx) = mpsc::channel(16);
+            state.streams.lock().unwrap().push((conn, Some(tx)));
+            tokio::spawn(async move {
+                while let Ok(Some(payload)) = inbound.message().await {
+                    let _ = state.record(conn, true, &payload);
+                }
+            });
+            Ok(tonic::Response::new(ReceiverStream::new(rx)))
+        })
+    }
+}
+
+/// The fake Nacos gRPC server (see the module docs).
+struct Fake {
+    port: u16,
+    state: Arc<State>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Fake {
+    async fn start() -> Fake {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(State {
+            log: watch::Sender::new(Vec::new()),
+            scripted: Mutex::new(HashMap::new()),
+            streams: Mutex::new(Vec::new()),
+        });
+        let router = tonic::transport::Server::builder()
+            .add_service(RequestService(state.clone()))
+            .add_service(StreamService(state.clone()));
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let server = tokio::spawn(async move {
+            drop(router.serve_with_incoming(incoming).await);
+        });
+        Fake {
+            port,
+            state,
+            server,
+        }
+    }
+
+    /// What a client error names as the server.
+    fn name(&self) -> String {
+        format!("grpc://127.0.0.1:{}", self.port)
+    }
+
+    /// A client whose only server's gRPC port is the fake's.
+    fn client(&self) -> Arc<NamingClient> {
+        let config = Config::builder()
+            .service_name("svc")
+            .server_addr("127.0.0.1:1")
+            .api(ApiVersion::Grpc)
+            .grpc_port_offset(self.port - 1)
+            .request_timeout(Duration::from_secs(3))
+            .build()
+            .unwrap();
+        NamingClient::new(&config).unwrap()
+    }
+
+    /// The next request of `kind` gets `answer`.
+    fn script(&self, kind: &str, answer: Answer) {
+        self.state
+            .scripted
+            .lock()
+            .unwrap()
+            .entry(kind.to_owned())
+            .or_default()
+            .push_back(answer);
+    }
+
+    fn log(&self) -> Vec<Seen> {
+        self.state.log.borrow().clone()
+    }
+
+    /// Waits until `found` finds something in the log; panics after [`WAIT`].
+    async fn wait<T>(&self, what: &str, mut found: impl FnMut(&[Seen]) -> Option<T>) -> T {
+        let mut rx = self.state.log.subscribe();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let hit = found(&rx.borrow_and_update());
+            if let Some(hit) = hit {
+                return hit;
+            }
+            if !matches!(
+                tokio::time::timeout_at(deadline, rx.changed()).await,
+                Ok(Ok(()))
+            ) {
+                panic!(
+                    "no {what} after {WAIT:?}; the fake saw:\n{}",
+                    summary(&self.log())
+                );
+            }
+        }
+    }
+
+    /// Waits for a `ServerCheckRequest` on a connection made after `old`: the new one.
+    async fn reconnection(&self, old: SocketAddr) -> SocketAddr {
+        self.wait("reconnection", |log| {
+            let start = log.iter().position(|s| s.conn == old)?;
+            log[start..]
+                .iter()
+                .find(|s| s.unary(SERVER_CHECK) && s.conn != old)
+                .map(|s| s.conn)
+        })
+        .await
+    }
+
+    /// The latest stream still open.
+    fn stream(&self) -> (SocketAddr, Outbound) {
+        let streams = self.state.streams.lock().unwrap();
+        streams
+            .iter()
+            .rev()
+            .find_map(|(conn, tx)| tx.clone().map(|tx| (*conn, tx)))
+            .expect("an open stream")
+    }
+
+    /// Pushes a server request down the latest stream; returns its connection.
+    async fn push_payload(&self, payload: Payload) -> SocketAddr {
+        let (conn, tx) = self.stream();
+        tx.send(Ok(payload)).await.expect("the stream is open");
+        conn
+    }
+
+    async fn push(&self, kind: &str, body: impl Into<Vec<u8>>) -> SocketAddr {
+        self.push_payload(Payload::new(kind, body.into(), HashMap::new()))
+            .await
+    }
+
+    /// Ends the latest stream (the server half closes: the client sees its connection
+    /// lost); returns its connection.
+    fn end_stream(&self) -> SocketAddr {
+        let mut streams = self.state.streams.lock().unwrap();
+        let (conn, tx) = streams
+            .iter_mut()
+            .rev()
+            .find(|(_, tx)| tx.is_some())
+            .expect("an open stream");
+        drop(tx.take());
+        *conn
+    }
+}
+
+/// The log, one line per payload, for failure messages.
+fn summary(log: &[Seen]) -> String {
+    log.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            format!(
+                "{i:3} :{} {} {} {}\n",
+                s.conn.port(),
+                if s.on_stream { "stream" } else { "unary " },
+                s.kind,
+                String::from_utf8_lossy(&s.body[..s.body.len().min(160)])
+            )
+        })
+        .collect()
+}
+
+fn key(service: &str) -> ServiceKey {
+    ServiceKey {
+        namespace_id: "public".to_owned(),
+        group_name: "DEFAULT_GROUP".to_owned(),
+        service_name: service.to_owned(),
+    }
+}
+
+fn instance(ip: &str, port: u16) -> Instance {
+    serde_json::from_value(json!({"ip": ip, "port": port, "clusterName": "DEFAULT"})).unwrap()
+}
+
+/// Waits until the client's connection is up (and its redo done).
+async fn up(client: &NamingClient) {
+    let mut state = client.grpc().expect("requests go over gRPC").state();
+    tokio::time::timeout(WAIT, state.wait_for(|s| s.up))
+        .await
+        .expect("the connection up")
+        .unwrap();
+}
+
+/// The connection the client's requests go on: that of its latest `ServerCheckRequest`.
+fn current_connection(fake: &Fake) -> SocketAddr {
+    fake.log()
+        .iter()
+        .rev()
+        .find(|s| s.unary(SERVER_CHECK))
+        .expect("a ServerCheckRequest")
+        .conn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_is_set_up_before_the_first_request() {
+    let fake = Fake::start().await;
+    let client = fake.client();
+    client
+        .register(&key("orders"), &instance("10.0.0.1", 8080))
+        .await
+        .unwrap();
+    assert_eq!(client.uses_grpc(), Some(true));
+
+    let log = fake.log();
+    let text = summary(&log);
+    assert!(log[0].unary(SERVER_CHECK), "{text}");
+    let conn = log[0].conn;
+    let setup = log
+        .iter()
+        .position(|s| s.streamed(CONNECTION_SETUP))
+        .unwrap_or_else(|| panic!("no ConnectionSetupRequest:\n{text}"));
+    let first = log
+        .iter()
+        .position(|s| s.unary(INSTANCE))
+        .unwrap_or_else(|| panic!("no InstanceRequest:\n{text}"));
+    // Before the set-up: the server check, and health checks the fake refuses.
+    assert!(
+        log[..setup]
+            .iter()
+            .all(|s| s.unary(SERVER_CHECK) || s.unary(HEALTH_CHECK)),
+        "{text}"
+    );
+    assert!(setup < first, "{text}");
+    // A health check after the set-up (the one answered 200), before the request.
+    assert!(
+        log[setup..first]
+            .iter()
+            .any(|s| s.unary(HEALTH_CHECK) && s.conn == conn),
+        "{text}"
+    );
+    // One connection for all of it.
+    assert!(log[..=first].iter().all(|s| s.conn == conn), "{text}");
+
+    let setup = log[setup].json();
+    assert_eq!(setup["labels"]["module"], "naming", "{setup}");
+    assert_eq!(setup["labels"]["source"], "sdk", "{setup}");
+    let request = log[first].json();
+    assert_eq!(request["type"], "registerInstance", "{request}");
+    assert_eq!(request["serviceName"], "orders", "{request}");
+    assert_eq!(request["groupName"], "DEFAULT_GROUP", "{request}");
+    assert_eq!(request["instance"]["ip"], "10.0.0.1", "{request}");
+    assert_eq!(request["instance"]["port"], 8080, "{request}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_requests_are_answered_and_pushed_lists_reach_the_subscription() {
+    let fake = Fake::start().await;
+    let client = fake.client();
+    let subscribed = client
+        .subscribe(&key("orders"))
+        .await
+        .unwrap()
+        .expect("a gRPC subscription");
+    let request = fake
+        .wait("SubscribeServiceRequest", |log| {
+            log.iter().find(|s| s.unary(SUBSCRIBE)).map(Seen::json)
+        })
+        .await;
+    assert_eq!(request["subscribe"], true, "{request}");
+    assert_eq!(request["serviceName"], "orders", "{request}");
+
+    let push = json!({
+        "requestId": "n1",
+        "namespace": "public",
+        "serviceInfo": {
+            "name": "DEFAULT_GROUP@@orders",
+            "groupName": "DEFAULT_GROUP",
+            "hosts": [
+                {"ip": "10.0.0.7", "port": 8080, "healthy": true, "clusterName": "DEFAULT"},
+                {"ip": "10.0.0.8", "port": 8080, "healthy": true, "clusterName": "DEFAULT"},
+            ],
+        },
+    });
+    let conn = fake.push(NOTIFY_SUBSCRIBER, push.to_string()).await;
+    let ack = fake
+        .wait("NotifySubscriberResponse n1", |log| {
+            log.iter()
+                .find(|s| s.streamed("NotifySubscriberResponse") && s.json()["requestId"] == "n1")
+                .cloned()
+        })
+        .await;
+    assert_eq!(ack.conn, conn);
+    assert_eq!(ack.json()["resultCode"], 200, "{}", ack.json());
+
+    let mut rx = subscribed.rx.clone();
+    let pushed = tokio::time::timeout(
+        WAIT,
+        rx.wait_for(|info| info.as_ref().is_some_and(|i| i.hosts.len() == 2)),
+    )
+    .await
+    .expect("the pushed list reaches the subscription")
+    .unwrap()
+    .clone()
+    .unwrap();
+    let mut ips: Vec<&str> = pushed.hosts.iter().map(|h| h.ip.as_str()).collect();
+    ips.sort_unstable();
+    assert_eq!(ips, ["10.0.0.7", "10.0.0.8"]);
+
+    fake.push(CLIENT_DETECTION, json!({"requestId": "d1"}).to_string())
+        .await;
+    let ack = fake
+        .wait("ClientDetectionResponse d1", |log| {
+            log.iter()
+                .find(|s| s.streamed("ClientDetectionResponse") && s.json()["requestId"] == "d1")
+                .map(Seen::json)
+        })
+        .await;
+    assert_eq!(ack["resultCode"], 200, "{ack}");
+
+    // The last watcher gone, the client unsubscribes.
+    drop(rx);
+    drop(subscribed);
+    fake.wait("unsubscription", |log| {
+        log.iter()
+            .find(|s| s.unary(SUBSCRIBE) && s.json()["subscribe"] == false)
+            .map(drop)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_and_subscriptions_are_redone_first_on_a_new_connection() {
+    let fake = Fake::start().await;
+    let client = fake.client();
+    client
+        .register(&key("alpha"), &instance("10.0.0.1", 8080))
+        .await
+        .unwrap();
+    client
+        .register(&key("alpha"), &instance("10.0.0.2", 8080))
+        .await
+        .unwrap();
+    client
+        .register(&key("beta"), &instance("10.0.0.3", 9090))
+        .await
+        .unwrap();
+    let _subscribed = client
+        .subscribe(&key("gamma"))
+        .await
+        .unwrap()
+        .expect("a gRPC subscription");
+
+    let old = fake.end_stream();
+    let new = fake.reconnection(old).await;
+    // A request made while the client reconnects goes after the redo.
+    let late = tokio::spawn({
+        let client = client.clone();
+        async move { client.instance_list(&key("delta"), false).await }
+    });
+    fake.wait("the late query", |log| {
+        log.iter()
+            .find(|s| s.conn == new && s.unary(SERVICE_QUERY))
+            .map(drop)
+    })
+    .await;
+    late.await.unwrap().unwrap();
+
+    let log: Vec<Seen> = fake.log().into_iter().filter(|s| s.conn == new).collect();
+    let text = summary(&log);
+    assert!(log[0].unary(SERVER_CHECK), "{text}");
+    let setup = log
+        .iter()
+        .position(|s| s.streamed(CONNECTION_SETUP))
+        .unwrap_or_else(|| panic!("no set-up:\n{text}"));
+    let naming: Vec<&Seen> = log.iter().filter(|s| s.naming()).collect();
+    let first = log.iter().position(Seen::naming).unwrap();
+    assert!(setup < first, "{text}");
+    assert!(naming.len() >= 4, "{text}");
+
+    // The redo, registrations then subscriptions, before anything else.
+    let mut redo: Vec<&Seen> = naming[..3].to_vec();
+    redo.sort_by_key(|s| {
+        s.json()["serviceName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    });
+    let [alpha, beta, gamma] = redo[..] else {
+        unreachable!()
+    };
+    assert_eq!(alpha.kind, BATCH_INSTANCE, "{text}");
+    let body = alpha.json();
+    assert_eq!(body["serviceName"], "alpha", "{body}");
+    assert_eq!(body["type"], "batchRegisterInstance", "{body}");
+    let mut ips: Vec<&str> = body["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["ip"].as_str().unwrap())
+        .collect();
+    ips.sort_unstable();
+    assert_eq!(ips, ["10.0.0.1", "10.0.0.2"], "{body}");
+    assert_eq!(beta.kind, INSTANCE, "{text}");
+    let body = beta.json();
+    assert_eq!(body["serviceName"], "beta", "{body}");
+    assert_eq!(body["type"], "registerInstance", "{body}");
+    assert_eq!(body["instance"]["ip"], "10.0.0.3", "{body}");
+    assert_eq!(gamma.kind, SUBSCRIBE, "{text}");
+    let body = gamma.json();
+    assert_eq!(body["serviceName"], "gamma", "{body}");
+    assert_eq!(body["subscribe"], true, "{body}");
+    assert!(naming[..2].iter().all(|s| s.kind != SUBSCRIBE), "{text}");
+    assert_eq!(naming[3].kind, SERVICE_QUERY, "{text}");
+    assert_eq!(naming[3].json()["serviceName"], "delta", "{text}");
+
+    let generation = client.grpc().expect("gRPC").state().borrow().generation;
+    assert_eq!(generation, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_payloads_are_errors_not_panics() {
+    let fake = Fake::start().await;
+    let client = fake.client();
+    client
+        .register(&key("orders"), &instance("10.0.0.1", 8080))
+        .await
+        .unwrap();
+    let conn = current_connection(&fake);
+
+    // Server requests the client cannot read: refused, and the connection stays.
+    fake.push("NoSuchRequest", json!({"requestId": "u1"}).to_string())
+        .await;
+    fake.push(NOTIFY_SUBSCRIBER, "{not json").await;
+    fake.push_payload(Payload::default()).await;
+    fake.push(NOTIFY_SUBSCRIBER, vec![0xff, 0x00, 0xc3]).await;
+    let refused = fake
+        .wait("four refusals", |log| {
+            let refused: Vec<Value> = log
+                .iter()
+                .filter(|s| s.streamed("ErrorResponse"))
+                .map(Seen::json)
+                .collect();
+            (refused.len() >= 4).then_some(refused)
+        })
+        .await;
+    assert_eq!(refused[0]["requestId"], "u1", "{}", refused[0]);
+    assert!(refused.iter().all(|r| r["resultCode"] != 200));
+    client
+        .register(&key("still"), &instance("10.0.0.2", 8080))
+        .await
+        .unwrap();
+    assert_eq!(current_connection(&fake), conn);
+
+    // An answer that is not JSON.
+    fake.script(
+        INSTANCE,
+        Answer::body("InstanceResponse", "<html>oops</html>"),
+    );
+    let error = client
+        .register(&key("html"), &instance("10.0.0.3", 8080))
+        .await
+        .unwrap_err();
+    match &error {
+        Error::Protocol { server, body, .. } => {
+            assert_eq!(server, &fake.name());
+            assert!(body.contains("<html>oops"), "{body}");
+        }
+        other => panic!("not a protocol error: {other:?}"),
+    }
+    assert!(error.to_string().contains(&fake.name()), "{error}");
+
+    // A gRPC error status.
+    fake.script(INSTANCE, Answer::Status(Status::internal("boom")));
+    let error = client
+        .register(&key("status"), &instance("10.0.0.4", 8080))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Transport { .. }), "{error:?}");
+    assert!(error.to_string().contains(&fake.name()), "{error}");
+    let conn = fake.reconnection(conn).await;
+
+    // An answer over tonic's 4 MB limit (scripted once the redo is done, not to hit it).
+    up(&client).await;
+    let huge = json!({"resultCode": 200, "message": "x".repeat(5 << 20)}).to_string();
+    fake.script(INSTANCE, Answer::body("InstanceResponse", huge));
+    let error = client
+        .register(&key("huge"), &instance("10.0.0.5", 8080))
+        .await
+        .unwrap_err();
+    match &error {
+        Error::Transport { server, .. } => assert_eq!(server, &fake.name()),
+        other => panic!("not a transport error: {other:?}"),
+    }
+    assert!(error.to_string().contains(&fake.name()), "{error}");
+
+    // The client reconnects and works again.
+    let conn = fake.reconnection(conn).await;
+    client
+        .register(&key("after"), &instance("10.0.0.6", 8080))
+        .await
+        .unwrap();
+    let log = fake.log();
+    assert!(
+        log.iter()
+            .any(|s| s.conn == conn && s.unary(INSTANCE) && s.json()["serviceName"] == "after"),
+        "{}",
+        summary(&log)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unregistered_connection_answer_makes_the_client_reconnect() {
+    let fake = Fake::start().await;
+    let client = fake.client();
+    client
+        .register(&key("orders"), &instance("10.0.0.1", 8080))
+        .await
+        .unwrap();
+    let old = current_connection(&fake);
+
+    fake.script(INSTANCE, Answer::error(301, "Connection is unregistered."));
+    let error = client
+        .register(&key("billing"), &instance("10.0.0.2", 8080))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::Refused { code: 301, .. }),
+        "{error:?}"
+    );
+
+    let new = fake.reconnection(old).await;
+    // The redo registers both again on the new connection.
+    let mut services = fake
+        .wait("the redo", |log| {
+            let services: Vec<String> = log
+                .iter()
+                .filter(|s| s.conn == new && s.unary(INSTANCE))
+                .map(|s| {
+                    s.json()["serviceName"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect();
+            (services.len() >= 2).then_some(services)
+        })
+        .await;
+    services.sort();
+    assert_eq!(services, ["billing", "orders"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_reset_is_answered_and_the_client_reconnects() {
+    let fake = Fake::start().await;
+    let client = fake.client();
+    client
+        .register(&key("orders"), &instance("10.0.0.1", 8080))
+        .await
+        .unwrap();
+    let old = current_connection(&fake);
+
+    let conn = fake
+        .push(CONNECT_RESET, json!({"requestId": "r1"}).to_string())
+        .await;
+    assert_eq!(conn, old);
+    let ack = fake
+        .wait("ConnectResetResponse r1", |log| {
+            log.iter()
+                .find(|s| s.streamed("ConnectResetResponse") && s.json()["requestId"] == "r1")
+                .cloned()
+        })
+        .await;
+    assert_eq!(ack.conn, old);
+    assert_eq!(ack.json()["resultCode"], 200, "{}", ack.json());
+
+    let new = fake.reconnection(old).await;
+    client
+        .register(&key("billing"), &instance("10.0.0.2", 8080))
+        .await
+        .unwrap();
+    let last = fake.log().into_iter().rfind(|s| s.unary(INSTANCE)).unwrap();
+    assert_eq!(last.conn, new);
+}
+
+/// The answer parser's server name in the property tests.
+const SERVER: &str = "grpc://10.0.0.1:9848";
+
+/// Keys the parsers look for, so that generated objects hit them.
+const KEYS: [&str; 16] = [
+    "resultCode",
+    "errorCode",
+    "message",
+    "connectionId",
+    "serviceInfo",
+    "hosts",
+    "name",
+    "groupName",
+    "ip",
+    "port",
+    "metadata",
+    "requestId",
+    "namespace",
+    "serverIp",
+    "serverPort",
+    "reachProtectionThreshold",
+];
+
+/// Any JSON value, its object keys often those the parsers read.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        ".{0,12}".prop_map(Value::String),
+    ];
+    let key = prop_oneof![
+        proptest::sample::select(&KEYS[..]).prop_map(str::to_owned),
+        "[a-zA-Z]{0,8}",
+    ];
+    leaf.prop_recursive(4, 32, 6, move |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            proptest::collection::vec((key.clone(), inner), 0..6)
+                .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+        ]
+    })
+}
+
+/// The answer kinds to try: real ones, the error one and noise.
+fn answer_kind() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("InstanceResponse".to_owned()),
+        Just("ErrorResponse".to_owned()),
+        ".{0,20}",
+    ]
+}
+
+/// Parses `body` both ways; an error names the server and is one of the two an answer
+/// can be.
+fn parse_any(kind: &str, body: &[u8]) -> std::result::Result<(), TestCaseError> {
+    let _ = serde_json::from_slice::<ServerRequest>(body);
+    let payload = Payload::new(kind, body.to_vec(), HashMap::new());
+    if let Err(error) = parse_response(SERVER, &payload) {
+        prop_assert!(
+            matches!(error, Error::Protocol { .. } | Error::Refused { .. }),
+            "{:?}",
+            error
+        );
+        prop_assert!(error.to_string().contains(SERVER), "{}", error);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn any_bytes_parse_without_panic(
+        body in proptest::collection::vec(any::<u8>(), 0..512),
+        kind in answer_kind(),
+    ) {
+        parse_any(&kind, &body)?;
+    }
+
+    #[test]
+    fn any_text_parses_without_panic(body in ".{0,256}", kind in answer_kind()) {
+        parse_any(&kind, body.as_bytes())?;
+    }
+
+    #[test]
+    fn any_json_parses_without_panic(value in json_value(), kind in answer_kind()) {
+        parse_any(&kind, &serde_json::to_vec(&value).unwrap())?;
+        // As the body of a server push too, under the keys it is read from.
+        for field in ["serviceInfo", "hosts", "serverPort", "requestId"] {
+            let wrapped = json!({ field: value.clone(), "requestId": "1" });
+            parse_any(&kind, &serde_json::to_vec(&wrapped).unwrap())?;
+        }
+    }
+
+    #[test]
+    fn a_response_round_trips_its_codes(
+        result_code in prop_oneof![Just(200_i64), any::<i64>()],
+        error_code in prop_oneof![Just(0_i64), Just(301), Just(403), any::<i64>()],
+        message in proptest::option::of(".{0,300}"),
+        error_kind in any::<bool>(),
+    ) {
+        let kind = if error_kind { "ErrorResponse" } else { "InstanceResponse" };
+        let body = json!({
+            "resultCode": result_code, "errorCode": error_code, "message": message,
+            "requestId": "7", "success": result_code == 200,
+        });
+        let payload = Payload::new(kind, serde_json::to_vec(&body).unwrap(), HashMap::new());
+        match parse_response(SERVER, &payload) {
+            Ok(response) => {
+                prop_assert!(result_code == 200 && !error_kind);
+                prop_assert_eq!(response.result_code, result_code);
+                prop_assert_eq!(response.error_code, error_code);
+                prop_assert_eq!(response.message, message);
+            }
+            Err(Error::Refused { server, code, message: shown }) => {
+                prop_assert!(result_code != 200 || error_kind);
+                prop_assert_eq!(server, SERVER);
+                prop_assert_eq!(code, error_code);
+                prop_assert_eq!(shown, excerpt(message.as_deref().unwrap_or(kind)));
+            }
+            Err(other) => prop_assert!(false, "{:?}", other),
+        }
+    }
+}
