@@ -895,7 +895,7 @@ pub fn auth_token_renewed_grpc(bin: &str, kind: ServerKind) {
         &app,
         "SIGTERM with an expired token",
     );
-    drop(app.wait_exit(Duration::from_secs(10)));
+    let _ = app.wait_exit(Duration::from_secs(10));
     let output = app.output();
     assert!(output.contains("nacos server speaks gRPC"), "{output}");
     assert!(output.contains("deregistered from nacos"), "{output}");

@@ -80,6 +80,13 @@ pub(crate) enum Kept {
     Beats,
     /// By the gRPC connection: the instance lives as long as it, and is sent again on
     /// every new connection. The number is the connection's generation.
+    #[cfg_attr(
+        not(feature = "grpc"),
+        expect(
+            dead_code,
+            reason = "only the gRPC transport keeps instances by connection"
+        )
+    )]
     Connection(u64),
 }
 
@@ -324,7 +331,7 @@ impl NamingClient {
             (Some(username), Some(password)) => Some(Auth::new(username, password)),
             _ => None,
         };
-        Ok(Arc::new_cyclic(|me| NamingClient {
+        Ok(Arc::new_cyclic(|_me| NamingClient {
             http,
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
             servers,
@@ -334,7 +341,7 @@ impl NamingClient {
             auth,
             #[cfg(feature = "grpc")]
             grpc: grpc_wanted
-                .then(|| grpc::Grpc::new(me.clone(), &grpc_servers, offset, request_timeout)),
+                .then(|| grpc::Grpc::new(_me.clone(), &grpc_servers, offset, request_timeout)),
         }))
     }
 

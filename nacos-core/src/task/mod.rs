@@ -94,6 +94,13 @@ pub(crate) struct Seen {
 
 /// How the connection keeping an instance changed.
 #[derive(Debug)]
+#[cfg_attr(
+    not(feature = "grpc"),
+    expect(
+        dead_code,
+        reason = "only the gRPC transport keeps instances by connection"
+    )
+)]
 pub(crate) enum ConnectionChange {
     /// It was lost; the transport reconnects.
     Down(Error),

@@ -749,21 +749,22 @@ fn parse_response(server: &str, payload: &Payload) -> Result<Response> {
     Ok(response)
 }
 
+/// The bi-stream's answer, until its headers arrive.
+type PendingStream = Pin<
+    Box<
+        dyn Future<
+                Output = std::result::Result<
+                    tonic::Response<tonic::Streaming<Payload>>,
+                    tonic::Status,
+                >,
+            > + Send,
+    >,
+>;
+
 /// The inbound half of the bi-stream: its answer's headers, then its messages.
 enum Inbound {
-    Pending(
-        Pin<
-            Box<
-                dyn Future<
-                        Output = std::result::Result<
-                            tonic::Response<tonic::Streaming<Payload>>,
-                            tonic::Status,
-                        >,
-                    > + Send,
-            >,
-        >,
-    ),
-    Open(tonic::Streaming<Payload>),
+    Pending(PendingStream),
+    Open(Box<tonic::Streaming<Payload>>),
 }
 
 impl Inbound {
@@ -773,7 +774,7 @@ impl Inbound {
             match self {
                 Inbound::Pending(answer) => {
                     let answer = answer.as_mut().await?;
-                    *self = Inbound::Open(answer.into_inner());
+                    *self = Inbound::Open(Box::new(answer.into_inner()));
                 }
                 Inbound::Open(stream) => return stream.message().await,
             }
