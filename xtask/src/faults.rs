@@ -31,6 +31,8 @@ pub struct Row {
     pub fault: String,
     /// The server(s).
     pub server: String,
+    /// The API the app used (`gRPC`, `HTTP v1`, `HTTP v3`), from its log or `NACOS_API`.
+    pub api: String,
     /// Requests the demo's clients sent.
     pub requests: usize,
     /// Of those, failed.
@@ -55,6 +57,8 @@ pub struct Row {
 struct Loaded {
     app: App,
     port: u16,
+    /// `NACOS_API` when the row sets it.
+    forced_api: Option<String>,
     stop: Arc<AtomicBool>,
     load: Option<std::thread::JoinHandle<Vec<(Duration, bool)>>>,
 }
@@ -68,6 +72,10 @@ impl Loaded {
             ("RUST_LOG", "info,nacos_core=debug".to_owned()),
         ];
         all.extend(envs.iter().cloned());
+        let forced_api = envs
+            .iter()
+            .find(|(k, _)| *k == "NACOS_API")
+            .map(|(_, v)| v.clone());
         let app = App::start(bin, &all);
         let port = wait_for(Duration::from_secs(30), || announced_port(&app.output()))
             .unwrap_or_else(|| panic!("the demo did not start:\n{}", app.output()));
@@ -92,6 +100,7 @@ impl Loaded {
         Loaded {
             app,
             port,
+            forced_api,
             stop,
             load: Some(load),
         }
@@ -117,9 +126,18 @@ impl Loaded {
         let p99 = seen
             .get(((seen.len().max(1) - 1) as f64 * 0.99) as usize)
             .map_or(0.0, |(d, _)| d.as_secs_f64() * 1000.0);
+        let api = match self.forced_api.as_deref() {
+            Some("grpc") => "gRPC".to_owned(),
+            Some(http) => format!("HTTP {http}"),
+            None if log.contains("nacos server speaks gRPC") => "gRPC".to_owned(),
+            None if log.contains("speaks the v3 API") => "HTTP v3".to_owned(),
+            None if log.contains("speaks the v1 API") => "HTTP v1".to_owned(),
+            None => "-".to_owned(),
+        };
         Row {
             fault: fault.to_owned(),
             server: server.to_owned(),
+            api,
             requests: seen.len(),
             failed,
             p99_ms: p99,
@@ -434,6 +452,8 @@ pub fn removed(bin: &str, version: OfficialVersion) -> Row {
         &[
             ("NACOS_SERVER_ADDR", server.addr()),
             ("NACOS_HEARTBEAT_INTERVAL", "1s".to_owned()),
+            // 20404 / 21003 are the HTTP path's answers to an unknown instance.
+            ("NACOS_API", kind.api().to_owned()),
         ],
     );
     recovery(|| listed_on(&server, demo.port)).expect("listed at first");
@@ -476,6 +496,44 @@ pub fn removed(bin: &str, version: OfficialVersion) -> Row {
         rec,
         listed,
         note,
+    )
+}
+
+/// The official server moves every gRPC connection away (`/v1/core/loader/reloadCurrent`
+/// with `count=0`, its own rebalancing): it sends `ConnectResetRequest`, the app answers,
+/// reconnects and registers again.
+pub fn reset_by_server(bin: &str) -> Row {
+    let kind = ServerKind::Official(OfficialVersion::V2_3_2);
+    let server = kind.start(&ServerOptions::default());
+    let demo = Loaded::start(bin, &[("NACOS_SERVER_ADDR", server.addr())]);
+    recovery(|| listed_on(&server, demo.port)).expect("listed at first");
+    let url = format!(
+        "http://{}/nacos/v1/core/loader/reloadCurrent?count=0",
+        server.addr()
+    );
+    let answer = crate::get_text(&url);
+    let asked = wait_for(Duration::from_secs(10), || {
+        demo.app
+            .output()
+            .contains("nacos server asked for a reconnection")
+            .then_some(())
+    })
+    .is_some();
+    let rec = recovery(|| listed_on(&server, demo.port));
+    let listed = listed_on(&server, demo.port);
+    let note = match (&answer, asked) {
+        (_, true) => "ConnectResetRequest answered; reconnected and registered again".to_owned(),
+        (Ok((status, body)), false) => {
+            format!("no ConnectResetRequest seen (reloadCurrent answered {status}: {body})")
+        }
+        (Err(e), false) => format!("reloadCurrent failed: {e}"),
+    };
+    demo.finish(
+        "the server resets the connection (ConnectResetRequest)",
+        &kind.to_string(),
+        rec,
+        listed,
+        &note,
     )
 }
 
@@ -535,13 +593,14 @@ pub fn soak(bin: &str, length: Duration) -> Row {
 /// The table, in Markdown.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| fault | server | requests failed | p99 ms | recovered | lost | panics | log lines (WARN/ERROR) | note |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| fault | server | API | requests failed | p99 ms | recovered | lost | panics | log lines (WARN/ERROR) | note |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} of {} | {:.1} | {} | {} | {} | {}/{} | {} |\n",
+            "| {} | {} | {} | {} of {} | {:.1} | {} | {} | {} | {}/{} | {} |\n",
             r.fault,
             r.server,
+            r.api,
             r.failed,
             r.requests,
             r.p99_ms,

@@ -536,10 +536,12 @@ fn faults(soak_seconds: u64) -> Result<(), String> {
         Box::new(|| f::bad_answers(&bin, "slow")),
         Box::new(|| f::cluster_node_killed(&bin)),
         Box::new(|| f::cluster_rolling(&bin)),
+        Box::new(|| f::reset_by_server(&bin)),
         Box::new(|| f::removed(&bin, V2_3_2)),
         Box::new(|| f::removed(&bin, V3_1_0)),
         Box::new(|| f::token_expiry(&bin, V2_3_2)),
         Box::new(|| f::token_expiry(&bin, V3_1_0)),
+        Box::new(|| f::wrong_password(&bin, V2_3_2)),
         Box::new(|| f::wrong_password(&bin, V3_1_0)),
         Box::new(|| f::soak(&bin, Duration::from_secs(soak_seconds))),
     ];
@@ -567,7 +569,9 @@ fn faults(soak_seconds: u64) -> Result<(), String> {
          Produced by `cargo xtask faults` (xtask/src/faults.rs) at commit {commit}, {}, on \
          a {cores}-core Linux machine, in {} s. Release build of `axum-demo`; every row \
          starts its own servers on free loopback ports.\n\n\
-         Method: the demo runs with `NACOS_REQUEST_TIMEOUT=1s` while a client of its own \
+         Method: the demo runs at the defaults (gRPC where the server offers it, as the \
+         *API* column shows; HTTP where a row needs it) with `NACOS_REQUEST_TIMEOUT=1s` \
+         while a client of its own \
          sends `GET /` every 20 ms; the fault is played; the row then waits until the \
          instance is listed and healthy again on every live node. *requests failed* are the \
          demo's own clients' failures (a Nacos fault must never fail a user request); \
