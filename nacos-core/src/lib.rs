@@ -127,11 +127,11 @@ pub use config::{
     ApiVersion, Config, ConfigBuilder, DEFAULT_BEAT_INTERVAL, DEFAULT_GRPC_PORT_OFFSET,
     DEFAULT_SERVER_PORT, IpType, Secret, ServerAddr,
 };
-pub use discovery::{DEFAULT_REFRESH, Discovery, EMPTY_HOLD, Instances, ServiceWatch};
+pub use discovery::{DEFAULT_REFRESH, Discovery, EJECT_FOR, EMPTY_HOLD, Instances, ServiceWatch};
 #[cfg(feature = "tower")]
 pub use discovery::{DiscoverInstances, InstanceKey};
 #[cfg(feature = "reqwest-middleware")]
-pub use discovery::{LoadBalancer, NoInstance};
+pub use discovery::{LoadBalancer, MAX_TRIES, NoInstance};
 pub use error::{Cause, Error, Result};
 pub use instance::{BeatInfo, BeatResult, Instance, ServiceKey};
 pub use listener::{ListenerState, listener_state, own_listeners};

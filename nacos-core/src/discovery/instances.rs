@@ -24,6 +24,8 @@ pub struct Instances {
     version: u64,
     updated: Option<SystemTime>,
     reach_protection_threshold: bool,
+    /// How many instances the server listed, unhealthy and disabled ones included.
+    listed: usize,
 }
 
 impl Instances {
@@ -35,6 +37,7 @@ impl Instances {
         version: u64,
         reach_protection_threshold: bool,
     ) -> Self {
+        let listed_count = listed.len();
         let mut all: Vec<Instance> = listed
             .into_iter()
             .filter(|i| i.healthy && i.enabled)
@@ -57,6 +60,7 @@ impl Instances {
             version,
             updated: Some(SystemTime::now()),
             reach_protection_threshold,
+            listed: listed_count,
         }
     }
 
@@ -80,6 +84,12 @@ impl Instances {
     /// Whether there is none.
     pub fn is_empty(&self) -> bool {
         self.all.is_empty()
+    }
+
+    /// How many instances the server listed, unhealthy and disabled ones included (the
+    /// snapshot keeps the `healthy && enabled` ones).
+    pub fn listed(&self) -> usize {
+        self.listed
     }
 
     /// Increases by one with every change of the list; 0 before the first answer.
@@ -107,10 +117,15 @@ impl Instances {
         self.pick_with(fastrand::f64())
     }
 
-    /// As [`pick`](Self::pick), but never `avoid` (`ip`, `port`) unless it is the only
-    /// choice left out: for a retry on another instance.
+    /// As [`pick`](Self::pick), but never `avoid` (`ip`, `port`): for a retry on another
+    /// instance. `None` when no other instance can be picked.
     pub fn pick_other(&self, avoid: (&str, u16)) -> Option<&Instance> {
-        let is_avoided = |i: &Instance| i.ip == avoid.0 && i.port == avoid.1;
+        self.pick_avoiding(|i| i.ip == avoid.0 && i.port == avoid.1)
+    }
+
+    /// As [`pick`](Self::pick), among the instances for which `is_avoided` is false (same
+    /// cluster first, then by weight). `None` when no such instance can be picked.
+    pub fn pick_avoiding(&self, is_avoided: impl Fn(&Instance) -> bool) -> Option<&Instance> {
         let first = self.pick()?;
         if !is_avoided(first) {
             return Some(first);
@@ -258,5 +273,22 @@ mod tests {
         }
         let one = Instances::new(vec![inst("10.0.0.1", 80, 1.0, "A")], None, 1, false);
         assert!(one.pick_other(("10.0.0.1", 80)).is_none());
+    }
+
+    #[test]
+    fn avoided_instances_are_never_picked_while_another_can_be() {
+        let list = vec![
+            inst("10.0.0.1", 80, 1.0, "A"),
+            inst("10.0.0.2", 80, 1.0, "A"),
+            inst("10.0.0.3", 80, 1.0, "B"),
+        ];
+        let s = Instances::new(list, Some("A"), 1, false);
+        let avoid = |i: &Instance| i.ip != "10.0.0.3";
+        for _ in 0..100 {
+            // The preferred cluster is all avoided: the other cluster's instance.
+            assert_eq!(s.pick_avoiding(avoid).unwrap().ip, "10.0.0.3");
+        }
+        assert!(s.pick_avoiding(|_| true).is_none());
+        assert_eq!(s.listed(), 3);
     }
 }

@@ -42,11 +42,16 @@ use super::{Discovery, ServiceWatch};
 /// the current snapshot without a lock (`arc-swap`). Before the service's first list
 /// arrives, the request waits for it, up to `NACOS_REQUEST_TIMEOUT`.
 ///
-/// # Retries
-/// A request that could not connect (refused, or the connect timed out) was never sent:
-/// it is sent once more, to another instance. Nothing else is retried: a request that
-/// reached an instance may have been acted upon. A body that cannot be cloned (a stream)
-/// is not retried either.
+/// # Retries and ejection
+/// - A request that could not connect (refused, or the connect timed out) was never sent:
+///   the instance is [ejected](ServiceWatch::eject) from picks for [`EJECT_FOR`](crate::EJECT_FOR)
+///   and the request goes to another instance not tried yet, up to [`MAX_TRIES`] instances
+///   in all (a killed provider, or several restarting at once, cost no request).
+/// - An idempotent request (GET, HEAD, OPTIONS, PUT, DELETE) whose connection was reset
+///   before any answer (a provider killed with kept-alive connections) is ejected and sent
+///   to another instance once.
+/// - Nothing else is retried: a request that reached an instance may have been acted
+///   upon. A body that cannot be cloned (a stream) is not retried either.
 #[derive(Clone)]
 pub struct LoadBalancer {
     discovery: Discovery,
@@ -62,13 +67,21 @@ impl fmt::Debug for LoadBalancer {
     }
 }
 
-/// No instance of the service can take the request (none listed, or all of weight 0).
+/// No instance of the service can take the request; `why` says which case it is (unknown
+/// or empty service, all unhealthy or disabled, all of weight 0, or Nacos unreachable
+/// with the cause).
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("no instance of service {service:?} is available in nacos")]
+#[error("no instance of service {service:?} to call: {why}")]
 pub struct NoInstance {
     /// The service name.
     pub service: String,
+    /// Why, in words (see [`ServiceWatch::why_none`]).
+    pub why: String,
 }
+
+/// The most instances one request is sent to: the first pick and up to two more after
+/// connections that could not be made.
+pub const MAX_TRIES: usize = 3;
 
 impl LoadBalancer {
     /// A load balancer over `discovery`, handling `nacos://` URLs; add names for
@@ -146,7 +159,7 @@ fn aim(req: &mut Request, scheme: &str, ip: &str, port: u16) -> reqwest_middlewa
 impl Middleware for LoadBalancer {
     async fn handle(
         &self,
-        mut req: Request,
+        req: Request,
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
@@ -157,34 +170,100 @@ impl Middleware for LoadBalancer {
             watch.ready().await;
         }
         let service = || watch.service().service_name.clone();
-        let first = watch.pick_with(|i| i.map(|i| (i.ip.clone(), i.port)));
-        let Some((ip, port)) = first else {
-            return Err(reqwest_middleware::Error::middleware(NoInstance {
-                service: service(),
-            }));
-        };
-        aim(&mut req, scheme, &ip, port)?;
-        let again = req.try_clone();
-        match next.clone().run(req, extensions).await {
-            Err(reqwest_middleware::Error::Reqwest(err)) if err.is_connect() => {
-                let other = watch
-                    .instances()
-                    .pick_other((&ip, port))
-                    .map(|i| (i.ip.clone(), i.port));
-                match (again, other) {
-                    (Some(mut again), Some((other_ip, other_port))) => {
-                        tracing::debug!(service = %service(), instance = %format_args!("{ip}:{port}"),
-                            retry = %format_args!("{other_ip}:{other_port}"),
-                            "cannot connect to the instance: sending to another one");
-                        aim(&mut again, scheme, &other_ip, other_port)?;
-                        next.run(again, extensions).await
-                    }
-                    _ => Err(reqwest_middleware::Error::Reqwest(err)),
+        let idempotent = matches!(
+            *req.method(),
+            http::Method::GET
+                | http::Method::HEAD
+                | http::Method::OPTIONS
+                | http::Method::PUT
+                | http::Method::DELETE
+        );
+        let mut tried: Vec<(String, u16)> = Vec::with_capacity(MAX_TRIES);
+        let mut reset_retried = false;
+        let mut req = Some(req);
+        loop {
+            let picked = watch.pick_avoiding(
+                |i| {
+                    tried
+                        .iter()
+                        .any(|(ip, port)| *ip == i.ip && *port == i.port)
+                },
+                |i| i.map(|i| (i.ip.clone(), i.port)),
+            );
+            let (Some((ip, port)), Some(mut this)) = (picked, req.take()) else {
+                break Err(reqwest_middleware::Error::middleware(NoInstance {
+                    service: service(),
+                    why: watch
+                        .why_none()
+                        .unwrap_or_else(|| "every instance was tried".to_owned()),
+                }));
+            };
+            aim(&mut this, scheme, &ip, port)?;
+            let again = this.try_clone();
+            let result = next.clone().run(this, extensions).await;
+            let retry = match &result {
+                Err(reqwest_middleware::Error::Reqwest(err)) if err.is_connect() => true,
+                Err(reqwest_middleware::Error::Reqwest(err))
+                    if idempotent && !reset_retried && is_reset(err) =>
+                {
+                    reset_retried = true;
+                    true
                 }
+                _ => false,
+            };
+            if !retry {
+                break result;
             }
-            other => other,
+            watch.eject(&ip, port);
+            tried.push((ip, port));
+            let more = tried.len() < MAX_TRIES
+                && watch.pick_avoiding(
+                    |i| {
+                        tried
+                            .iter()
+                            .any(|(ip, port)| *ip == i.ip && *port == i.port)
+                    },
+                    |i| i.is_some(),
+                );
+            match (again, more) {
+                (Some(again), true) => {
+                    tracing::debug!(service = %service(), instance = %format_args!("{}:{}", tried[tried.len() - 1].0, tried[tried.len() - 1].1),
+                        "the request did not reach the instance: sending it to another one");
+                    req = Some(again);
+                }
+                _ => break result,
+            }
         }
     }
+}
+
+/// Whether `err` is a connection reset or closed before any answer (not a timeout).
+fn is_reset(err: &reqwest::Error) -> bool {
+    if err.is_timeout() || !err.is_request() {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        let text = e.to_string();
+        if text.contains("connection closed before message completed")
+            || text.contains("connection reset")
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 #[cfg(test)]

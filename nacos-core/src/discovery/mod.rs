@@ -29,11 +29,16 @@ mod tower;
 
 pub use instances::Instances;
 #[cfg(feature = "reqwest-middleware")]
-pub use load_balancer::{LoadBalancer, NoInstance};
+pub use load_balancer::{LoadBalancer, MAX_TRIES, NoInstance};
 #[cfg(feature = "tower")]
 pub use tower::{DiscoverInstances, InstanceKey};
 
 pub use crate::config::DEFAULT_REFRESH;
+
+/// How long an instance whose connection was refused or reset is left out of picks
+/// ([`ServiceWatch::eject`]): 10 s, long enough for the server's push or the next poll to
+/// drop an instance that left, short enough for one that only blinked.
+pub const EJECT_FOR: Duration = Duration::from_secs(10);
 
 /// How long an empty list must last before it replaces a non-empty one (10 s: two default
 /// beat intervals, the time providers take to register again after a Nacos restart).
@@ -181,6 +186,9 @@ impl Discovery {
             current: ArcSwap::from_pointee(Instances::default()),
             updates: tx,
             first_wait: self.inner.first_wait,
+            ejected: Mutex::new(Vec::new()),
+            ejections: std::sync::atomic::AtomicUsize::new(0),
+            failure: Mutex::new(None),
         });
         watches.insert(key, Arc::downgrade(&shared));
         drop(watches);
@@ -208,6 +216,12 @@ struct Shared {
     current: ArcSwap<Instances>,
     updates: watch::Sender<Arc<Instances>>,
     first_wait: Duration,
+    /// Instances left out of picks, and until when.
+    ejected: Mutex<Vec<(String, u16, tokio::time::Instant)>>,
+    /// How many entries `ejected` holds: picks take no lock while it is 0.
+    ejections: std::sync::atomic::AtomicUsize,
+    /// Why the last list or subscription failed, while it does.
+    failure: Mutex<Option<crate::Error>>,
 }
 
 impl fmt::Debug for ServiceWatch {
@@ -234,10 +248,91 @@ impl ServiceWatch {
     }
 
     /// Picks an instance from the current snapshot (see [`Instances::pick`]) without
-    /// taking a reference count: what a load balancer calls per request.
+    /// taking a reference count: what a load balancer calls per request. Instances
+    /// [ejected](Self::eject) are left out while another one can be picked (when every
+    /// instance is ejected, one of them is picked all the same: better a try than none).
     pub fn pick_with<T>(&self, f: impl FnOnce(Option<&crate::Instance>) -> T) -> T {
+        self.pick_avoiding(|_| false, f)
+    }
+
+    /// As [`pick_with`](Self::pick_with), never an instance for which `is_avoided` holds
+    /// (e.g. the ones a request already tried); `None` when no other instance is left.
+    pub fn pick_avoiding<T>(
+        &self,
+        is_avoided: impl Fn(&crate::Instance) -> bool,
+        f: impl FnOnce(Option<&crate::Instance>) -> T,
+    ) -> T {
         let current = self.shared.current.load();
-        f(current.pick())
+        if self
+            .shared
+            .ejections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+        {
+            return f(current.pick_avoiding(is_avoided));
+        }
+        let now = tokio::time::Instant::now();
+        let ejected = {
+            let mut ejected = lock(&self.shared.ejected);
+            ejected.retain(|(_, _, until)| *until > now);
+            self.shared
+                .ejections
+                .store(ejected.len(), std::sync::atomic::Ordering::Relaxed);
+            ejected.clone()
+        };
+        let is_ejected = |i: &crate::Instance| {
+            ejected
+                .iter()
+                .any(|(ip, port, _)| *ip == i.ip && *port == i.port)
+        };
+        match current.pick_avoiding(|i| is_avoided(i) || is_ejected(i)) {
+            Some(instance) => f(Some(instance)),
+            None => f(current.pick_avoiding(is_avoided)),
+        }
+    }
+
+    /// Leaves the instance at `ip:port` out of picks for [`EJECT_FOR`] (outlier ejection,
+    /// as Envoy does): what a caller does when a connection to it was refused or reset.
+    /// The list drops it when it left; if it only blinked, it is picked again afterwards.
+    pub fn eject(&self, ip: &str, port: u16) {
+        let until = tokio::time::Instant::now() + EJECT_FOR;
+        let mut ejected = lock(&self.shared.ejected);
+        match ejected.iter_mut().find(|(i, p, _)| i == ip && *p == port) {
+            Some(entry) => entry.2 = until,
+            None => ejected.push((ip.to_owned(), port, until)),
+        }
+        self.shared
+            .ejections
+            .store(ejected.len(), std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(service = %self.shared.key.service_name, instance = %format_args!("{ip}:{port}"),
+            "instance left out of picks for 10 s");
+    }
+
+    /// Why no instance can be picked, in words: the service is unknown or empty, every
+    /// instance is unhealthy, disabled, of weight 0 or ejected, or Nacos cannot be reached
+    /// (with the cause). `None` while an instance can be picked.
+    pub fn why_none(&self) -> Option<String> {
+        if self.pick_with(|i| i.is_some()) {
+            return None;
+        }
+        let current = self.instances();
+        if let Some(err) = lock(&self.shared.failure).as_ref() {
+            if current.is_empty() {
+                return Some(format!("nacos unreachable: {}", Chain(err)));
+            }
+        }
+        Some(if current.version() == 0 {
+            "no list from nacos yet".to_owned()
+        } else if current.listed() == 0 {
+            "nacos lists no instance of it (unknown or empty service)".to_owned()
+        } else if current.is_empty() {
+            format!(
+                "all {} listed instances are unhealthy or disabled",
+                current.listed()
+            )
+        } else {
+            format!("all {} healthy instances have weight 0", current.len())
+        })
     }
 
     /// The first list: resolves at once when it is there, else when it arrives, or
@@ -362,6 +457,9 @@ impl Poller {
     /// before the next try.
     fn failed(&self, track: &mut Track, err: &crate::Error) -> Duration {
         track.failures += 1;
+        if let Some(shared) = self.shared.upgrade() {
+            *lock(&shared.failure) = Some(err.clone());
+        }
         crate::metrics::discovery_refresh_failure(&self.key.grouped_service_name());
         let had = self
             .shared
@@ -386,6 +484,7 @@ impl Poller {
         if track.failures > 0 {
             tracing::info!(service = %self.key.service_name, failures = track.failures,
                 "nacos instance list recovered");
+            *lock(&shared.failure) = None;
         }
         track.failures = 0;
         if list.reach_protection_threshold != track.protection_logged {
