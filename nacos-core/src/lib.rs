@@ -97,6 +97,7 @@
     unreachable_pub
 )]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod addr;
 mod client;
@@ -124,8 +125,10 @@ pub use config::{
 };
 pub use discovery::{DEFAULT_REFRESH, Discovery, EMPTY_HOLD, Instances, ServiceWatch};
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use discovery::{DiscoverInstances, InstanceKey};
 #[cfg(feature = "reqwest-middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub use discovery::{LoadBalancer, NoInstance};
 pub use error::{Cause, Error, Result};
 pub use instance::{BeatInfo, BeatResult, Instance, ServiceKey};
