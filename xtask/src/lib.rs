@@ -678,6 +678,7 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
 pub mod e2e;
 pub mod faults;
 pub mod measure;
+pub mod msrv;
 pub mod official;
 pub mod rolling;
 pub mod server;

@@ -8,6 +8,8 @@
 //!   (SIGTERM) under load, with no failed call.
 //! - `cargo xtask test [ARGS]`: install r-nacos if needed, then `cargo test --workspace ARGS`.
 //! - `cargo xtask nacos install|run`: install r-nacos, or run one in the foreground.
+//! - `cargo xtask msrv`: each member's `rust-version` against its dependencies' (see
+//!   `xtask::msrv`).
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -21,6 +23,7 @@ fn main() -> ExitCode {
         Some("demo") if args.get(1).is_some_and(|a| a == "discovery") => demo_discovery(),
         Some("demo") => demo(args.get(1).map_or("axum", String::as_str)),
         Some("test") => test(&args[1..]),
+        Some("msrv") => msrv(),
         Some("rolling-restart") => rolling_restart(args.get(1).map(String::as_str)),
         Some("faults") => faults(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(600)),
         Some("recovery") => recovery(
@@ -48,7 +51,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    "usage: cargo xtask demo [axum|axum-minimal|actix|actix-handle|discovery] | test [cargo test args] | nacos install|run"
+    "usage: cargo xtask demo [axum|axum-minimal|actix|actix-handle|discovery] | test [cargo test args] | msrv | nacos install|run"
         .into()
 }
 
@@ -85,6 +88,49 @@ fn test(args: &[String]) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("cargo test failed ({status})"))
+    }
+}
+
+/// `cargo xtask msrv`: a table of each member's declared and needed Rust version; fails
+/// when a member declares less than its dependencies need.
+fn msrv() -> Result<(), String> {
+    let out = cargo()
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--all-features",
+            "--locked",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run cargo metadata: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cargo metadata failed ({})", out.status));
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("cargo metadata's output: {e}"))?;
+    let members = xtask::msrv::members(&metadata)?;
+    println!("| member | rust-version | needed | because of |");
+    println!("|---|---|---|---|");
+    for m in &members {
+        println!(
+            "| {} | {} | {} | {} |",
+            m.name,
+            m.declared.map_or_else(|| "none".to_owned(), |v| v.to_string()),
+            m.needed,
+            m.why
+        );
+    }
+    let short: Vec<String> = members
+        .iter()
+        .filter(|m| !m.holds())
+        .map(|m| format!("{} needs rust-version = \"{}\" ({})", m.name, m.needed, m.why))
+        .collect();
+    if short.is_empty() {
+        Ok(())
+    } else {
+        Err(short.join("; "))
     }
 }
 
