@@ -4,9 +4,11 @@
 //! The `cargo xtask` binary and the end-to-end tests use the same code, so what the
 //! README's commands show is what the tests check.
 
+use std::ffi::OsStr;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -16,6 +18,37 @@ use serde_json::Value;
 /// milliseconds on loopback), no grace, then at most `nacos_core::EXIT_WAIT` (500 ms)
 /// before the signal's default action; 2 s leaves room for a loaded machine.
 pub const SIGNAL_EXIT_BOUND: Duration = Duration::from_secs(2);
+
+/// A command for a process the harness starts (a server, a demo app, a foreign client) that
+/// gets SIGKILL when the thread that spawned it ends: `setpriv --pdeathsig KILL -- PROGRAM`
+/// (util-linux), which sets the parent-death signal and then executes `PROGRAM`, so the
+/// child's pid is the program's. A test run killed with SIGKILL, whose `Drop`s never run,
+/// takes its servers with it.
+///
+/// The signal follows the spawning *thread*, not the process: a test starts its servers on
+/// its own thread and they live until that test ends, which is what the suite wants (no
+/// server is shared between tests); a thread that only starts a server for others to use
+/// would take it down when it returns. Where `setpriv` is missing (not Linux) the command
+/// is `PROGRAM` itself, and the servers outlive a killed run as before.
+pub fn child_command(program: impl AsRef<OsStr>) -> Command {
+    static SETPRIV: OnceLock<bool> = OnceLock::new();
+    let setpriv = *SETPRIV.get_or_init(|| {
+        Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "--", "true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if setpriv {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--pdeathsig", "KILL", "--"]).arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
 
 /// The r-nacos release the project develops and tests against.
 pub const RNACOS_VERSION: &str = "0.8.8";
@@ -390,7 +423,7 @@ impl RNacos {
     }
 
     fn spawn(&mut self) {
-        let mut cmd = Command::new(rnacos_bin());
+        let mut cmd = child_command(rnacos_bin());
         cmd.current_dir(self.data_dir.path())
             .env("RNACOS_HTTP_PORT", self.http_port.to_string())
             .env("RNACOS_GRPC_PORT", self.grpc_port.to_string())
@@ -580,7 +613,7 @@ impl App {
         let log = dir.path().join("app.log");
         let out = std::fs::File::create(&log).expect("cannot create the app log");
         let err = out.try_clone().expect("cannot clone the app log");
-        let mut cmd = Command::new(bin);
+        let mut cmd = child_command(bin);
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -682,6 +715,7 @@ pub mod msrv;
 pub mod official;
 pub mod rolling;
 pub mod server;
+pub mod testrun;
 
 /// Sends `method` to `url` with `params` in the query (a form body for `POST`/`PUT`) and
 /// returns the status and body (5 s timeout).

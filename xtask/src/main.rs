@@ -6,11 +6,13 @@
 //! - `cargo xtask demo discovery`: r-nacos, two instances of the axum demo and the axum
 //!   gateway calling them through Nacos: the answers alternate, then one provider leaves
 //!   (SIGTERM) under load, with no failed call.
-//! - `cargo xtask test [ARGS]`: install r-nacos if needed, then `cargo test --workspace ARGS`.
+//! - `cargo xtask test [ARGS]`: install the servers if needed, then `cargo test --workspace
+//!   --no-fail-fast ARGS`; the failed tests are listed together at the end.
 //! - `cargo xtask nacos install|run`: install r-nacos, or run one in the foreground.
 //! - `cargo xtask msrv`: each member's `rust-version` against its dependencies' (see
 //!   `xtask::msrv`).
 
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -77,17 +79,39 @@ fn test(args: &[String]) -> Result<(), String> {
     for client in ["2.3.2", "3.1.0"] {
         xtask::ensure_java_peer(client)?;
     }
-    let status = cargo()
-        .args(["test", "--workspace"])
+    // One pipe for cargo's stderr and the tests' stdout, so the lines keep their order.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut child = Command::new("sh")
+        .args(["-c", "exec \"$@\" 2>&1", "sh"])
+        .arg(cargo)
+        .args(["test", "--workspace", "--no-fail-fast"])
         .args(args)
+        .current_dir(workspace_root())
         .env("RNACOS_BIN", bin)
         .env(xtask::REQUIRE_SERVERS, "1")
-        .status()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .map_err(|e| format!("cannot run cargo test: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("cargo test failed ({status})"))
+    let output = child.stdout.take().ok_or("cargo test's output is not piped")?;
+    let mut failures = xtask::testrun::Failures::default();
+    let mut terminal = std::io::stdout();
+    for line in std::io::BufReader::new(output).split(b'\n') {
+        let line = line.map_err(|e| format!("reading cargo test's output: {e}"))?;
+        // A closed terminal must not stop the run: the summary matters more.
+        drop(terminal.write_all(&line).and_then(|()| terminal.write_all(b"\n")));
+        drop(terminal.flush());
+        failures.line(&String::from_utf8_lossy(&line));
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("cannot wait for cargo test: {e}"))?;
+    match failures.summary() {
+        Some(summary) => Err(format!(
+            "cargo test --workspace --no-fail-fast failed ({status}); {summary}"
+        )),
+        None if status.success() => Ok(()),
+        None => Err(format!("cargo test failed ({status})")),
     }
 }
 
