@@ -123,7 +123,9 @@ pub fn members(metadata: &Value) -> Result<Vec<Member>, String> {
         .as_array()
         .ok_or("no workspace members in the metadata")?
     {
-        let id = member.as_str().ok_or("a workspace member is not a string")?;
+        let id = member
+            .as_str()
+            .ok_or("a workspace member is not a string")?;
         let mut needed = EDITION_2024;
         let mut why = "edition 2024".to_owned();
         let mut seen: HashSet<&str> = HashSet::new();
@@ -228,7 +230,10 @@ mod tests {
     #[test]
     fn versions_parse_and_print_as_written() {
         assert_eq!("1.85".parse::<RustVersion>().unwrap().to_string(), "1.85");
-        assert_eq!("1.89.1".parse::<RustVersion>().unwrap().to_string(), "1.89.1");
+        assert_eq!(
+            "1.89.1".parse::<RustVersion>().unwrap().to_string(),
+            "1.89.1"
+        );
         assert!("1.x".parse::<RustVersion>().is_err());
         assert!("1.85".parse::<RustVersion>().unwrap() < "1.85.1".parse().unwrap());
     }

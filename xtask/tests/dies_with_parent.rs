@@ -104,7 +104,11 @@ fn killed_holder_takes_its_process(mode: &str) {
         running_parent(pid).is_none().then_some(())
     });
     if gone.is_none() {
-        drop(Command::new("kill").args(["-KILL", &pid.to_string()]).status());
+        drop(
+            Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status(),
+        );
         panic!("the {mode} process {pid} outlived its holder, killed with SIGKILL, by 10 s");
     }
 }
