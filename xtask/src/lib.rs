@@ -118,28 +118,95 @@ pub fn ensure_rnacos() -> Result<PathBuf, String> {
         eprintln!("cargo binstall did not install r-nacos; compiling it");
     }
     eprintln!(
-        "installing r-nacos {RNACOS_VERSION} into {} (first time only: about 9 minutes on 2 cores)",
+        "installing r-nacos {RNACOS_VERSION} into {} (first time only: cargo install compiles \
+         {RNACOS_CRATES} crates, about 9 minutes on 2 idle cores)",
         rnacos_root().display()
     );
-    let status = Command::new(cargo)
-        .args([
-            "install",
-            "rnacos",
-            "--locked",
-            "--version",
-            RNACOS_VERSION,
-            "--root",
-        ])
-        .arg(rnacos_root())
-        .envs(RNACOS_PROFILE)
-        .status()
-        .map_err(|e| format!("cannot run cargo install: {e}"))?;
-    if !status.success() || !bin.exists() {
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "install",
+        "rnacos",
+        "--locked",
+        "--version",
+        RNACOS_VERSION,
+        "--root",
+    ])
+    .arg(rnacos_root())
+    .envs(RNACOS_PROFILE);
+    run_with_progress(cmd, &format!("r-nacos {RNACOS_VERSION}"), RNACOS_CRATES)?;
+    if !bin.exists() {
         return Err(format!(
-            "cargo install rnacos --version {RNACOS_VERSION} failed ({status})"
+            "cargo install rnacos --version {RNACOS_VERSION} left no {}",
+            bin.display()
         ));
     }
     Ok(bin)
+}
+
+/// How many crates `cargo install rnacos --locked --version 0.8.8` compiles on Linux
+/// (its `Compiling` lines), for the progress figure.
+pub const RNACOS_CRATES: usize = 440;
+
+/// Runs a cargo command that compiles things, showing how far it got: each `Compiling
+/// NAME VERSION` line of its output becomes `compiling N/TOTAL: NAME VERSION`, in place on
+/// a terminal, every 10 % otherwise, with the time so far. Other lines are kept and, when
+/// the command fails, the last 40 are printed.
+///
+/// # Errors
+/// When the command cannot run or fails.
+pub fn run_with_progress(mut cmd: Command, what: &str, total: usize) -> Result<(), String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let mut child = cmd
+        .env("CARGO_TERM_PROGRESS_WHEN", "never")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let output = child.stderr.take().ok_or("stderr is not piped")?;
+    let terminal = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut compiled = 0usize;
+    let mut shown_tenth = 0usize;
+    let mut other: Vec<String> = Vec::new();
+    for line in std::io::BufReader::new(output).lines() {
+        let line = line.map_err(|e| format!("reading cargo's output: {e}"))?;
+        let Some(krate) = line.trim().strip_prefix("Compiling ") else {
+            other.push(line);
+            continue;
+        };
+        compiled += 1;
+        let progress = format!(
+            "    {what}: compiling {compiled}/{total}: {krate} ({} s)",
+            started.elapsed().as_secs()
+        );
+        if terminal {
+            let mut err = std::io::stderr();
+            drop(write!(err, "\r{progress:<100.100}"));
+            drop(err.flush());
+        } else if total > 0 && compiled * 10 / total > shown_tenth {
+            shown_tenth = compiled * 10 / total;
+            eprintln!("{progress}");
+        }
+    }
+    if terminal {
+        eprintln!();
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for cargo: {e}"))?;
+    if !status.success() {
+        let tail = &other[other.len().saturating_sub(40)..];
+        return Err(format!(
+            "installing {what} failed ({status}):\n{}",
+            tail.join("\n")
+        ));
+    }
+    eprintln!(
+        "    {what}: {compiled} crates compiled in {} s",
+        started.elapsed().as_secs()
+    );
+    Ok(())
 }
 
 /// Installs the npm `nacos` client's runner (`bench/peers/node`: `package.json`, the
@@ -709,6 +776,7 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
 }
 
 pub mod e2e;
+pub mod external;
 pub mod faults;
 pub mod measure;
 pub mod msrv;
@@ -739,4 +807,27 @@ pub fn send(method: &str, url: &str, params: &[(&str, &str)]) -> Result<(u16, St
         .read_to_string()
         .map_err(|e| e.to_string())?;
     Ok((status, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script]);
+        cmd
+    }
+
+    #[test]
+    fn progress_counts_compiling_lines_and_a_failure_shows_the_rest() {
+        let ok = sh("for c in a b c; do echo \"   Compiling $c v1.0.0\" >&2; done");
+        assert_eq!(run_with_progress(ok, "test", 3), Ok(()));
+        let failing =
+            sh("echo '   Compiling a v1.0.0' >&2; echo 'error: linker not found' >&2; exit 3");
+        let err = run_with_progress(failing, "test", 3).unwrap_err();
+        assert!(err.contains("exit status: 3"), "{err}");
+        assert!(err.contains("error: linker not found"), "{err}");
+        assert!(!err.contains("Compiling"), "{err}");
+    }
 }
