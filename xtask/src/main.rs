@@ -444,6 +444,37 @@ fn demo(which: &str) -> Result<(), String> {
 
     println!("==> starting {bin} with PORT=0 and NACOS_SERVICE_NAME={service}");
     let mut app = App::start(&exe.to_string_lossy(), &envs);
+    let shown = show_lifecycle(&mut app, &server, &namespace, &group, service);
+    if shown.is_err() && app.is_running() {
+        // Leave the server as it was: the app deregisters on SIGTERM (a SIGKILL, the
+        // App's drop, would leave the instance listed until the server expires it).
+        app.signal("TERM");
+        let _ = app.wait_exit(Duration::from_secs(10));
+    }
+    shown?;
+    println!("==> the app's log:");
+    for line in app.output().lines() {
+        println!("    {line}");
+    }
+    match server {
+        DemoNacos::Yours(nacos) => {
+            println!("==> your Nacos at {} keeps running", nacos.url());
+        }
+        DemoNacos::Local(Server::RNacos(_)) => println!("==> stopping r-nacos"),
+        DemoNacos::Local(Server::Official(_)) => println!("==> stopping the official Nacos"),
+    }
+    Ok(())
+}
+
+/// Waits for the demo app to listen, shows its instance in `server`'s list and its
+/// `/health`, stops it with SIGTERM and checks the instance gone and the app exited.
+fn show_lifecycle(
+    app: &mut App,
+    server: &DemoNacos,
+    namespace: &str,
+    group: &str,
+    service: &str,
+) -> Result<(), String> {
     let port = wait_for(Duration::from_secs(30), || {
         std::thread::sleep(Duration::from_millis(1));
         announced_port(&app.output())
@@ -453,9 +484,9 @@ fn demo(which: &str) -> Result<(), String> {
     println!("    listening on port {port}");
 
     let listed = poll_instances(
-        &server,
-        &namespace,
-        &group,
+        server,
+        namespace,
+        group,
         service,
         Duration::from_secs(30),
         |hosts| hosts.iter().any(|h| h["port"] == port),
@@ -477,9 +508,9 @@ fn demo(which: &str) -> Result<(), String> {
     let signalled = Instant::now();
     app.signal("TERM");
     let gone = poll_instances(
-        &server,
-        &namespace,
-        &group,
+        server,
+        namespace,
+        group,
         service,
         Duration::from_secs(10),
         |hosts| !hosts.iter().any(|h| h["port"] == port),
@@ -503,17 +534,6 @@ fn demo(which: &str) -> Result<(), String> {
                 app.output()
             ));
         }
-    }
-    println!("==> the app's log:");
-    for line in app.output().lines() {
-        println!("    {line}");
-    }
-    match server {
-        DemoNacos::Yours(nacos) => {
-            println!("==> your Nacos at {} keeps running", nacos.url());
-        }
-        DemoNacos::Local(Server::RNacos(_)) => println!("==> stopping r-nacos"),
-        DemoNacos::Local(Server::Official(_)) => println!("==> stopping the official Nacos"),
     }
     Ok(())
 }
