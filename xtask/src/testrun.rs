@@ -36,9 +36,11 @@ impl Failures {
                 self.pending.push(name.to_owned());
             }
         } else if let Some(rerun) = trimmed
-            .strip_prefix("error: test failed, to rerun pass `")
-            .and_then(|rest| rest.strip_suffix('`'))
+            .strip_prefix("error: ")
+            .and_then(|rest| rest.split_once(" failed, to rerun pass `"))
+            .and_then(|(_, rest)| rest.strip_suffix('`'))
         {
+            // `error: test failed, ...` or `error: doctest failed, ...`.
             self.flush(Some(rerun.to_owned()));
         }
     }
@@ -126,7 +128,10 @@ mod tests {
              test result: ok. 1 passed\n\
              \x20  Doc-tests axum_demo\n\
              test README.md - Readme (line 53) ... FAILED\n\
-             error: test failed, to rerun pass `-p axum-demo --doc`\n",
+             error: doctest failed, to rerun pass `-p axum-demo --doc`\n\
+             error: 2 targets failed:\n\
+             \x20   `-p nacos-core --lib`\n\
+             \x20   `-p axum-demo --doc`\n",
         );
         assert!(failures.any());
         let summary = failures.summary().unwrap();
