@@ -299,8 +299,14 @@ fn choose_demo_server() -> Result<DemoChoice, String> {
         return Ok(DemoChoice::Yours);
     }
     match std::env::var("XTASK_DEMO_SERVER").as_deref() {
-        Ok("r-nacos") => return Ok(DemoChoice::RNacos),
-        Ok("official") => return Ok(DemoChoice::Official(DEMO_OFFICIAL)),
+        Ok("r-nacos") => {
+            println!("==> server: r-nacos {RNACOS_VERSION} (XTASK_DEMO_SERVER)");
+            return Ok(DemoChoice::RNacos);
+        }
+        Ok("official") => {
+            println!("==> server: the official Nacos {DEMO_OFFICIAL} (XTASK_DEMO_SERVER)");
+            return Ok(DemoChoice::Official(DEMO_OFFICIAL));
+        }
         Ok(other) => {
             return Err(format!(
                 "XTASK_DEMO_SERVER={other:?}: expected r-nacos or official"
