@@ -28,8 +28,9 @@ pub const SIGNAL_EXIT_BOUND: Duration = Duration::from_secs(2);
 /// The signal follows the spawning *thread*, not the process: a test starts its servers on
 /// its own thread and they live until that test ends, which is what the suite wants (no
 /// server is shared between tests); a thread that only starts a server for others to use
-/// would take it down when it returns. Where `setpriv` is missing (not Linux) the command
-/// is `PROGRAM` itself, and the servers outlive a killed run as before.
+/// would take it down when it returns. A parent that dies in the microseconds between the
+/// spawn and `setpriv`'s `prctl` goes unnoticed. Where `setpriv` is missing (not Linux) the
+/// command is `PROGRAM` itself, and the servers outlive a killed run as before.
 pub fn child_command(program: impl AsRef<OsStr>) -> Command {
     static SETPRIV: OnceLock<bool> = OnceLock::new();
     let setpriv = *SETPRIV.get_or_init(|| {

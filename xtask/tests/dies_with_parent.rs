@@ -93,6 +93,18 @@ fn running_parent(pid: u32) -> Option<u32> {
 /// holder with SIGKILL and waits up to 10 s for the process to be gone.
 fn killed_holder_takes_its_process(mode: &str) {
     let (mut holder, pid) = start_holder(mode);
+    // `setpriv` sets the parent-death signal, then executes the program: once the process
+    // is no longer `setpriv`, the signal is armed. (A parent dying before that instant,
+    // microseconds after the spawn, is not noticed: the window `prctl` leaves.)
+    let armed = xtask::wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| comm.trim() != "setpriv")
+            .then_some(())
+    });
+    assert!(
+        armed.is_some(),
+        "the {mode} process {pid} never left setpriv"
+    );
     assert_eq!(
         running_parent(pid),
         Some(holder.id()),
