@@ -18,7 +18,11 @@ const HOLDER: &str = "XTASK_DIES_WITH_PARENT_HOLDER";
 #[test]
 #[ignore = "run by the other tests of this file in a child process"]
 fn holder() {
-    let what = std::env::var(HOLDER).expect("run by the other tests of this file");
+    let Ok(what) = std::env::var(HOLDER) else {
+        // Run by `--include-ignored`: nothing to hold, and nothing to check here.
+        eprintln!("holder: only the other tests of this file run it (with {HOLDER} set)");
+        return;
+    };
     // Kept alive (never dropped) until the process is killed.
     let pid = match what.as_str() {
         "stand-in" => {
