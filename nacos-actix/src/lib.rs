@@ -123,6 +123,7 @@
     unreachable_pub
 )]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod middleware;
 

@@ -100,6 +100,7 @@
     unreachable_pub
 )]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod addr;
 mod client;
@@ -121,6 +122,7 @@ mod hostile_input;
 
 pub use addr::{advertised_addr, detect_ip};
 #[cfg(feature = "grpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
 pub use client::grpc::HEALTH_CHECK_IDLE;
 pub use client::{LOGIN_RETRY, MAX_IN_FLIGHT, MAX_LOGIN_RETRY, NamingClient, USER_AGENT};
 pub use config::{
@@ -129,8 +131,10 @@ pub use config::{
 };
 pub use discovery::{DEFAULT_REFRESH, Discovery, EJECT_FOR, EMPTY_HOLD, Instances, ServiceWatch};
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use discovery::{DiscoverInstances, InstanceKey};
 #[cfg(feature = "reqwest-middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub use discovery::{LoadBalancer, MAX_TRIES, NoInstance};
 pub use error::{Cause, Error, Result};
 pub use instance::{BeatInfo, BeatResult, Instance, ServiceKey};

@@ -4,9 +4,11 @@
 //! The `cargo xtask` binary and the end-to-end tests use the same code, so what the
 //! README's commands show is what the tests check.
 
+use std::ffi::OsStr;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -16,6 +18,38 @@ use serde_json::Value;
 /// milliseconds on loopback), no grace, then at most `nacos_core::EXIT_WAIT` (500 ms)
 /// before the signal's default action; 2 s leaves room for a loaded machine.
 pub const SIGNAL_EXIT_BOUND: Duration = Duration::from_secs(2);
+
+/// A command for a process the harness starts (a server, a demo app, a foreign client) that
+/// gets SIGKILL when the thread that spawned it ends: `setpriv --pdeathsig KILL -- PROGRAM`
+/// (util-linux), which sets the parent-death signal and then executes `PROGRAM`, so the
+/// child's pid is the program's. A test run killed with SIGKILL, whose `Drop`s never run,
+/// takes its servers with it.
+///
+/// The signal follows the spawning *thread*, not the process: a test starts its servers on
+/// its own thread and they live until that test ends, which is what the suite wants (no
+/// server is shared between tests); a thread that only starts a server for others to use
+/// would take it down when it returns. A parent that dies in the microseconds between the
+/// spawn and `setpriv`'s `prctl` goes unnoticed. Where `setpriv` is missing (not Linux) the
+/// command is `PROGRAM` itself, and the servers outlive a killed run as before.
+pub fn child_command(program: impl AsRef<OsStr>) -> Command {
+    static SETPRIV: OnceLock<bool> = OnceLock::new();
+    let setpriv = *SETPRIV.get_or_init(|| {
+        Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "--", "true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if setpriv {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--pdeathsig", "KILL", "--"]).arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
 
 /// The r-nacos release the project develops and tests against.
 pub const RNACOS_VERSION: &str = "0.8.8";
@@ -85,28 +119,95 @@ pub fn ensure_rnacos() -> Result<PathBuf, String> {
         eprintln!("cargo binstall did not install r-nacos; compiling it");
     }
     eprintln!(
-        "installing r-nacos {RNACOS_VERSION} into {} (first time only: about 9 minutes on 2 cores)",
+        "installing r-nacos {RNACOS_VERSION} into {} (first time only: cargo install compiles \
+         {RNACOS_CRATES} crates, about 9 minutes on 2 idle cores)",
         rnacos_root().display()
     );
-    let status = Command::new(cargo)
-        .args([
-            "install",
-            "rnacos",
-            "--locked",
-            "--version",
-            RNACOS_VERSION,
-            "--root",
-        ])
-        .arg(rnacos_root())
-        .envs(RNACOS_PROFILE)
-        .status()
-        .map_err(|e| format!("cannot run cargo install: {e}"))?;
-    if !status.success() || !bin.exists() {
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "install",
+        "rnacos",
+        "--locked",
+        "--version",
+        RNACOS_VERSION,
+        "--root",
+    ])
+    .arg(rnacos_root())
+    .envs(RNACOS_PROFILE);
+    run_with_progress(cmd, &format!("r-nacos {RNACOS_VERSION}"), RNACOS_CRATES)?;
+    if !bin.exists() {
         return Err(format!(
-            "cargo install rnacos --version {RNACOS_VERSION} failed ({status})"
+            "cargo install rnacos --version {RNACOS_VERSION} left no {}",
+            bin.display()
         ));
     }
     Ok(bin)
+}
+
+/// How many crates `cargo install rnacos --locked --version 0.8.8` compiles on Linux
+/// (its `Compiling` lines), for the progress figure.
+pub const RNACOS_CRATES: usize = 440;
+
+/// Runs a cargo command that compiles things, showing how far it got: each `Compiling
+/// NAME VERSION` line of its output becomes `compiling N/TOTAL: NAME VERSION`, in place on
+/// a terminal, every 10 % otherwise, with the time so far. Other lines are kept and, when
+/// the command fails, the last 40 are printed.
+///
+/// # Errors
+/// When the command cannot run or fails.
+pub fn run_with_progress(mut cmd: Command, what: &str, total: usize) -> Result<(), String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let mut child = cmd
+        .env("CARGO_TERM_PROGRESS_WHEN", "never")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let output = child.stderr.take().ok_or("stderr is not piped")?;
+    let terminal = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut compiled = 0usize;
+    let mut shown_tenth = 0usize;
+    let mut other: Vec<String> = Vec::new();
+    for line in std::io::BufReader::new(output).lines() {
+        let line = line.map_err(|e| format!("reading cargo's output: {e}"))?;
+        let Some(krate) = line.trim().strip_prefix("Compiling ") else {
+            other.push(line);
+            continue;
+        };
+        compiled += 1;
+        let progress = format!(
+            "    {what}: compiling {compiled}/{total}: {krate} ({} s)",
+            started.elapsed().as_secs()
+        );
+        if terminal {
+            let mut err = std::io::stderr();
+            drop(write!(err, "\r{progress:<100.100}"));
+            drop(err.flush());
+        } else if total > 0 && compiled * 10 / total > shown_tenth {
+            shown_tenth = compiled * 10 / total;
+            eprintln!("{progress}");
+        }
+    }
+    if terminal {
+        eprintln!();
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for cargo: {e}"))?;
+    if !status.success() {
+        let tail = &other[other.len().saturating_sub(40)..];
+        return Err(format!(
+            "installing {what} failed ({status}):\n{}",
+            tail.join("\n")
+        ));
+    }
+    eprintln!(
+        "    {what}: {compiled} crates compiled in {} s",
+        started.elapsed().as_secs()
+    );
+    Ok(())
 }
 
 /// Installs the npm `nacos` client's runner (`bench/peers/node`: `package.json`, the
@@ -433,7 +534,7 @@ impl RNacos {
     }
 
     fn spawn(&mut self) {
-        let mut cmd = Command::new(rnacos_bin());
+        let mut cmd = child_command(rnacos_bin());
         cmd.current_dir(self.data_dir.path())
             .env("RNACOS_HTTP_PORT", self.http_port.to_string())
             .env("RNACOS_GRPC_PORT", self.grpc_port.to_string())
@@ -623,7 +724,7 @@ impl App {
         let log = dir.path().join("app.log");
         let out = std::fs::File::create(&log).expect("cannot create the app log");
         let err = out.try_clone().expect("cannot clone the app log");
-        let mut cmd = Command::new(bin);
+        let mut cmd = child_command(bin);
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -719,11 +820,14 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
 }
 
 pub mod e2e;
+pub mod external;
 pub mod faults;
 pub mod measure;
+pub mod msrv;
 pub mod official;
 pub mod rolling;
 pub mod server;
+pub mod testrun;
 
 /// Sends `method` to `url` with `params` in the query (a form body for `POST`/`PUT`) and
 /// returns the status and body (5 s timeout).
@@ -747,4 +851,27 @@ pub fn send(method: &str, url: &str, params: &[(&str, &str)]) -> Result<(u16, St
         .read_to_string()
         .map_err(|e| e.to_string())?;
     Ok((status, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script]);
+        cmd
+    }
+
+    #[test]
+    fn progress_counts_compiling_lines_and_a_failure_shows_the_rest() {
+        let ok = sh("for c in a b c; do echo \"   Compiling $c v1.0.0\" >&2; done");
+        assert_eq!(run_with_progress(ok, "test", 3), Ok(()));
+        let failing =
+            sh("echo '   Compiling a v1.0.0' >&2; echo 'error: linker not found' >&2; exit 3");
+        let err = run_with_progress(failing, "test", 3).unwrap_err();
+        assert!(err.contains("exit status: 3"), "{err}");
+        assert!(err.contains("error: linker not found"), "{err}");
+        assert!(!err.contains("Compiling"), "{err}");
+    }
 }

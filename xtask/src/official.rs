@@ -555,7 +555,7 @@ impl OfficialNacos {
             .open(self.log_path())
             .expect("cannot open the server log");
         let err = log.try_clone().expect("cannot clone the server log");
-        let mut cmd = Command::new(java_tool("java"));
+        let mut cmd = crate::child_command(java_tool("java"));
         cmd.current_dir(&home)
             .args(JVM_OPTIONS)
             .args(
