@@ -334,6 +334,29 @@ pub fn crash_delisted_at_once(bin: &str, kind: ServerKind) {
     );
 }
 
+/// The official server moves the app's gRPC connection (`GET
+/// /nacos/v2/core/loader/reloadClient`, its own rebalancing tool): the app gets a
+/// `ConnectResetRequest` naming the server, answers it, reconnects there and registers
+/// again; the instance is listed afterwards.
+pub fn server_reset_moves_the_connection(bin: &str, kind: ServerKind) {
+    if crate::skip_without(kind) {
+        return;
+    }
+    let (server, app, port) = start_listed(bin, kind, "e2e-reset", &[]);
+    crate::reset_rust_connections(&server.addr()).expect("reloadClient");
+    wait_for(Duration::from_secs(10), || {
+        app.output()
+            .contains("nacos server asked for a reconnection")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no ConnectResetRequest seen:\n{}", app.output()));
+    wait_for(Duration::from_secs(10), || {
+        (app.output().matches("nacos gRPC connection up").count() >= 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no new connection:\n{}", app.output()));
+    must_be_listed(&server, "e2e-reset", port, &app);
+}
+
 /// Nacos killed and restarted: the instance is listed again within one beat interval
 /// plus a second after the server answers again.
 pub fn back_after_nacos_restart(bin: &str, kind: ServerKind) {

@@ -499,19 +499,15 @@ pub fn removed(bin: &str, version: OfficialVersion) -> Row {
     )
 }
 
-/// The official server moves every gRPC connection away (`/v1/core/loader/reloadCurrent`
-/// with `count=0`, its own rebalancing): it sends `ConnectResetRequest`, the app answers,
-/// reconnects and registers again.
+/// The official server moves the app's gRPC connection (`/v2/core/loader/reloadClient`,
+/// its own rebalancing tool): it sends `ConnectResetRequest`, the app answers, reconnects
+/// and registers again.
 pub fn reset_by_server(bin: &str) -> Row {
     let kind = ServerKind::Official(OfficialVersion::V2_3_2);
     let server = kind.start(&ServerOptions::default());
     let demo = Loaded::start(bin, &[("NACOS_SERVER_ADDR", server.addr())]);
     recovery(|| listed_on(&server, demo.port)).expect("listed at first");
-    let url = format!(
-        "http://{}/nacos/v1/core/loader/reloadCurrent?count=0",
-        server.addr()
-    );
-    let answer = crate::get_text(&url);
+    let reset = crate::reset_rust_connections(&server.addr());
     let asked = wait_for(Duration::from_secs(10), || {
         demo.app
             .output()
@@ -521,12 +517,10 @@ pub fn reset_by_server(bin: &str) -> Row {
     .is_some();
     let rec = recovery(|| listed_on(&server, demo.port));
     let listed = listed_on(&server, demo.port);
-    let note = match (&answer, asked) {
+    let note = match (&reset, asked) {
         (_, true) => "ConnectResetRequest answered; reconnected and registered again".to_owned(),
-        (Ok((status, body)), false) => {
-            format!("no ConnectResetRequest seen (reloadCurrent answered {status}: {body})")
-        }
-        (Err(e), false) => format!("reloadCurrent failed: {e}"),
+        (Ok(n), false) => format!("no ConnectResetRequest seen ({n} connections reset)"),
+        (Err(e), false) => format!("reloadClient failed: {e}"),
     };
     demo.finish(
         "the server resets the connection (ConnectResetRequest)",

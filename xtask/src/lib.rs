@@ -433,6 +433,43 @@ pub fn free_port() -> u16 {
         .expect("no free loopback port")
 }
 
+/// Asks an official Nacos 2.x at `addr` (`host:port`) to move every gRPC connection of
+/// this crate's clients (`GET /nacos/v2/core/loader/current`, then `reloadClient` for each,
+/// redirected to the same server): each gets a `ConnectResetRequest`. Returns how many.
+///
+/// # Errors
+/// The server's answers, when they are not what 2.x answers.
+pub fn reset_rust_connections(addr: &str) -> Result<usize, String> {
+    let (status, body) = get_text(&format!("http://{addr}/nacos/v2/core/loader/current"))?;
+    if status != 200 {
+        return Err(format!("loader/current answered {status}: {body}"));
+    }
+    let current: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+    let ids: Vec<String> = current
+        .as_object()
+        .map(|all| {
+            all.iter()
+                .filter(|(_, c)| {
+                    c["metaInfo"]["version"]
+                        .as_str()
+                        .is_some_and(|v| v.starts_with("Nacos-Rust-Client"))
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    for id in &ids {
+        let url = format!(
+            "http://{addr}/nacos/v2/core/loader/reloadClient?connectionId={id}&redirectAddress={addr}"
+        );
+        let (status, body) = get_text(&url)?;
+        if status != 200 {
+            return Err(format!("reloadClient answered {status}: {body}"));
+        }
+    }
+    Ok(ids.len())
+}
+
 /// A free loopback port `p` whose `p + 1000` is free too: a server's HTTP port and the
 /// gRPC port every Nacos 2.x/3.x client derives from it.
 ///

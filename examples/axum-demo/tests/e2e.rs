@@ -144,6 +144,15 @@ fn metrics_over_grpc() {
     xtask::e2e::metrics_over_grpc(DEMO);
 }
 
+/// The official server moves the gRPC connection away (`ConnectResetRequest`).
+#[test]
+fn nacos2_server_reset_moves_the_connection() {
+    xtask::e2e::server_reset_moves_the_connection(
+        DEMO,
+        xtask::server::ServerKind::Official(xtask::official::OfficialVersion::V2_3_2),
+    );
+}
+
 /// docs/KUBERNETES.md's contract, replayed the way a kubelet deletes a pod.
 #[test]
 fn kubelet_sigterm_grace_then_sigkill() {
