@@ -611,7 +611,10 @@ pub fn table(rows: &[Row]) -> String {
 }
 
 /// Tokens that expire every 5 s, for 20 s (official server, auth on).
-pub fn token_expiry(bin: &str, version: OfficialVersion) -> Row {
+///
+/// `http`: the HTTP path (beats every second, each needing a valid token); else the
+/// default (gRPC, where a quiet connection needs no token until its next request).
+pub fn token_expiry(bin: &str, version: OfficialVersion, http: bool) -> Row {
     let kind = ServerKind::Official(version);
     let server = kind.start(&ServerOptions {
         auth: true,
@@ -619,15 +622,16 @@ pub fn token_expiry(bin: &str, version: OfficialVersion) -> Row {
         password: Some("faults-Secret-1".into()),
         ..ServerOptions::default()
     });
-    let demo = Loaded::start(
-        bin,
-        &[
-            ("NACOS_SERVER_ADDR", server.addr()),
-            ("NACOS_USERNAME", "nacos".to_owned()),
-            ("NACOS_PASSWORD", "faults-Secret-1".to_owned()),
-            ("NACOS_HEARTBEAT_INTERVAL", "1s".to_owned()),
-        ],
-    );
+    let mut envs = vec![
+        ("NACOS_SERVER_ADDR", server.addr()),
+        ("NACOS_USERNAME", "nacos".to_owned()),
+        ("NACOS_PASSWORD", "faults-Secret-1".to_owned()),
+        ("NACOS_HEARTBEAT_INTERVAL", "1s".to_owned()),
+    ];
+    if http {
+        envs.push(("NACOS_API", kind.api().to_owned()));
+    }
+    let demo = Loaded::start(bin, &envs);
     recovery(|| listed_on(&server, demo.port)).expect("listed at first");
     let from = Instant::now();
     let mut stayed = true;
