@@ -486,17 +486,19 @@ impl Shared {
         if *synced >= version {
             return Ok(link.generation);
         }
-        self.send_set(key, &mut synced).await?;
+        self.send_set(&link, key, &mut synced).await?;
         Ok(link.generation)
     }
 
-    /// Sends the current set of `key` (the caller holds its sync lock, `synced`).
-    async fn send_set(&self, key: &ServiceKey, synced: &mut u64) -> Result<()> {
+    /// Sends the current set of `key` on `link` (the caller holds its sync lock, `synced`):
+    /// one `InstanceRequest`, or a `BatchInstanceRequest` for several; returns how many
+    /// instances were sent.
+    async fn send_set(&self, link: &Link, key: &ServiceKey, synced: &mut u64) -> Result<usize> {
         let (version, instances) = {
             let table = lock(&self.registrations);
             match table.get(key) {
                 Some(set) => (set.version, set.instances.clone()),
-                None => return Ok(()),
+                None => return Ok(0),
             }
         };
         let id = self.request_id();
@@ -504,7 +506,9 @@ impl Shared {
             [] => Ok(()),
             [one] => {
                 let body = InstanceRequest::new(key, "registerInstance", one, &id);
-                self.call(INSTANCE, "register", &body).await.map(drop)
+                self.call_on(link, INSTANCE, "register", &body)
+                    .await
+                    .map(drop)
             }
             many => {
                 let body = BatchInstanceRequest {
@@ -517,16 +521,25 @@ impl Shared {
                     module: "naming",
                     headers: Empty {},
                 };
-                self.call(BATCH_INSTANCE, "register", &body).await.map(drop)
+                self.call_on(link, BATCH_INSTANCE, "register", &body)
+                    .await
+                    .map(drop)
             }
         };
         if result.is_ok() {
             *synced = version;
         }
-        result
+        result.map(|()| instances.len())
     }
 
     async fn subscribe(&self, key: &ServiceKey, subscribe: bool) -> Result<()> {
+        let link = self.wait_link().await?;
+        self.subscribe_on(&link, key, subscribe).await
+    }
+
+    /// Subscribes to (or unsubscribes from) `key` on `link`; a subscription's answer is
+    /// handed to its watchers.
+    async fn subscribe_on(&self, link: &Link, key: &ServiceKey, subscribe: bool) -> Result<()> {
         let id = self.request_id();
         let body = SubscribeRequest {
             namespace: &key.namespace_id,
@@ -543,8 +556,9 @@ impl Shared {
         } else {
             "unsubscribe"
         };
-        let (_, answer) = self.call(SUBSCRIBE, what, &body).await?;
+        let (_, answer) = self.call_on(link, SUBSCRIBE, what, &body).await?;
         if subscribe {
+            // A service nobody registered is an answer too: an empty list.
             self.deliver(key, answer.service_info.unwrap_or_default());
         }
         Ok(())
@@ -1022,45 +1036,11 @@ async fn redo(shared: &Shared, link: &Link) -> (usize, usize) {
     let mut registered = 0;
     for (key, sync) in &services {
         let mut synced = sync.lock().await;
-        let (version, instances) = {
-            let table = lock(&shared.registrations);
-            match table.get(key) {
-                Some(set) => (set.version, set.instances.clone()),
-                None => continue,
-            }
-        };
-        let id = shared.request_id();
-        let result = match instances.as_slice() {
-            [] => Ok(()),
-            [one] => {
-                let body = InstanceRequest::new(key, "registerInstance", one, &id);
-                shared
-                    .call_on(link, INSTANCE, "register", &body)
-                    .await
-                    .map(drop)
-            }
-            many => {
-                let body = BatchInstanceRequest {
-                    namespace: &key.namespace_id,
-                    service_name: &key.service_name,
-                    group_name: &key.group_name,
-                    r#type: "batchRegisterInstance",
-                    instances: many.iter().map(|i| i.as_ref().into()).collect(),
-                    request_id: &id,
-                    module: "naming",
-                    headers: Empty {},
-                };
-                shared
-                    .call_on(link, BATCH_INSTANCE, "register", &body)
-                    .await
-                    .map(drop)
-            }
-        };
+        let result = shared.send_set(link, key, &mut synced).await;
         match &result {
-            Ok(()) => {
-                *synced = version;
+            Ok(sent) => {
                 registered += 1;
-                for _ in 0..instances.len() {
+                for _ in 0..*sent {
                     crate::metrics::reregistration("reconnect");
                 }
             }
@@ -1076,24 +1056,8 @@ async fn redo(shared: &Shared, link: &Link) -> (usize, usize) {
     let subscriptions: Vec<ServiceKey> = lock(&shared.subscriptions).keys().cloned().collect();
     let mut subscribed = 0;
     for key in &subscriptions {
-        let id = shared.request_id();
-        let body = SubscribeRequest {
-            namespace: &key.namespace_id,
-            service_name: &key.service_name,
-            group_name: &key.group_name,
-            subscribe: true,
-            clusters: "",
-            request_id: &id,
-            module: "naming",
-            headers: Empty {},
-        };
-        match shared.call_on(link, SUBSCRIBE, "subscribe", &body).await {
-            Ok((_, answer)) => {
-                subscribed += 1;
-                if let Some(info) = answer.service_info {
-                    shared.deliver(key, info);
-                }
-            }
+        match shared.subscribe_on(link, key, true).await {
+            Ok(()) => subscribed += 1,
             Err(e) => {
                 tracing::warn!(service = %key.service_name, error = %Chain(&e),
                     "nacos subscription on the new connection failed");
