@@ -307,6 +307,65 @@ pub fn beats_keep_it_healthy(bin: &str, kind: ServerKind) {
     }
 }
 
+/// r-nacos with its gRPC port 2000 above its HTTP port: at the defaults the app finds no
+/// gRPC server at + 1000 and falls back to HTTP (v1) within the bound the README states
+/// (a refused port fails at once: 3 s here is ample), saying so once; with
+/// `NACOS_GRPC_PORT_OFFSET=2000` it speaks gRPC.
+pub fn grpc_port_elsewhere(bin: &str) {
+    if crate::skip_without(ServerKind::RNacos) {
+        return;
+    }
+    let server = crate::RNacos::start_with(crate::RNacosOptions {
+        grpc_offset: Some(2000),
+        ..crate::RNacosOptions::default()
+    });
+    let listed_on = |port: u16| {
+        server
+            .instances("public", "DEFAULT_GROUP", "e2e-elsewhere")
+            .ok()
+            .and_then(|hosts| find_port(&hosts, port))
+    };
+    let env = |extra: Option<(&'static str, String)>| {
+        let mut env = vec![
+            ("NACOS_SERVER_ADDR", server.addr()),
+            ("NACOS_SERVICE_NAME", "e2e-elsewhere".to_owned()),
+            ("PORT", "0".into()),
+        ];
+        env.extend(extra);
+        env
+    };
+    let (http, port) = start_app(bin, &env(None));
+    let started = Instant::now();
+    wait_for(Duration::from_secs(3), || listed_on(port)).unwrap_or_else(|| {
+        panic!(
+            "not listed over the HTTP fallback within 3 s:\n{}",
+            http.output()
+        )
+    });
+    let took = started.elapsed();
+    let output = http.output();
+    assert_eq!(
+        output
+            .matches("nacos gRPC port does not answer but HTTP does: using HTTP")
+            .count(),
+        1,
+        "{output}"
+    );
+    assert!(output.contains("speaks the v1 API"), "{output}");
+    let (grpc, port) = start_app(bin, &env(Some(("NACOS_GRPC_PORT_OFFSET", "2000".into()))));
+    wait_for(Duration::from_secs(10), || listed_on(port))
+        .unwrap_or_else(|| panic!("not listed over gRPC:\n{}", grpc.output()));
+    assert!(
+        grpc.output().contains("nacos server speaks gRPC"),
+        "{}",
+        grpc.output()
+    );
+    eprintln!(
+        "[e2e] {bin}: gRPC port elsewhere: listed over HTTP {} ms after start; with NACOS_GRPC_PORT_OFFSET over gRPC",
+        took.as_millis()
+    );
+}
+
 /// `kill -9` of the app: over gRPC (the default) the server drops the instance with its
 /// connection, within 2 s (an HTTP instance stays listed until its beats time out).
 pub fn crash_delisted_at_once(bin: &str, kind: ServerKind) {

@@ -503,6 +503,8 @@ pub struct RNacosOptions {
     pub raft: Option<Raft>,
     /// Listen on IPv6 loopback (`[::1]`) instead of `127.0.0.1`.
     pub ipv6: bool,
+    /// The gRPC port's distance from the HTTP port; `None`: 1000, where clients look.
+    pub grpc_offset: Option<u16>,
 }
 
 /// A node's place in an r-nacos cluster: its raft id, and the node it joins (none for the
@@ -559,7 +561,13 @@ impl RNacos {
             bin.display()
         );
         // The gRPC port is the HTTP port + 1000, where clients look for it.
-        let (http_port, grpc_port) = free_port_pair();
+        let (http_port, grpc_port) = match options.grpc_offset {
+            None | Some(1000) => free_port_pair(),
+            Some(offset) => {
+                let (http, _) = free_port_pair();
+                (http, http + offset)
+            }
+        };
         RNacos {
             child: None,
             http_port,
@@ -631,6 +639,11 @@ impl RNacos {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The gRPC port.
+    pub fn grpc_port(&self) -> u16 {
+        self.grpc_port
     }
 
     /// `127.0.0.1:<http port>` (`[::1]:<http port>` on IPv6), the value for

@@ -74,6 +74,7 @@ impl ServerKind {
                     instance_timeout_s: short.then_some(SHORT_INSTANCE_TIMEOUT_S),
                     raft: None,
                     ipv6: false,
+                    grpc_offset: None,
                 }))
             }
             ServerKind::Official(version) => {

@@ -144,6 +144,12 @@ fn metrics_over_grpc() {
     xtask::e2e::metrics_over_grpc(DEMO);
 }
 
+/// No gRPC at + 1000: the HTTP fallback; `NACOS_GRPC_PORT_OFFSET` finds it.
+#[test]
+fn grpc_port_elsewhere_falls_back_or_is_configured() {
+    xtask::e2e::grpc_port_elsewhere(DEMO);
+}
+
 /// The official server moves the gRPC connection away (`ConnectResetRequest`).
 #[test]
 fn nacos2_server_reset_moves_the_connection() {
