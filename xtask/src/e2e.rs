@@ -22,8 +22,32 @@ pub enum Exit {
     KilledBySignal,
 }
 
+thread_local! {
+    /// `NACOS_API` for the apps this thread's check starts (see [`with_api`]).
+    static API: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `check` with `NACOS_API=api` (when given) for every app it starts that does not set
+/// `NACOS_API` itself: the suite over an HTTP path.
+pub fn with_api(api: Option<&'static str>, check: impl FnOnce()) {
+    API.with(|a| a.set(api));
+    check();
+    API.with(|a| a.set(None));
+}
+
+/// The `NACOS_API` [`with_api`] set for this thread's check.
+pub fn forced_api() -> Option<&'static str> {
+    API.with(std::cell::Cell::get)
+}
+
 fn start_app(bin: &str, envs: &[(&str, String)]) -> (App, u16) {
-    let mut app = App::start(bin, envs);
+    let mut envs = envs.to_vec();
+    if let Some(api) = forced_api() {
+        if !envs.iter().any(|(k, _)| *k == "NACOS_API") {
+            envs.push(("NACOS_API", api.to_owned()));
+        }
+    }
+    let mut app = App::start(bin, &envs);
     let port = wait_for(Duration::from_secs(30), || announced_port(&app.output()));
     match port {
         Some(port) => (app, port),
@@ -265,9 +289,11 @@ pub fn registers_bound_port_and_real_ip(bin: &str, kind: ServerKind) {
     );
     // NACOS_API=auto: gRPC on every server tested (the gRPC port is the HTTP port + 1000).
     let api = "nacos server speaks gRPC";
-    assert!(
+    assert_eq!(
         app.output().contains(api),
-        "the log should say `{api}`:\n{}",
+        forced_api().is_none(),
+        "`{api}` in the log (forced API: {:?}):\n{}",
+        forced_api(),
         app.output()
     );
 }
@@ -1096,61 +1122,90 @@ pub fn auth_wrong_password(bin: &str, kind: ServerKind) {
 #[macro_export]
 macro_rules! e2e_suite {
     ($bin:expr) => {
-        $crate::e2e_suite!(@server rnacos, $crate::server::ServerKind::RNacos, $bin);
+        $crate::e2e_suite!(@server rnacos, $crate::server::ServerKind::RNacos, $bin, None, {
+            #[test]
+            fn crash_delisted_at_once() {
+                suite::crash_delisted_at_once($bin, KIND);
+            }
+        });
         $crate::e2e_suite!(@server nacos2,
-            $crate::server::ServerKind::Official($crate::official::OfficialVersion::V2_3_2), $bin);
+            $crate::server::ServerKind::Official($crate::official::OfficialVersion::V2_3_2), $bin,
+            None, {
+            #[test]
+            fn crash_delisted_at_once() {
+                suite::crash_delisted_at_once($bin, KIND);
+            }
+        });
         $crate::e2e_suite!(@server nacos3,
-            $crate::server::ServerKind::Official($crate::official::OfficialVersion::V3_1_0), $bin);
+            $crate::server::ServerKind::Official($crate::official::OfficialVersion::V3_1_0), $bin,
+            None, {
+            #[test]
+            fn crash_delisted_at_once() {
+                suite::crash_delisted_at_once($bin, KIND);
+            }
+        });
+        // The same lifecycle over the HTTP fallbacks.
+        $crate::e2e_suite!(@server rnacos_http, $crate::server::ServerKind::RNacos, $bin,
+            Some("v1"), {});
+        $crate::e2e_suite!(@server nacos2_http,
+            $crate::server::ServerKind::Official($crate::official::OfficialVersion::V2_3_2), $bin,
+            Some("v1"), {});
+        $crate::e2e_suite!(@server nacos3_http,
+            $crate::server::ServerKind::Official($crate::official::OfficialVersion::V3_1_0), $bin,
+            Some("v3"), {});
     };
-    (@server $name:ident, $kind:expr, $bin:expr) => {
+    (@server $name:ident, $kind:expr, $bin:expr, $api:expr, { $($extra:tt)* }) => {
         mod $name {
             use super::*;
             use $crate::e2e::{self as suite, Exit};
             const KIND: $crate::server::ServerKind = $kind;
 
+            /// Each check of this module runs with `NACOS_API` set to this, when given.
+            fn run(check: impl FnOnce()) {
+                suite::with_api($api, check)
+            }
+
+            $($extra)*
+
             #[test]
             fn registers_exact_fields() {
-                suite::registers_exact_fields($bin, KIND);
+                run(|| suite::registers_exact_fields($bin, KIND));
             }
             #[test]
             fn registers_bound_port_and_real_ip() {
-                suite::registers_bound_port_and_real_ip($bin, KIND);
+                run(|| suite::registers_bound_port_and_real_ip($bin, KIND));
             }
             #[test]
             fn one_instance_per_process() {
-                suite::one_instance_per_process($bin, KIND);
-            }
-            #[test]
-            fn crash_delisted_at_once() {
-                suite::crash_delisted_at_once($bin, KIND);
+                run(|| suite::one_instance_per_process($bin, KIND));
             }
             #[test]
             fn beats_keep_it_healthy() {
-                suite::beats_keep_it_healthy($bin, KIND);
+                run(|| suite::beats_keep_it_healthy($bin, KIND));
             }
             #[test]
             fn back_after_nacos_restart() {
-                suite::back_after_nacos_restart($bin, KIND);
+                run(|| suite::back_after_nacos_restart($bin, KIND));
             }
             #[test]
             fn back_after_removal() {
-                suite::back_after_removal($bin, KIND);
+                run(|| suite::back_after_removal($bin, KIND));
             }
             #[test]
             fn sigterm_deregisters_then_exits() {
-                suite::signal_deregisters_then_exits($bin, KIND, "TERM", Exit::Clean);
+                run(|| suite::signal_deregisters_then_exits($bin, KIND, "TERM", Exit::Clean));
             }
             #[test]
             fn sigint_deregisters_then_exits() {
-                suite::signal_deregisters_then_exits($bin, KIND, "INT", Exit::Clean);
+                run(|| suite::signal_deregisters_then_exits($bin, KIND, "INT", Exit::Clean));
             }
             #[test]
             fn drains_in_flight_requests() {
-                suite::drains_in_flight_requests($bin, KIND);
+                run(|| suite::drains_in_flight_requests($bin, KIND));
             }
             #[test]
             fn nacos_down_at_start() {
-                suite::nacos_down_at_start($bin, KIND);
+                run(|| suite::nacos_down_at_start($bin, KIND));
             }
         }
     };
