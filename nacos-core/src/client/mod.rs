@@ -455,6 +455,25 @@ impl NamingClient {
         }
     }
 
+    /// Resolves when a gRPC connection comes up after this call (the first one, or a new
+    /// one after an outage); never over HTTP.
+    pub(crate) async fn connected(&self) {
+        #[cfg(feature = "grpc")]
+        if let (Some(grpc), None | Some(true)) = (&self.grpc, self.uses_grpc()) {
+            let mut rx = grpc.state();
+            rx.borrow_and_update();
+            loop {
+                if rx.changed().await.is_err() {
+                    break;
+                }
+                if rx.borrow_and_update().up {
+                    return;
+                }
+            }
+        }
+        std::future::pending().await
+    }
+
     /// Waits until the connection keeping `key`'s instances is no longer as `seen`; never
     /// resolves when instances are kept by beats.
     pub(crate) async fn connection_change(

@@ -135,6 +135,8 @@ pub(crate) trait Naming: Send + Sync + 'static {
         key: &ServiceKey,
         instance: &Instance,
     ) -> impl Future<Output = Result<Kept>> + Send;
+    /// Resolves when a connection to Nacos comes up after this call (never for HTTP).
+    fn connected(&self) -> impl Future<Output = ()> + Send;
     /// Waits until the connection keeping `key`'s instances is no longer as `seen` (never
     /// resolves for instances kept by beats).
     fn connection_change(
@@ -174,6 +176,9 @@ impl Naming for NamingClient {
         seen: Seen,
     ) -> impl Future<Output = ConnectionChange> + Send {
         NamingClient::connection_change(self, key, seen)
+    }
+    fn connected(&self) -> impl Future<Output = ()> + Send {
+        NamingClient::connected(self)
     }
     fn beat(
         &self,
@@ -320,6 +325,7 @@ impl<C: Naming> Task<C> {
         let events = (step == Step::Register).then(|| self.events.clone());
         let handle_signals = self.config.handle_signals();
         let seen = run.seen;
+        let retrying = step == Step::Register && run.failures > 0;
         async move {
             if step == Step::Idle {
                 std::future::pending::<()>().await;
@@ -327,7 +333,16 @@ impl<C: Naming> Task<C> {
             if step == Step::Held {
                 return Outcome::Connection(client.connection_change(&key, seen).await);
             }
-            sleep_until(next).await;
+            if retrying {
+                // A retry goes out early when a connection to Nacos comes up meanwhile
+                // (Nacos back after being down): no need to sit out the backoff.
+                tokio::select! {
+                    () = sleep_until(next) => {}
+                    () = client.connected() => {}
+                }
+            } else {
+                sleep_until(next).await;
+            }
             let inst = match (step, instance) {
                 (Step::Detect, _) => {
                     return match own_listeners() {

@@ -90,6 +90,10 @@ impl Naming for Fake {
         std::future::pending().await
     }
 
+    async fn connected(&self) {
+        std::future::pending().await
+    }
+
     async fn beat(
         &self,
         _: &ServiceKey,
