@@ -350,6 +350,12 @@ impl NamingClient {
     /// request, so thousands of registrations waiting for a slow server wait as a few
     /// words each, not as thousands of built requests.
     pub(crate) async fn admit(&self) -> tokio::sync::OwnedSemaphorePermit {
+        // Over gRPC every request shares one connection and a service's registrations go
+        // out together as one batch: no pool to bound, and bounding would split the batch.
+        #[cfg(feature = "grpc")]
+        if let (Some(grpc), Some(true)) = (&self.grpc, self.uses_grpc()) {
+            return grpc.slot();
+        }
         self.in_flight
             .clone()
             .acquire_owned()
@@ -543,14 +549,17 @@ impl NamingClient {
     /// # Cancellation safety
     /// Dropping the future abandons the request; the server may or may not have applied it.
     pub async fn register(&self, key: &ServiceKey, instance: &Instance) -> Result<()> {
-        self.register_kept(key, instance).await.map(drop)
+        self.register_kept(key, &Arc::new(instance.clone()))
+            .await
+            .map(drop)
     }
 
-    /// [`register`](Self::register), saying how the instance is kept alive.
+    /// [`register`](Self::register), saying how the instance is kept alive; over gRPC the
+    /// connection's redo table shares `instance`.
     pub(crate) async fn register_kept(
         &self,
         key: &ServiceKey,
-        instance: &Instance,
+        instance: &Arc<Instance>,
     ) -> Result<Kept> {
         self.routed(
             || async {

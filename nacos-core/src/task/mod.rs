@@ -133,7 +133,7 @@ pub(crate) trait Naming: Send + Sync + 'static {
     fn register(
         &self,
         key: &ServiceKey,
-        instance: &Instance,
+        instance: &Arc<Instance>,
     ) -> impl Future<Output = Result<Kept>> + Send;
     /// Resolves when a connection to Nacos comes up after this call (never for HTTP).
     fn connected(&self) -> impl Future<Output = ()> + Send;
@@ -166,7 +166,7 @@ impl Naming for NamingClient {
     fn register(
         &self,
         key: &ServiceKey,
-        instance: &Instance,
+        instance: &Arc<Instance>,
     ) -> impl Future<Output = Result<Kept>> + Send {
         NamingClient::register_kept(self, key, instance)
     }

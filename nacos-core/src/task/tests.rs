@@ -79,7 +79,7 @@ impl Naming for Fake {
         self.slots.clone().acquire_owned().await.unwrap()
     }
 
-    async fn register(&self, _: &ServiceKey, _: &Instance) -> Result<Kept> {
+    async fn register(&self, _: &ServiceKey, _: &Arc<Instance>) -> Result<Kept> {
         match self.answer(Sent::Register).await {
             Reply::Fail => Err(refused()),
             _ => Ok(Kept::Beats),

@@ -59,7 +59,7 @@ pub const HEALTH_CHECK_IDLE: Duration = Duration::from_secs(5);
 const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(1);
 
 /// How often the set-up asks whether the server knows the new connection yet.
-const SETUP_POLL: Duration = Duration::from_millis(10);
+const SETUP_POLL: Duration = Duration::from_millis(2);
 
 const REQUEST_PATH: &str = "/Request/request";
 const STREAM_PATH: &str = "/BiRequestStream/requestBiStream";
@@ -104,10 +104,21 @@ struct Link {
     generation: u64,
 }
 
+/// Where an instance is: `ip`, `port`, `cluster`.
+type InstanceAt = (String, u16, String);
+
+fn at(instance: &Instance) -> InstanceAt {
+    (
+        instance.ip.clone(),
+        instance.port,
+        instance.cluster_name.clone(),
+    )
+}
+
 /// The instances of one service this process holds on the connection.
 #[derive(Default)]
 struct ServiceSet {
-    instances: Vec<Arc<Instance>>,
+    instances: HashMap<InstanceAt, Arc<Instance>>,
     /// Bumped on every change of `instances`.
     version: u64,
     /// Held while the set is sent; holds the version the server last accepted.
@@ -130,6 +141,8 @@ const HTTP: u8 = 2;
 pub(crate) struct Grpc {
     shared: Arc<Shared>,
     started: AtomicBool,
+    /// Request slots for [`slot`](Self::slot): as many as a semaphore holds.
+    slots: Arc<tokio::sync::Semaphore>,
     /// Dropped with the client: the connection task ends and the connection closes.
     stop: watch::Sender<()>,
 }
@@ -191,6 +204,9 @@ impl Grpc {
                 next_request: AtomicU64::new(fastrand::u64(..1 << 40)),
             }),
             started: AtomicBool::new(false),
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                tokio::sync::Semaphore::MAX_PERMITS,
+            )),
             stop: watch::Sender::new(()),
         }
     }
@@ -290,14 +306,21 @@ impl Grpc {
         self.shared.state.subscribe()
     }
 
-    /// Registers `instance` on the connection (and in the redo table).
-    pub(crate) async fn register(&self, key: &ServiceKey, instance: &Instance) -> Result<u64> {
+    /// A request slot that never waits (see `NamingClient::admit`).
+    pub(crate) fn slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.slots
+            .clone()
+            .try_acquire_owned()
+            .expect("the gRPC slots never run out")
+    }
+
+    /// Registers `instance` on the connection (and in the redo table, which shares it).
+    pub(crate) async fn register(&self, key: &ServiceKey, instance: &Arc<Instance>) -> Result<u64> {
         self.start();
         {
             let mut table = lock(&self.shared.registrations);
             let set = table.entry(key.clone()).or_default();
-            set.instances.retain(|i| !same_instance(i, instance));
-            set.instances.push(Arc::new(instance.clone()));
+            set.instances.insert(at(instance), instance.clone());
             set.version += 1;
         }
         self.shared.sync(key).await
@@ -309,7 +332,7 @@ impl Grpc {
             let mut table = lock(&self.shared.registrations);
             match table.get_mut(key) {
                 Some(set) => {
-                    set.instances.retain(|i| !same_instance(i, instance));
+                    set.instances.remove(&at(instance));
                     set.version += 1;
                     let left = set.instances.len();
                     if left == 0 {
@@ -460,10 +483,6 @@ impl Drop for Subscribed {
     }
 }
 
-fn same_instance(a: &Instance, b: &Instance) -> bool {
-    a.ip == b.ip && a.port == b.port && a.cluster_name == b.cluster_name
-}
-
 impl Shared {
     fn request_id(&self) -> String {
         self.next_request
@@ -497,7 +516,10 @@ impl Shared {
         let (version, instances) = {
             let table = lock(&self.registrations);
             match table.get(key) {
-                Some(set) => (set.version, set.instances.clone()),
+                Some(set) => (
+                    set.version,
+                    set.instances.values().cloned().collect::<Vec<_>>(),
+                ),
                 None => return Ok(0),
             }
         };
