@@ -4,7 +4,7 @@
 #
 #   bench/run-all.sh            # everything
 #   PARTS="scale lifecycle" bench/run-all.sh   # some parts: footprint lifecycle recovery
-#                                              # scale peers overhead
+#                                              # scale peers overhead grpc
 #
 # Every comparison is measured side by side in one run: the peers alternate with our
 # engine (ours, java, ours, python, ...), the overhead rounds alternate bare / with layer.
@@ -13,7 +13,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 raw=docs/bench-raw
 mkdir -p "$raw"
-parts=${PARTS:-"footprint lifecycle recovery scale peers overhead"}
+parts=${PARTS:-"footprint lifecycle recovery scale peers overhead grpc"}
 has() { [[ " $parts " == *" $1 "* ]]; }
 
 cargo xtask nacos install >/dev/null
@@ -64,6 +64,22 @@ if has peers; then
   PEER_WARMUP=15 bench/peers/with-rnacos.sh 1000 60 \
     nacos-core java nacos-core python nacos-core node nacos-core rust-nacos-rust-client nacos-core \
     | tee "$raw/peers.txt"
+fi
+
+if has grpc; then
+  echo "== gRPC transport: peers at 1,000 and 10,000, registration over 10 services, lifecycle" >&2
+  PEER_WARMUP=15 bench/peers/with-rnacos.sh 1000 60 \
+    nacos-core nacos-core-http rust-nacos-sdk nacos-core java2 nacos-core java nacos-core \
+    | tee "$raw/grpc-peers-1000.txt"
+  PEER_WARMUP=15 bench/peers/with-rnacos.sh 10000 60 nacos-core nacos-core-http rust-nacos-sdk \
+    | tee "$raw/grpc-peers-10000.txt"
+  PEER_SERVICES=10 bench/peers/with-rnacos.sh 1000 20 \
+    nacos-core rust-nacos-sdk nacos-core-http nacos-core rust-nacos-sdk nacos-core rust-nacos-sdk \
+    | tee "$raw/grpc-register-1000x10.txt"
+  for _ in 1 2 3; do
+    XTASK_RELEASE=1 cargo xtask timings axum 30
+    NACOS_API=v1 XTASK_RELEASE=1 cargo xtask timings axum 30
+  done | tee "$raw/grpc-lifecycle.txt"
 fi
 
 if has overhead; then

@@ -3,8 +3,11 @@
 #
 #   bench/peers/run.sh SERVER_ADDR N SECONDS [PEER...]
 #
-# PEER is any of: nacos-core java python node rust-nacos-rust-client (default: all, in
-# that order, one at a time). For each peer: set up its environment (cached
+# PEER is any of: nacos-core nacos-core-http java java2 python node
+# rust-nacos-rust-client rust-nacos-sdk (default: all, in that order, one at a time).
+# nacos-core is our engine with its default API (gRPC on r-nacos and Nacos 2.x/3.x),
+# nacos-core-http the same binary with PEER_API=v1 (HTTP beats); java is nacos-client
+# 1.4.8 (HTTP beats), java2 nacos-client 2.3.2 (gRPC, batchRegisterInstance). For each peer: set up its environment (cached
 # under ${NACOS_DEV_CACHE:-$HOME/.cache/nacos-dev}/peers/), start its runner
 # with `SERVER_ADDR N WARMUP+SECONDS+GRACE PREFIX`, wait for `ready <n>`, wait
 # WARMUP (default 0), sample /proc/<pid>/{stat,status}, sleep SECONDS, sample
@@ -24,7 +27,9 @@
 # threads, tcp_established / tcp_time_wait (to the server port, at the end;
 # see tcp_counts), startup_cpu_s (process CPU until `ready`: runtime
 # start-up plus N registrations), rss_mb_at_ready, server_cpu_percent (if
-# RNACOS_PID is set), warmup_s, host_busy_percent (whole machine, all cores,
+# RNACOS_PID is set), tcp_established_grpc (client sockets to the server port
+# + 1000, the gRPC port), registered_ms (printed by the runner: first registration
+# request to all registered), warmup_s, host_busy_percent (whole machine, all cores,
 # over the window: anything else running skews the figures) and host_cores.
 #
 # Environment:
@@ -40,11 +45,15 @@
 #   PEER_GRACE        extra seconds the runner is told to live (default 10).
 #   PEER_PAUSE        seconds to wait between peers (default 5).
 #   PEER_KEEP_RUNDIR  keep each runner's temp dir (stdout/stderr) if set.
+#   PEER_SERVICES     spread the N instances round-robin over this many services
+#                     (default 1; <prefix>-<peer>-<k> when > 1). Supported by the
+#                     nacos-core, java and rust-nacos-sdk runners.
+#   JAVA2_VERSION     nacos-client version of the java2 peer (default 2.3.2).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${NACOS_DEV_CACHE:-$HOME/.cache/nacos-dev}/peers
-all_peers=(nacos-core java python node rust-nacos-rust-client)
+all_peers=(nacos-core nacos-core-http java java2 python node rust-nacos-rust-client rust-nacos-sdk)
 
 usage() { echo "usage: $0 SERVER_ADDR N SECONDS [PEER...]   (peers: ${all_peers[*]})" >&2; exit 2; }
 [[ $# -ge 3 ]] || usage
@@ -57,6 +66,9 @@ peers=("$@")
 warmup=${PEER_WARMUP:-0}
 grace=${PEER_GRACE:-10}
 pause=${PEER_PAUSE:-5}
+services=${PEER_SERVICES:-1}
+[[ $services =~ ^[1-9][0-9]*$ ]] && (( services <= n )) || usage
+export PEER_SERVICES=$services
 
 # The runners must only ever talk to this loopback server.
 host=${server%:*}
@@ -85,19 +97,30 @@ setup_nacos-core() {
   local root; root=$(cd "$here/../.." && pwd)
   (cd "$root" && cargo build -q --release -p nacos-bench --bin peer-nacos-core) || return 1
   peer_version="nacos-core:$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)"
-  peer_cmd=("${CARGO_TARGET_DIR:-$root/target}/release/peer-nacos-core")
+  peer_cmd=(env PEER_API="${PEER_API:-auto}" PEER_NAME=nacos-core "${CARGO_TARGET_DIR:-$root/target}/release/peer-nacos-core")
 }
 
-setup_java() {
+setup_nacos-core-http() {
+  # The same binary on the v1 HTTP API (beats every 5 s).
+  PEER_API=v1 setup_nacos-core || return 1
+  peer_version+="/v1"
+  peer_cmd=(env PEER_API=v1 PEER_NAME=nacos-core-http "${peer_cmd[@]:3}")
+}
+
+# build_java VERSION MODE PEER: the runner against nacos-client VERSION (the pom's
+# nacos.client.version property, default 1.4.8), MODE single|batch.
+build_java() {
+  local version=$1 mode=$2 name=$3
   local src=$here/java
-  local key; key=$({ cat "$src/pom.xml" "$src/src/main/java/peerbench/Runner.java"; java -version 2>&1; } | key_of)
+  local key; key=$({ cat "$src/pom.xml" "$src/src/main/java/peerbench/Runner.java"; echo "$version"; java -version 2>&1; } | key_of)
   local build=$cache/java/build-$key
   if [[ ! -f $build/.built ]]; then
     command -v mvn >/dev/null && command -v java >/dev/null || { log "java peer needs mvn and java"; return 1; }
-    log "java: building runner in $build (Maven repo $cache/java/m2)"
+    log "$name: building runner against nacos-client ${version:-(pom default)} in $build (Maven repo $cache/java/m2)"
     rm -rf "$build"; mkdir -p "$build"
     cp -r "$src/pom.xml" "$src/src" "$build/" || return 1
-    (cd "$build" && mvn -B -q -Dmaven.repo.local="$cache/java/m2" package) >"$build/build.log" 2>&1 \
+    local vopt=(); [[ -z $version ]] || vopt=("-Dnacos.client.version=$version")
+    (cd "$build" && mvn -B -q -Dmaven.repo.local="$cache/java/m2" "${vopt[@]}" package) >"$build/build.log" 2>&1 \
       || { tail -30 "$build/build.log" >&2; return 1; }
     touch "$build/.built"
   fi
@@ -107,8 +130,14 @@ setup_java() {
   # user.home points the client's cache/failover/log dirs (~/nacos, ~/logs) at the run dir.
   # shellcheck disable=SC2206
   peer_cmd=(java ${JAVA_OPTS:-} -Duser.home="@RUNDIR@/home" -Dorg.slf4j.simpleLogger.defaultLogLevel=warn
+            -Dpeerbench.peer="$name" -Dpeerbench.register="$mode"
             -cp "$build/target/classes:$build/target/lib/*" peerbench.Runner)
 }
+
+setup_java() { build_java "" single java; }
+# nacos-client 2.x over gRPC holds one instance per service per client:
+# batchRegisterInstance registers the N instances of a service in one call.
+setup_java2() { build_java "${JAVA2_VERSION:-2.3.2}" batch java2; }
 
 setup_python() {
   local src=$here/python
@@ -159,6 +188,19 @@ setup_rust-nacos-rust-client() {
   peer_cmd=("$target/release/nacos-rust-client-peer")
 }
 
+setup_rust-nacos-sdk() {
+  local src=$here/rust-nacos-sdk
+  local target=$cache/rust-nacos-sdk/target
+  log "rust-nacos-sdk: cargo build --release (target dir $target)"
+  cargo build -q --release --locked --manifest-path "$src/Cargo.toml" --target-dir "$target" \
+    >"$cache/rust-nacos-sdk/build.log" 2>&1 \
+    || { tail -30 "$cache/rust-nacos-sdk/build.log" >&2; return 1; }
+  local v
+  v=$(awk '/^name = "nacos-sdk"$/ {getline; gsub(/"/, "", $3); print $3}' "$src/Cargo.lock")
+  peer_version="nacos-sdk:$v/$(rustc --version | cut -d' ' -f1-2 | tr ' ' '-')"
+  peer_cmd=("$target/release/nacos-sdk-peer")
+}
+
 # ---- sampling -----------------------------------------------------------------
 
 # utime+stime in clock ticks for the whole thread group.
@@ -178,14 +220,26 @@ host_ticks() { awk '$1 == "cpu" {t = 0; for (i = 2; i <= 9; i++) t += $i; print 
 tcp_counts() {
   local p=${server##*:}
   echo "$(ss -Htan state established "( dport = :$p )" 2>/dev/null | wc -l)" \
-       "$(ss -Htan state time-wait "( sport = :$p or dport = :$p )" 2>/dev/null | wc -l)"
+       "$(ss -Htan state time-wait "( sport = :$p or dport = :$p )" 2>/dev/null | wc -l)" \
+       "$(ss -Htan state established "( dport = :$((p + 1000)) )" 2>/dev/null | wc -l)"
 }
 
-# Instances of $1 on the server: "<listed> <healthy>".
-server_counts() {
+# Instances of one service $1 on the server: "<listed> <healthy>".
+service_counts() {
   curl -fsS --max-time 10 "http://$server/nacos/v1/ns/instance/list?serviceName=$1&healthyOnly=false" \
     | jq -r '[(.hosts | length), ([.hosts[] | select(.healthy)] | length)] | "\(.[0]) \(.[1])"' \
     2>/dev/null || echo "? ?"
+}
+# Instances of a peer's service(s) $1 (<prefix>-<peer>), summed over PEER_SERVICES.
+server_counts() {
+  (( services > 1 )) || { service_counts "$1"; return; }
+  local k l h tl=0 th=0
+  for ((k = 0; k < services; k++)); do
+    read -r l h < <(service_counts "$1-$k")
+    [[ $l =~ ^[0-9]+$ && $h =~ ^[0-9]+$ ]] || { echo "? ?"; return; }
+    tl=$((tl + l)) th=$((th + h))
+  done
+  echo "$tl $th"
 }
 
 runner_pid=
@@ -268,7 +322,7 @@ run_peer() {
   th=$(status_kb "$pid" Threads); l1=$(log_size)
   [[ -z ${RNACOS_PID:-} ]] || s1=$(cpu_ticks "$RNACOS_PID")
   local hb1 ht1; read -r hb1 ht1 < <(host_ticks)
-  local estab tw; read -r estab tw < <(tcp_counts)
+  local estab tw estab_grpc; read -r estab tw estab_grpc < <(tcp_counts)
   local at_end; at_end=$(server_counts "$service")
 
   stop_runner "$pid"
@@ -284,7 +338,9 @@ run_peer() {
   line+=" cpu_percent_of_one_core=$(pct "$((c1 - c0))" "$wall")"
   line+=" rss_mb=$(mb "$r1") peak_rss_mb=$(mb "$h1") beats_seen=$beats"
   line+=" beat_interval_s=$interval listed_at_ready=${at_ready%% *}/$n healthy_at_end=${at_end##* }/$n"
-  line+=" threads=$th tcp_established=$estab tcp_time_wait=$tw"
+  line+=" threads=$th tcp_established=$estab tcp_time_wait=$tw tcp_established_grpc=$estab_grpc"
+  local reg_ms; reg_ms=$(sed -n 's/^registered_ms=\([0-9]*\)$/\1/p' "$rundir/stdout" | head -1)
+  line+=" registered_ms=${reg_ms:--} services=$services"
   line+=" startup_cpu_s=$startup rss_mb_at_ready=$(mb "$r0")"
   [[ -z ${RNACOS_PID:-} ]] || line+=" server_cpu_percent=$(pct "$((s1 - s0))" "$wall")"
   line+=" warmup_s=$warmup host_busy_percent=$(awk -v b="$((hb1 - hb0))" -v t="$((ht1 - ht0))" 'BEGIN {printf "%.1f", t ? 100 * b / t : 0}')"

@@ -16,10 +16,25 @@ rnacos=${RNACOS_BIN:-$cache/rnacos-0.8.8/bin/rnacos}
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
+# A free HTTP port whose +1000 is free too (and below 65536): gRPC clients (ours,
+# nacos-sdk, Java 2.x) derive the gRPC port as the HTTP port + 1000.
+free_port_pair() {
+  python3 -c '
+import socket
+for _ in range(200):
+    a = socket.socket(); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
+    if p + 1000 > 65535: a.close(); continue
+    b = socket.socket()
+    try: b.bind(("127.0.0.1", p + 1000))
+    except OSError: a.close(); continue
+    print(p); break
+'
+}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/peerbench-rnacos.XXXXXX")
-http=$(free_port); grpc=$(free_port); console=$(free_port)
-# r-nacos derives the gRPC port from the HTTP port unless told; all three are explicit.
+http=$(free_port_pair); grpc=$((http + 1000)); console=$(free_port)
+[[ -n $http ]] || { echo "no free port pair (p, p+1000)" >&2; exit 1; }
+# All three ports are explicit; the gRPC port is the HTTP port + 1000, where clients look.
 (
   cd "$work"
   exec env RNACOS_HTTP_PORT="$http" RNACOS_GRPC_PORT="$grpc" RNACOS_HTTP_CONSOLE_PORT="$console" \
@@ -42,7 +57,7 @@ for _ in $(seq 1 100); do
   kill -0 "$server_pid" 2>/dev/null || { cat "$work/rnacos.log" >&2; exit 1; }
   sleep 0.1
 done
-echo "r-nacos $($rnacos --version 2>/dev/null | head -1 || true) pid=$server_pid http=127.0.0.1:$http log=$work/rnacos.log" >&2
+echo "r-nacos $($rnacos --version 2>/dev/null | head -1 || true) pid=$server_pid http=127.0.0.1:$http grpc=127.0.0.1:$grpc log=$work/rnacos.log" >&2
 
 # In the background so that a signal reaches the trap at once; cleanup() passes it on.
 NACOS_ACCESS_LOG="$work/rnacos.log" RNACOS_PID="$server_pid" "$here/run.sh" "127.0.0.1:$http" "$1" "$2" "${@:3}" &

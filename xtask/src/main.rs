@@ -688,10 +688,35 @@ fn poll_instances(
 }
 
 /// `cargo xtask timings [demo] [runs]`: listening -> visible and SIGTERM -> gone, in ms.
+///
+/// The app starts with a clean environment; `NACOS_API`, when set, is passed on to it
+/// (through a `sh` wrapper that `exec`s the app, so the pid signalled is the app's).
 fn timings(which: &str, runs: usize) -> Result<(), String> {
     let (package, bin) = demo_binary(which)?;
     ensure_rnacos()?;
     let exe = build_demo(package, bin)?;
+    let api = std::env::var("NACOS_API").ok().filter(|v| !v.is_empty());
+    let wrapper_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let exe = match &api {
+        None => exe,
+        Some(api) => {
+            if !api.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(format!("NACOS_API={api:?}: expected auto, grpc, v1 or v3"));
+            }
+            let script = wrapper_dir.path().join(bin);
+            std::fs::write(
+                &script,
+                format!(
+                    "#!/bin/sh\nNACOS_API={api} exec '{}' \"$@\"\n",
+                    exe.display()
+                ),
+            )
+            .map_err(|e| e.to_string())?;
+            std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .map_err(|e| e.to_string())?;
+            script
+        }
+    };
     let samples = xtask::measure::lifecycle(&exe.to_string_lossy(), runs)?;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let profile = if std::env::var("XTASK_RELEASE").is_ok_and(|v| v == "1") {
@@ -699,7 +724,10 @@ fn timings(which: &str, runs: usize) -> Result<(), String> {
     } else {
         "debug"
     };
-    println!("{bin}, {runs} runs against a local r-nacos ({profile} build):");
+    println!(
+        "{bin}, {runs} runs against a local r-nacos ({profile} build, NACOS_API={}):",
+        api.as_deref().unwrap_or("unset (auto)")
+    );
     println!("| figure | p50 ms | p90 ms | max ms |");
     println!("|---|---|---|---|");
     type Pick = fn(&xtask::measure::Sample) -> Duration;
