@@ -353,8 +353,15 @@ impl NamingClient {
         // Over gRPC every request shares one connection and a service's registrations go
         // out together as one batch: no pool to bound, and bounding would split the batch.
         #[cfg(feature = "grpc")]
-        if let (Some(grpc), Some(true)) = (&self.grpc, self.uses_grpc()) {
-            return grpc.slot();
+        if let Some(grpc) = &self.grpc {
+            if self.uses_grpc().is_none() {
+                // Find out first (the first round of gRPC connections), so that the
+                // first burst of registrations is not held to the HTTP bound.
+                drop(self.route().await);
+            }
+            if self.uses_grpc() == Some(true) {
+                return grpc.slot();
+            }
         }
         self.in_flight
             .clone()

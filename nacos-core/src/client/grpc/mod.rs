@@ -58,6 +58,11 @@ pub const HEALTH_CHECK_IDLE: Duration = Duration::from_secs(5);
 /// The longest wait between two connection attempts.
 const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(1);
 
+/// The shortest and longest a change to a service's set waits for more changes before it
+/// is sent (the first registration of a service goes at once).
+const GATHER_MIN: Duration = Duration::from_millis(20);
+const GATHER_MAX: Duration = Duration::from_secs(1);
+
 /// How often the set-up asks whether the server knows the new connection yet.
 const SETUP_POLL: Duration = Duration::from_millis(2);
 
@@ -125,6 +130,8 @@ struct ServiceSet {
     sync: Arc<tokio::sync::Mutex<u64>>,
     /// The outcome of the last redo for this service.
     redo_error: Option<Error>,
+    /// How long the last send of the set took.
+    last_send: Duration,
 }
 
 /// One subscribed service: the pushed lists and how many watchers share them.
@@ -323,7 +330,7 @@ impl Grpc {
             set.instances.insert(at(instance), instance.clone());
             set.version += 1;
         }
-        self.shared.sync(key).await
+        self.shared.sync(key, true).await
     }
 
     /// Deregisters `instance`: out of the redo table, and off the server.
@@ -357,7 +364,8 @@ impl Grpc {
         } else {
             // The rest of the set replaces it (official servers), then it goes by name
             // (r-nacos, where a batch only adds; official servers refuse the type).
-            self.shared.sync(key).await?;
+            // A deregistration goes at once: a leaving instance must not wait.
+            self.shared.sync(key, false).await?;
             let id = self.shared.request_id();
             let body = BatchInstanceRequest {
                 namespace: &key.namespace_id,
@@ -492,7 +500,7 @@ impl Shared {
 
     /// Sends `key`'s set of instances unless a newer send already covered this version;
     /// returns the connection's generation.
-    async fn sync(&self, key: &ServiceKey) -> Result<u64> {
+    async fn sync(&self, key: &ServiceKey, gather: bool) -> Result<u64> {
         let link = self.wait_link().await?;
         let (version, sync) = {
             let table = lock(&self.registrations);
@@ -505,7 +513,21 @@ impl Shared {
         if *synced >= version {
             return Ok(link.generation);
         }
-        self.send_set(&link, key, &mut synced).await?;
+        if gather && *synced > 0 {
+            // A registration after the first send: gather the rest of a burst (a sidecar
+            // registering its backends) for as long as the last send took, so that the
+            // set goes out a few times, not once per instance.
+            let last = lock(&self.registrations)
+                .get(key)
+                .map_or(Duration::ZERO, |set| set.last_send);
+            tokio::time::sleep(last.clamp(GATHER_MIN, GATHER_MAX)).await;
+        }
+        let started = tokio::time::Instant::now();
+        let sent = self.send_set(&link, key, &mut synced).await;
+        if let Some(set) = lock(&self.registrations).get_mut(key) {
+            set.last_send = started.elapsed();
+        }
+        sent?;
         Ok(link.generation)
     }
 
