@@ -30,7 +30,10 @@ async fn main() {
     let services: u32 = std::env::var("PEER_SERVICES")
         .ok()
         .map_or(1, |s| s.parse().expect("PEER_SERVICES"));
-    assert!(services >= 1 && services <= n, "PEER_SERVICES must be in 1..=N");
+    assert!(
+        (1..=n).contains(&services),
+        "PEER_SERVICES must be in 1..=N"
+    );
 
     let props = ClientProps::new()
         .server_addr(server.clone())
