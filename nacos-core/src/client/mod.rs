@@ -90,6 +90,34 @@ pub(crate) enum Kept {
     Connection(u64),
 }
 
+/// The state of the connection keeping an instance, as a task last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Seen {
+    /// The connection's generation (see [`Kept::Connection`]).
+    pub(crate) generation: u64,
+    /// Whether it was up.
+    pub(crate) up: bool,
+}
+
+/// How the connection keeping an instance changed.
+#[derive(Debug)]
+#[cfg_attr(
+    not(feature = "grpc"),
+    expect(
+        dead_code,
+        reason = "only the gRPC transport keeps instances by connection"
+    )
+)]
+pub(crate) enum ConnectionChange {
+    /// It was lost; the transport reconnects.
+    Down(Error),
+    /// A new connection is up and the instance was sent on it (or failed to be).
+    Redone {
+        generation: u64,
+        error: Option<Error>,
+    },
+}
+
 /// Which transport a request takes.
 enum Route {
     #[cfg(feature = "grpc")]
@@ -489,11 +517,7 @@ impl NamingClient {
 
     /// Waits until the connection keeping `key`'s instances is no longer as `seen`; never
     /// resolves when instances are kept by beats.
-    pub(crate) async fn connection_change(
-        &self,
-        key: &ServiceKey,
-        seen: crate::task::Seen,
-    ) -> crate::task::ConnectionChange {
+    pub(crate) async fn connection_change(&self, key: &ServiceKey, seen: Seen) -> ConnectionChange {
         #[cfg(feature = "grpc")]
         if let Some(grpc) = self.grpc() {
             let mut rx = grpc.state();
@@ -505,12 +529,12 @@ impl NamingClient {
                 return std::future::pending().await;
             };
             return if state.up {
-                crate::task::ConnectionChange::Redone {
+                ConnectionChange::Redone {
                     generation: state.generation,
                     error: grpc.redo_error(key),
                 }
             } else {
-                crate::task::ConnectionChange::Down(state.error.unwrap_or(Error::Timeout {
+                ConnectionChange::Down(state.error.unwrap_or(Error::Timeout {
                     operation: "gRPC connection",
                     after: self.request_timeout,
                 }))

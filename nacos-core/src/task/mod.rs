@@ -36,7 +36,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::addr::advertised_addr;
-use crate::client::{Kept, NamingClient};
+use crate::client::{ConnectionChange, Kept, NamingClient, Seen};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::instance::{BeatInfo, BeatResult, Instance, ServiceKey};
@@ -81,34 +81,6 @@ enum Outcome {
     Beat(Result<BeatResult>),
     Connection(ConnectionChange),
     Nothing,
-}
-
-/// The state of the connection keeping an instance, as a task last saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Seen {
-    /// The connection's generation (see [`Kept::Connection`]).
-    pub(crate) generation: u64,
-    /// Whether it was up.
-    pub(crate) up: bool,
-}
-
-/// How the connection keeping an instance changed.
-#[derive(Debug)]
-#[cfg_attr(
-    not(feature = "grpc"),
-    expect(
-        dead_code,
-        reason = "only the gRPC transport keeps instances by connection"
-    )
-)]
-pub(crate) enum ConnectionChange {
-    /// It was lost; the transport reconnects.
-    Down(Error),
-    /// A new connection is up and the instance was sent on it (or failed to be).
-    Redone {
-        generation: u64,
-        error: Option<Error>,
-    },
 }
 
 /// What the engine hears from a task.

@@ -39,7 +39,6 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 use tonic_prost::ProstCodec;
 
-use crate::engine::lock;
 use crate::error::{Chain, Error, Result, excerpt};
 use crate::instance::{Instance, InstanceList, ServiceKey};
 
@@ -47,6 +46,14 @@ use super::NamingClient;
 
 mod messages;
 mod proto;
+
+/// Locks `mutex`, taking the data of a poisoned one as it is (the tables hold plain data
+/// that a panic cannot leave half-written).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 pub(crate) use messages::ServiceInfo;
 use messages::*;
