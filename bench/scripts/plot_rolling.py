@@ -10,8 +10,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 raw, out = pathlib.Path(sys.argv[1]), sys.argv[2]
-variants = [("graceful", "SIGTERM, grace 3 s, caller refresh 1 s"), ("kill-9", "kill -9 (naive)")]
-fig, axes = plt.subplots(len(variants), 1, figsize=(10, 6), sharex=True)
+variants = [
+    ("gateway", "axum-gateway, SIGTERM, defaults"),
+    ("java", "Java nacos-client 2.3.2 (push, no retry), SIGTERM, defaults"),
+    ("gateway-kill-9", "axum-gateway, kill -9"),
+    ("java-kill-9", "Java nacos-client 2.3.2, kill -9"),
+    ("gateway-no-grace", "axum-gateway, SIGTERM, NACOS_DEREGISTER_GRACE=0s"),
+    ("java-no-grace", "Java nacos-client 2.3.2, SIGTERM, NACOS_DEREGISTER_GRACE=0s"),
+]
+fig, axes = plt.subplots(len(variants), 1, figsize=(10, 2.6 * len(variants)), sharex=True)
 for ax, (name, title) in zip(axes, variants):
     rows = list(csv.DictReader(open(raw / f"rolling-{name}.csv")))
     t = [int(r["second"]) for r in rows]

@@ -31,9 +31,10 @@
 //! }
 //! ```
 //!
-//! To keep serving while consumers' caches catch up (`NACOS_DEREGISTER_GRACE`), let the
-//! middleware trigger actix's graceful stop, so the order is "deregister, grace, stop
-//! accepting, drain":
+//! To keep serving while callers learn that the instance left (`NACOS_DEREGISTER_GRACE`,
+//! 2 s by default), let the middleware trigger actix's graceful stop, so the order is
+//! "deregister, grace, stop accepting, drain". With actix's own signal handling, actix
+//! stops accepting at the signal itself and the grace cannot apply:
 //!
 //! ```no_run
 //! # use actix_web::{App, HttpServer};

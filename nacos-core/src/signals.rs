@@ -8,7 +8,9 @@
 //! comes earlier meets the app's own behaviour: nothing was registered yet.
 //!
 //! # What the first signal does
-//! Every registration is deregistered, then `NACOS_DEREGISTER_GRACE` passes, then:
+//! Every registration is deregistered, then `NACOS_DEREGISTER_GRACE` passes (2 s by default,
+//! [`DEFAULT_DEREGISTER_GRACE`](crate::DEFAULT_DEREGISTER_GRACE): the app keeps serving while
+//! callers learn that it left), then:
 //! 1. an app that awaits [`Registration::shutdown_signal`] gets it and drains;
 //! 2. an app that had its own handler for the signal when the engine started listening
 //!    (its `SigCgt` bit in `/proc/self/status` was set) is left alone, however long it keeps
@@ -29,6 +31,12 @@
 //! # A second signal
 //! A second SIGTERM or SIGINT applies the signal's default action at once (the convention
 //! of pressing Ctrl-C twice), whatever state the first one left.
+//!
+//! # Ctrl-C in a terminal
+//! SIGINT waits the grace like SIGTERM, whether or not it comes from a terminal: Docker
+//! (`STOPSIGNAL`), process managers and supervisors send SIGINT too, and telling them apart
+//! from a developer's Ctrl-C would be a guess. A developer who does not want to wait presses
+//! Ctrl-C twice, or sets `NACOS_DEREGISTER_GRACE=0s` for local runs.
 //!
 //! # Leaving signals to the app
 //! With `NACOS_HANDLE_SIGNALS=false` the engine never listens; the instance is deregistered
@@ -198,7 +206,7 @@ async fn first_signal<E: Registrations>(
     if !grace.is_zero() {
         tracing::info!(
             grace_ms = grace.as_millis() as u64,
-            "waiting NACOS_DEREGISTER_GRACE before draining"
+            "deregistered; serving on for NACOS_DEREGISTER_GRACE while callers drop this instance, then draining (a second signal stops now)"
         );
         tokio::time::sleep(grace).await;
     }

@@ -605,6 +605,69 @@ pub fn own_shutdown_is_never_killed(bin: &str, kind: ServerKind, wait: Duration)
     );
 }
 
+/// At the defaults (no `NACOS_DEREGISTER_GRACE` set), SIGTERM or SIGINT takes the instance
+/// out of Nacos at once, and the app keeps answering for the default grace
+/// ([`crate::DEFAULT_GRACE`], 2 s) while callers learn of it, then exits as `exit` says.
+pub fn default_grace_serves_while_callers_learn(
+    bin: &str,
+    kind: ServerKind,
+    signal: &str,
+    exit: Exit,
+) {
+    if crate::skip_without(kind) {
+        return;
+    }
+    let service = "e2e-default-grace";
+    let (server, mut app, port) = start_listed(bin, kind, service, &[]);
+    let signalled = Instant::now();
+    app.signal(signal);
+    must_be_unlisted(
+        &server,
+        service,
+        port,
+        Duration::from_secs(2),
+        &app,
+        &format!("SIG{signal}"),
+    );
+    let gone = signalled.elapsed();
+    // Requests through the grace but its last 300 ms (the drain may begin then).
+    let mut answered = 0;
+    while signalled.elapsed() + Duration::from_millis(300) < crate::DEFAULT_GRACE {
+        match get_text(&format!("http://127.0.0.1:{port}/")) {
+            Ok((200, _)) => answered += 1,
+            other => panic!(
+                "request {} ms after SIG{signal}, within the default grace, failed: {other:?}\n{}",
+                signalled.elapsed().as_millis(),
+                app.output()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = app
+        .wait_exit(crate::SIGNAL_EXIT_BOUND + Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("still running after SIG{signal}:\n{}", app.output()));
+    let exited = signalled.elapsed();
+    let output = app.output();
+    assert!(
+        exited >= crate::DEFAULT_GRACE && exited < crate::SIGNAL_EXIT_BOUND,
+        "exited {} ms after SIG{signal}; the default grace is {} ms:\n{output}",
+        exited.as_millis(),
+        crate::DEFAULT_GRACE.as_millis()
+    );
+    match exit {
+        Exit::Clean => assert!(status.success(), "exit {status}:\n{output}"),
+        Exit::KilledBySignal => {
+            let expected = if signal == "INT" { 2 } else { 15 };
+            assert_eq!(status.signal(), Some(expected), "exit {status}:\n{output}");
+        }
+    }
+    eprintln!(
+        "[e2e] {bin} on {kind} at the defaults: gone from nacos {} ms after SIG{signal}, {answered} requests answered during the default grace, exited after {} ms ({status})",
+        gone.as_millis(),
+        exited.as_millis()
+    );
+}
+
 /// A second signal while the app drains applies the signal's default action at once.
 pub fn second_signal_stops_at_once(bin: &str, kind: ServerKind, signal: &str) {
     if crate::skip_without(kind) {
@@ -683,7 +746,7 @@ pub fn signals_left_to_the_app(bin: &str, kind: ServerKind, signal: &str, exit: 
                 "{output}"
             );
             assert!(
-                exited < crate::SIGNAL_EXIT_BOUND / 4,
+                exited < Duration::from_millis(500),
                 "died {} ms after SIG{signal}: the engine held the signal back\n{output}",
                 exited.as_millis()
             );

@@ -15,9 +15,15 @@ use serde_json::Value;
 
 /// The longest an app may take to exit after SIGTERM/SIGINT in the end-to-end suite when
 /// it has no handler of its own: the deregistration (bounded by the request timeout, but
-/// milliseconds on loopback), no grace, then at most `nacos_core::EXIT_WAIT` (500 ms)
-/// before the signal's default action; 2 s leaves room for a loaded machine.
-pub const SIGNAL_EXIT_BOUND: Duration = Duration::from_secs(2);
+/// milliseconds on loopback), the default grace (`nacos_core::DEFAULT_DEREGISTER_GRACE`,
+/// 2 s), then at most `nacos_core::EXIT_WAIT` (500 ms) before the signal's default action;
+/// 2 s more leaves room for a loaded machine.
+pub const SIGNAL_EXIT_BOUND: Duration = Duration::from_secs(DEFAULT_GRACE.as_secs() + 2);
+
+/// `nacos_core::DEFAULT_DEREGISTER_GRACE` (the harness does not link the library): the
+/// quickest exit after SIGTERM/SIGINT of an app left at the defaults that drains when told
+/// (`shutdown_signal()`) or has no handler of its own.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(2);
 
 /// A command for a process the harness starts (a server, a demo app, a foreign client) that
 /// gets SIGKILL when the thread that spawned it ends: `setpriv --pdeathsig KILL -- PROGRAM`
@@ -277,6 +283,7 @@ pub fn ensure_java_peer(version: &str) -> Result<String, String> {
         "pom.xml",
         "src/main/java/peerbench/Runner.java",
         "src/main/java/peerbench/Subscriber.java",
+        "src/main/java/peerbench/Caller.java",
     ];
     let same = sources.iter().all(|f| {
         std::fs::read(src.join(f))

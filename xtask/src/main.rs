@@ -748,31 +748,77 @@ fn timings(which: &str, runs: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// `cargo xtask rolling-restart [OUT_DIR]`: the rolling-restart benchmark, our lifecycle
-/// against kill -9, side by side; a table on stdout and, with `OUT_DIR`, per-second series
+/// `cargo xtask rolling-restart [OUT_DIR]`: the rolling-restart benchmark at the defaults,
+/// our gateway and a Java nacos-client caller, SIGTERM and kill -9, with the no-grace
+/// baseline, side by side; a table on stdout and, with `OUT_DIR`, per-second series
 /// (`rolling-<variant>.csv`) for the plot.
 fn rolling_restart(out: Option<&str>) -> Result<(), String> {
-    use xtask::rolling::{Options, Stop, quantile_ms, run};
+    use xtask::rolling::{Caller, Options, Stop, quantile_ms, run};
     ensure_rnacos()?;
+    let java = Caller::Java {
+        class_path: xtask::ensure_java_peer("2.3.2")?,
+    };
     // Release builds, as users deploy.
     let provider = build("axum-demo", "axum-demo", true)?;
     let gateway = build("axum-demo", "axum-gateway", true)?;
+    let zero = Some(Duration::ZERO);
     let variants = [
-        ("graceful", Stop::Graceful, Duration::from_secs(3)),
-        ("kill-9", Stop::Kill, Duration::ZERO),
+        (
+            "gateway",
+            "axum-gateway",
+            Caller::Gateway,
+            Stop::Graceful,
+            None,
+        ),
+        (
+            "java",
+            "Java nacos-client 2.3.2",
+            java.clone(),
+            Stop::Graceful,
+            None,
+        ),
+        (
+            "gateway-kill-9",
+            "axum-gateway",
+            Caller::Gateway,
+            Stop::Kill,
+            None,
+        ),
+        (
+            "java-kill-9",
+            "Java nacos-client 2.3.2",
+            java.clone(),
+            Stop::Kill,
+            None,
+        ),
+        (
+            "gateway-no-grace",
+            "axum-gateway",
+            Caller::Gateway,
+            Stop::Graceful,
+            zero,
+        ),
+        (
+            "java-no-grace",
+            "Java nacos-client 2.3.2",
+            java,
+            Stop::Graceful,
+            zero,
+        ),
     ];
     println!(
-        "| variant | requests | failed | p50 ms (restarts / outside) | p99 ms (restarts / outside) | max ms |"
+        "| caller | stop | provider grace | requests | failed | failed per restart | p50 ms (restarts / outside) | p99 ms (restarts / outside) | max ms |"
     );
-    println!("|---|---|---|---|---|---|");
-    for (name, stop, grace) in variants {
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (name, caller_name, caller, stop, grace) in variants {
         let options = Options {
             providers: 3,
             rounds: 2,
-            rate: 500,
+            rate: 200,
             stop,
             grace,
-            refresh: Duration::from_secs(1),
+            refresh: None,
+            caller,
         };
         let report = run(
             &provider.to_string_lossy(),
@@ -789,10 +835,19 @@ fn rolling_restart(out: Option<&str>) -> Result<(), String> {
             }
         }
         let mut all: Vec<Duration> = report.calls.iter().map(|c| c.latency).collect();
+        let grace = match (stop, grace) {
+            (Stop::Kill, _) => "-".to_owned(),
+            (_, Some(g)) => format!("{} s", g.as_secs()),
+            (_, None) => "default (2 s)".to_owned(),
+        };
         println!(
-            "| {name} (grace {} s, refresh 1 s) | {} | {failed} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1} |",
-            grace.as_secs(),
+            "| {caller_name} | {} | {grace} | {} | {failed} | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1} |",
+            match stop {
+                Stop::Graceful => "SIGTERM",
+                Stop::Kill => "kill -9",
+            },
             report.calls.len(),
+            failed as f64 / report.restarts.len().max(1) as f64,
             quantile_ms(&mut during, 0.5),
             quantile_ms(&mut outside, 0.5),
             quantile_ms(&mut during, 0.99),

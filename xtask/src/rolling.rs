@@ -2,15 +2,16 @@
 //! provider instance is restarted, one at a time, several rounds.
 //!
 //! Set-up (all real processes on loopback): r-nacos; `providers` instances of the axum demo;
-//! the axum gateway, whose `GET /call` calls the providers through the load-balanced
-//! client (`NACOS_DISCOVERY_REFRESH=1s`); a load generator sending `rate` requests per
-//! second to the gateway, each on a schedule (an open loop: a slow answer does not slow
-//! the next request down), over keep-alive connections.
+//! a caller whose `GET /call` calls one provider found through Nacos (our axum gateway, with
+//! the load-balanced client, or a Java nacos-client caller with push and no retry, see
+//! [`Caller`]); a load generator sending `rate` requests per second to the caller, each on a
+//! schedule (an open loop: a slow answer does not slow the next request down), over
+//! keep-alive connections.
 //!
-//! A restart is what a deployment does: the old instance gets SIGTERM (or, for the naive
-//! baseline, SIGKILL), a new one starts on a new port, and the next instance is restarted
-//! once the gateway lists the new one.
-
+//! A restart is what a deployment does: the old instance gets SIGTERM (or SIGKILL), a new one
+//! starts on a new port, and the next instance is restarted 2 s after the registry lists the
+//! new one, whenever the caller sees it (deploy tools pace on the registry or on readiness,
+//! not on every caller).
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -26,6 +27,20 @@ pub enum Stop {
     Kill,
 }
 
+/// Who calls the providers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// `axum-gateway` at `gateway_exe`: `LoadBalancer` over a `ServiceWatch` (push over
+    /// gRPC), connect retry on another instance, outlier ejection.
+    Gateway,
+    /// `peerbench.Caller` (bench/peers/java) on this class path: Alibaba's nacos-client,
+    /// `selectInstances(service, true)` (push), round-robin, one attempt per call.
+    Java {
+        /// The runner's class path ([`crate::ensure_java_peer`]).
+        class_path: String,
+    },
+}
+
 /// One run's settings.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -37,10 +52,12 @@ pub struct Options {
     pub rate: u32,
     /// How providers are stopped.
     pub stop: Stop,
-    /// `NACOS_DEREGISTER_GRACE` of the providers.
-    pub grace: Duration,
-    /// `NACOS_DISCOVERY_REFRESH` of the caller.
-    pub refresh: Duration,
+    /// `NACOS_DEREGISTER_GRACE` of the providers; `None` leaves the default.
+    pub grace: Option<Duration>,
+    /// `NACOS_DISCOVERY_REFRESH` of our gateway; `None` leaves the default.
+    pub refresh: Option<Duration>,
+    /// Who calls.
+    pub caller: Caller,
 }
 
 /// One request the load generator sent.
@@ -111,41 +128,64 @@ fn listed_ports(agent: &ureq::Agent, gateway: u16) -> Option<Vec<u16>> {
 pub fn run(provider_exe: &str, gateway_exe: &str, options: &Options) -> Result<Report, String> {
     let server = RNacos::start();
     let service = "rolling";
-    let provider_env = vec![
+    let mut provider_env = vec![
         ("NACOS_SERVER_ADDR", server.addr()),
         ("NACOS_SERVICE_NAME", service.to_owned()),
-        (
-            "NACOS_DEREGISTER_GRACE",
-            format!("{}ms", options.grace.as_millis()),
-        ),
         ("PORT", "0".to_owned()),
         ("RUST_LOG", "warn,axum_demo=info".to_owned()),
     ];
+    if let Some(grace) = options.grace {
+        provider_env.push(("NACOS_DEREGISTER_GRACE", format!("{}ms", grace.as_millis())));
+    }
     let mut providers = Vec::new();
     for _ in 0..options.providers {
         providers.push(start_app(provider_exe, &provider_env)?);
     }
-    let (_gateway, gw) = start_app(
-        gateway_exe,
-        &[
-            ("NACOS_SERVER_ADDR", server.addr()),
-            ("NACOS_SERVICE_NAME", "rolling-caller".to_owned()),
-            (
-                "NACOS_DISCOVERY_REFRESH",
-                format!("{}ms", options.refresh.as_millis()),
-            ),
-            ("TARGET_SERVICE", service.to_owned()),
-            ("PORT", "0".to_owned()),
-            ("RUST_LOG", "error,axum_gateway=info".to_owned()),
-        ],
-    )?;
+    let home = std::env::temp_dir().join(format!("rolling-java-home-{}", std::process::id()));
+    let (_caller, gw) = match &options.caller {
+        Caller::Gateway => {
+            let mut env = vec![
+                ("NACOS_SERVER_ADDR", server.addr()),
+                ("NACOS_SERVICE_NAME", "rolling-caller".to_owned()),
+                ("TARGET_SERVICE", service.to_owned()),
+                ("PORT", "0".to_owned()),
+                ("RUST_LOG", "error,axum_gateway=info".to_owned()),
+            ];
+            if let Some(refresh) = options.refresh {
+                env.push((
+                    "NACOS_DISCOVERY_REFRESH",
+                    format!("{}ms", refresh.as_millis()),
+                ));
+            }
+            start_app(gateway_exe, &env)?
+        }
+        Caller::Java { class_path } => {
+            let app = App::start_with_args(
+                "java",
+                &[
+                    &format!("-Duser.home={}", home.display()),
+                    "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+                    "-cp",
+                    class_path,
+                    "peerbench.Caller",
+                    &server.addr(),
+                    service,
+                    "0",
+                ],
+                &[],
+            );
+            let port = wait_for(Duration::from_secs(60), || announced_port(&app.output()))
+                .ok_or_else(|| format!("the Java caller did not start:\n{}", app.output()))?;
+            (app, port)
+        }
+    };
     let agent = crate::agent(Duration::from_secs(5));
     let everyone: Vec<u16> = providers.iter().map(|(_, p)| *p).collect();
     wait_for(Duration::from_secs(20), || {
         let listed = listed_ports(&agent, gw)?;
         everyone.iter().all(|p| listed.contains(p)).then_some(())
     })
-    .ok_or("the gateway never listed every provider")?;
+    .ok_or("the caller never listed every provider")?;
 
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
@@ -207,13 +247,14 @@ pub fn run(provider_exe: &str, gateway_exe: &str, options: &Options) -> Result<R
                 Stop::Graceful => old.signal("TERM"),
                 Stop::Kill => old.signal("KILL"),
             }
-            old.wait_exit(options.grace + Duration::from_secs(15))
+            old.wait_exit(options.grace.unwrap_or(crate::DEFAULT_GRACE) + Duration::from_secs(15))
                 .ok_or("an old instance did not exit")?;
             let (new, port) = start_app(provider_exe, &provider_env)?;
             wait_for(Duration::from_secs(20), || {
-                listed_ports(&agent, gw)?.contains(&port).then_some(())
+                let hosts = server.instances("public", "DEFAULT_GROUP", service).ok()?;
+                hosts.iter().any(|h| h["port"] == port).then_some(())
             })
-            .ok_or("the gateway never listed a new instance")?;
+            .ok_or("the registry never listed a new instance")?;
             providers.insert(slot, (new, port));
             restarts.push((from, started.elapsed()));
             std::thread::sleep(Duration::from_secs(2));
@@ -221,6 +262,7 @@ pub fn run(provider_exe: &str, gateway_exe: &str, options: &Options) -> Result<R
     }
     std::thread::sleep(Duration::from_secs(3));
     stop.store(true, Ordering::SeqCst);
+    drop(std::fs::remove_dir_all(&home));
     let mut calls: Vec<Call> = senders
         .into_iter()
         .flat_map(|s| s.join().unwrap_or_default())

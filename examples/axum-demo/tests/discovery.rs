@@ -2,7 +2,7 @@
 //! the demo are found, follow weights, clusters and `enabled`, disappear when a provider
 //! leaves; a service that does not exist is empty; Nacos down keeps the last list; tower
 //! p2c and the gateway's load-balanced client send real requests to the providers, and a
-//! provider leaving under load fails no call.
+//! provider leaving under load fails no call, nor does a rolling restart at the defaults.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -823,4 +823,69 @@ fn nacos2_discovers_with_auth_in_a_namespace() {
 #[test]
 fn nacos3_discovers_with_auth_in_a_namespace() {
     discovers_with_auth_in_a_namespace(nacos3());
+}
+
+/// A rolling restart at the defaults (`xtask::rolling`, as `cargo xtask rolling-restart`
+/// measures it, smaller): 3 providers of the demo on r-nacos, each restarted once with
+/// SIGTERM, the next 2 s after the registry lists the new one, 100 calls/s through `caller`;
+/// neither the providers' grace nor the caller's refresh is set. Not one call fails.
+fn rolling_restart_at_defaults(caller: xtask::rolling::Caller) {
+    use xtask::rolling::{Options, Stop, run};
+    let options = Options {
+        providers: 3,
+        rounds: 1,
+        rate: 100,
+        stop: Stop::Graceful,
+        grace: None,
+        refresh: None,
+        caller: caller.clone(),
+    };
+    let report = run(DEMO, GATEWAY, &options).unwrap_or_else(|e| panic!("{e}"));
+    let failed: Vec<_> = report.calls.iter().filter(|c| !c.ok).collect();
+    assert_eq!(report.restarts.len(), 3);
+    assert!(
+        report.calls.len() > 1000,
+        "only {} calls were sent",
+        report.calls.len()
+    );
+    let name = match caller {
+        xtask::rolling::Caller::Gateway => "axum-gateway",
+        xtask::rolling::Caller::Java { .. } => "a Java nacos-client 2.3.2 caller",
+    };
+    assert!(
+        failed.is_empty(),
+        "{} of {} calls failed through {name}, at {:?}",
+        failed.len(),
+        report.calls.len(),
+        failed.iter().map(|c| c.at).collect::<Vec<_>>()
+    );
+    eprintln!(
+        "[e2e] rolling restart at the defaults through {name}: {} calls, 0 failed, {} s",
+        report.calls.len(),
+        report.length.as_secs()
+    );
+}
+
+#[test]
+fn rolling_restart_at_defaults_fails_no_call_of_our_gateway() {
+    if skip_without(ServerKind::RNacos) {
+        return;
+    }
+    rolling_restart_at_defaults(xtask::rolling::Caller::Gateway);
+}
+
+#[test]
+fn rolling_restart_at_defaults_fails_no_call_of_a_java_push_caller() {
+    if skip_without(ServerKind::RNacos) {
+        return;
+    }
+    let class_path = match xtask::ensure_java_peer("2.3.2") {
+        Ok(class_path) => class_path,
+        Err(e) if !tools_required() => {
+            eprintln!("skipped: needs the Java nacos-client ({e}); `cargo xtask test` builds it");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    rolling_restart_at_defaults(xtask::rolling::Caller::Java { class_path });
 }

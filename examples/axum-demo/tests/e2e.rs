@@ -116,6 +116,31 @@ mod signals {
     }
 
     #[test]
+    fn default_grace_keeps_serving_after_sigterm() {
+        e2e::default_grace_serves_while_callers_learn(
+            DEMO,
+            ServerKind::RNacos,
+            "TERM",
+            Exit::Clean,
+        );
+    }
+
+    #[test]
+    fn default_grace_keeps_serving_after_sigint() {
+        e2e::default_grace_serves_while_callers_learn(DEMO, ServerKind::RNacos, "INT", Exit::Clean);
+    }
+
+    #[test]
+    fn default_grace_then_plain_serve_dies_on_sigterm() {
+        e2e::default_grace_serves_while_callers_learn(
+            MINIMAL,
+            ServerKind::RNacos,
+            "TERM",
+            Exit::KilledBySignal,
+        );
+    }
+
+    #[test]
     fn handle_signals_false_plain_app_dies_at_once() {
         e2e::signals_left_to_the_app(MINIMAL, ServerKind::RNacos, "TERM", Exit::KilledBySignal);
     }
