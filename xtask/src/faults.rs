@@ -499,6 +499,75 @@ pub fn removed(bin: &str, version: OfficialVersion) -> Row {
     )
 }
 
+/// The app frozen (SIGSTOP) for 40 s, as a hung process or a paused VM is: what the server
+/// lists meanwhile (how long it stays healthy, when it is marked unhealthy, when it is
+/// removed), then the app resumed (SIGCONT) and listed healthy again. Over HTTP v1 the
+/// server only sees the beats stop; over gRPC the connection stays open (the kernel keeps
+/// answering TCP) and the server's own connection checks decide.
+pub fn app_frozen(bin: &str, kind: ServerKind, api: &str) -> Row {
+    let server = kind.start(&ServerOptions::default());
+    let app = App::start(
+        bin,
+        &[
+            ("NACOS_SERVER_ADDR", server.addr()),
+            ("NACOS_SERVICE_NAME", "faults".to_owned()),
+            ("NACOS_API", api.to_owned()),
+            ("PORT", "0".to_owned()),
+            ("RUST_LOG", "info,nacos_core=debug".to_owned()),
+        ],
+    );
+    let port = wait_for(Duration::from_secs(30), || announced_port(&app.output()))
+        .unwrap_or_else(|| panic!("the demo did not start:\n{}", app.output()));
+    recovery(|| listed_on(&server, port)).expect("listed at first");
+    kill(app.pid(), "STOP");
+    let frozen = Instant::now();
+    let (mut unhealthy, mut removed) = (None, None);
+    while frozen.elapsed() < Duration::from_secs(40) && removed.is_none() {
+        if let Ok(hosts) = server.instances("public", "DEFAULT_GROUP", "faults") {
+            match hosts.iter().find(|h| h["port"] == port) {
+                None => removed = Some(frozen.elapsed()),
+                Some(h) if h["healthy"] != true && unhealthy.is_none() => {
+                    unhealthy = Some(frozen.elapsed());
+                }
+                Some(_) => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let frozen_for = frozen.elapsed();
+    kill(app.pid(), "CONT");
+    let rec = recovery(|| listed_on(&server, port));
+    let listed = listed_on(&server, port);
+    let log = app.output();
+    let secs =
+        |d: Option<Duration>| d.map_or("never".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
+    Row {
+        fault: format!(
+            "the app frozen (SIGSTOP) {} s, then resumed",
+            frozen_for.as_secs()
+        ),
+        server: kind.to_string(),
+        api: if api == "grpc" {
+            "gRPC".to_owned()
+        } else {
+            format!("HTTP {api}")
+        },
+        requests: 0,
+        failed: 0,
+        p99_ms: 0.0,
+        recovered: rec,
+        lost: usize::from(!listed),
+        panics: log.matches("panicked").count(),
+        warns: log.lines().filter(|l| l.contains(" WARN ")).count(),
+        errors: log.lines().filter(|l| l.contains(" ERROR ")).count(),
+        note: format!(
+            "the server's view of a silent instance: marked unhealthy after {}, removed after {} (no requests: the app itself is frozen)",
+            secs(unhealthy),
+            secs(removed)
+        ),
+    }
+}
+
 /// The official server moves the app's gRPC connection (`/v2/core/loader/reloadClient`,
 /// its own rebalancing tool): it sends `ConnectResetRequest`, the app answers, reconnects
 /// and registers again.

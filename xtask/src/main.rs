@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("msrv") => msrv(),
         Some("rolling-restart") => rolling_restart(args.get(1).map(String::as_str)),
+        Some("faults") if args.get(1).is_some_and(|a| a == "frozen") => faults_frozen(),
         Some("faults") => faults(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(600)),
         Some("recovery") => recovery(
             args.get(1).map_or("axum", String::as_str),
@@ -59,7 +60,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    "usage: cargo xtask demo [axum|axum-minimal|actix|actix-handle|discovery] | test [cargo test args] | msrv | nacos install | nacos run [official [2.3.2|3.1.0] [auth]]"
+    "usage: cargo xtask demo [axum|axum-minimal|actix|actix-handle|discovery] | test [cargo test args] | msrv | rolling-restart [OUT_DIR] | faults [SOAK_SECONDS|frozen] | recovery [APP] [ROUNDS] | timings [APP] [ROUNDS] | nacos install | nacos run [official [2.3.2|3.1.0] [auth]]"
         .into()
 }
 
@@ -883,11 +884,40 @@ fn rolling_restart(out: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
+/// `cargo xtask faults frozen`: only the matrix's "app frozen" rows (the servers' view of a
+/// silent instance), printed.
+fn faults_frozen() -> Result<(), String> {
+    use xtask::faults as f;
+    use xtask::official::OfficialVersion::V2_3_2;
+    use xtask::server::ServerKind::{Official, RNacos as R};
+    ensure_rnacos()?;
+    xtask::official::ensure_official(V2_3_2)?;
+    let demo = build("axum-demo", "axum-demo", true)?;
+    let bin = demo.to_string_lossy().into_owned();
+    for (kind, api) in [
+        (R, "v1"),
+        (Official(V2_3_2), "v1"),
+        (R, "grpc"),
+        (Official(V2_3_2), "grpc"),
+    ] {
+        let row = f::app_frozen(&bin, kind, api);
+        println!(
+            "{}",
+            f::table(std::slice::from_ref(&row))
+                .lines()
+                .last()
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 /// `cargo xtask faults [SOAK_SECONDS]`: the fault matrix, printed and written to
 /// docs/RELIABILITY.md (the soak lasts SOAK_SECONDS, 600 by default).
 fn faults(soak_seconds: u64) -> Result<(), String> {
     use xtask::faults::{self as f, Row};
     use xtask::official::OfficialVersion::{V2_3_2, V3_1_0};
+    const RNACOS: xtask::server::ServerKind = xtask::server::ServerKind::RNacos;
     ensure_rnacos()?;
     for version in xtask::official::OfficialVersion::ALL {
         xtask::official::ensure_official(version)?;
@@ -908,6 +938,10 @@ fn faults(soak_seconds: u64) -> Result<(), String> {
         Box::new(|| f::cluster_node_killed(&bin)),
         Box::new(|| f::cluster_rolling(&bin)),
         Box::new(|| f::reset_by_server(&bin)),
+        Box::new(|| f::app_frozen(&bin, RNACOS, "v1")),
+        Box::new(|| f::app_frozen(&bin, xtask::server::ServerKind::Official(V2_3_2), "v1")),
+        Box::new(|| f::app_frozen(&bin, RNACOS, "grpc")),
+        Box::new(|| f::app_frozen(&bin, xtask::server::ServerKind::Official(V2_3_2), "grpc")),
         Box::new(|| f::removed(&bin, V2_3_2)),
         Box::new(|| f::removed(&bin, V3_1_0)),
         Box::new(|| f::token_expiry(&bin, V2_3_2, false)),
