@@ -984,6 +984,14 @@ fn faults(soak_seconds: u64) -> Result<(), String> {
          demo's own clients' failures (a Nacos fault must never fail a user request); \
          *recovered* runs from the end of the fault; *lost* is 1 when the instance is not \
          listed at the end; *panics* and *log lines* are counted in the app's log.\n\n{}\n\
+         The *app frozen* rows (also `cargo xtask faults frozen`) show each server's view of \
+         an instance that went silent: r-nacos 0.8.8 keeps listing a silent HTTP instance as \
+         healthy until it removes it (about 30 s; it ignores `preserved.heart.beat.timeout` \
+         and `preserved.ip.delete.timeout`), while the official server marks it unhealthy \
+         after 15 s and removes it after 30 s. Over gRPC both remove it with the connection \
+         once their idle connection check fails (20 s on r-nacos, 28 s on 2.3.2); a crashed \
+         process, whose connection closes, is removed at once. Callers of this crate eject \
+         an instance that refuses connections meanwhile.\n\n\
          Not in the matrix yet:\n\n\
          - *password changed while running*: needs the server's user API in the harness.\n\
          - *a server name that stops resolving, or resolves to several addresses*: needs a \
