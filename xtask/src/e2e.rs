@@ -563,18 +563,7 @@ pub fn own_shutdown_is_never_killed(bin: &str, kind: ServerKind, wait: Duration)
     );
     let gone = signalled.elapsed();
     // Requests all through the wait (but the last 300 ms, when the app starts draining).
-    let mut answered = 0;
-    while signalled.elapsed() + Duration::from_millis(300) < wait {
-        match get_text(&format!("http://127.0.0.1:{port}/")) {
-            Ok((200, _)) => answered += 1,
-            other => panic!(
-                "request {} ms after SIGTERM failed: {other:?}\n{}",
-                signalled.elapsed().as_millis(),
-                app.output()
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let answered = answers_until(&app, port, signalled, wait, "SIGTERM");
     let status = app
         .wait_exit(wait + Duration::from_secs(10))
         .unwrap_or_else(|| {
@@ -605,6 +594,25 @@ pub fn own_shutdown_is_never_killed(bin: &str, kind: ServerKind, wait: Duration)
     );
 }
 
+/// Sends `GET /` to the app every 50 ms until 300 ms before `until` after `signalled` (the
+/// drain may begin then); panics on the first request that is not answered 200. Returns
+/// how many were answered.
+fn answers_until(app: &App, port: u16, signalled: Instant, until: Duration, signal: &str) -> usize {
+    let mut answered = 0;
+    while signalled.elapsed() + Duration::from_millis(300) < until {
+        match get_text(&format!("http://127.0.0.1:{port}/")) {
+            Ok((200, _)) => answered += 1,
+            other => panic!(
+                "request {} ms after {signal} failed: {other:?}\n{}",
+                signalled.elapsed().as_millis(),
+                app.output()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    answered
+}
+
 /// At the defaults (no `NACOS_DEREGISTER_GRACE` set), SIGTERM or SIGINT takes the instance
 /// out of Nacos at once, and the app keeps answering for the default grace
 /// ([`crate::DEFAULT_GRACE`], 2 s) while callers learn of it, then exits as `exit` says.
@@ -631,18 +639,13 @@ pub fn default_grace_serves_while_callers_learn(
     );
     let gone = signalled.elapsed();
     // Requests through the grace but its last 300 ms (the drain may begin then).
-    let mut answered = 0;
-    while signalled.elapsed() + Duration::from_millis(300) < crate::DEFAULT_GRACE {
-        match get_text(&format!("http://127.0.0.1:{port}/")) {
-            Ok((200, _)) => answered += 1,
-            other => panic!(
-                "request {} ms after SIG{signal}, within the default grace, failed: {other:?}\n{}",
-                signalled.elapsed().as_millis(),
-                app.output()
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let answered = answers_until(
+        &app,
+        port,
+        signalled,
+        crate::DEFAULT_GRACE,
+        &format!("SIG{signal}"),
+    );
     let status = app
         .wait_exit(crate::SIGNAL_EXIT_BOUND + Duration::from_secs(5))
         .unwrap_or_else(|| panic!("still running after SIG{signal}:\n{}", app.output()));
