@@ -51,7 +51,10 @@ pub struct Status {
     pub last_beat: Option<SystemTime>,
     /// How many times the server accepted a registration (more than 1: re-registered).
     pub registrations: u64,
-    /// Beats accepted since start.
+    /// The API the last registration went over: `"grpc"`, `"v3"` or `"v1"` (HTTP).
+    pub api: Option<&'static str>,
+    /// Beats accepted since start (HTTP). Over gRPC no beats are sent: the connection keeps
+    /// the instance, and this stays 0 with `last_beat` empty.
     pub beats: u64,
     /// Failed requests in a row (0 when the last one succeeded).
     pub consecutive_failures: u64,
@@ -110,6 +113,7 @@ impl StatusHandle {
                     registered_since: None,
                     last_beat: None,
                     registrations: 0,
+                    api: None,
                     beats: 0,
                     consecutive_failures: 0,
                     last_error: None,

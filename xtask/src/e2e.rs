@@ -287,6 +287,12 @@ pub fn registers_bound_port_and_real_ip(bin: &str, kind: ServerKind) {
         format!("{ip}:{port}"),
         "{health}"
     );
+    // NACOS_API=auto settles on gRPC on every server tested.
+    assert_eq!(
+        health["nacos"]["api"],
+        forced_api().unwrap_or("grpc"),
+        "{health}"
+    );
     // NACOS_API=auto: gRPC on every server tested (the gRPC port is the HTTP port + 1000).
     let api = "nacos server speaks gRPC";
     assert_eq!(

@@ -413,6 +413,28 @@ impl NamingClient {
             .and_then(Server::api)
     }
 
+    /// The API requests go over: `"grpc"`, or the HTTP API (`"v3"`, `"v1"`) the first
+    /// server known to speak one speaks; `None` while not found out yet.
+    pub(crate) fn api_in_use(&self) -> Option<&'static str> {
+        match self.mode {
+            ApiVersion::V1 => return Some("v1"),
+            ApiVersion::V3 => return Some("v3"),
+            _ => {}
+        }
+        match self.uses_grpc() {
+            Some(true) => Some("grpc"),
+            None => None,
+            Some(false) => self
+                .servers
+                .iter()
+                .find_map(Server::api)
+                .map(|api| match api {
+                    ApiVersion::V1 => "v1",
+                    _ => "v3",
+                }),
+        }
+    }
+
     /// Whether requests go over gRPC: `Some(true)` once settled on it, `Some(false)` on
     /// HTTP, `None` while `auto` has not found out yet.
     pub fn uses_grpc(&self) -> Option<bool> {

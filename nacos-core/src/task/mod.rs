@@ -129,11 +129,18 @@ pub(crate) trait Naming: Send + Sync + 'static {
         key: &ServiceKey,
         instance: &Instance,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// The API requests go over (`"grpc"`, `"v3"`, `"v1"`), once known.
+    fn api_in_use(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 impl Naming for NamingClient {
     fn admit(&self) -> impl Future<Output = tokio::sync::OwnedSemaphorePermit> + Send {
         NamingClient::admit(self)
+    }
+    fn api_in_use(&self) -> Option<&'static str> {
+        NamingClient::api_in_use(self)
     }
     fn register(
         &self,
@@ -395,11 +402,13 @@ impl<C: Naming> Task<C> {
                     generation,
                     up: true,
                 };
+                let api = self.client.api_in_use();
                 self.status.update(|s| {
                     s.registrations += 1;
                     s.state = RegistrationState::Registered;
                     s.registered_since = Some(SystemTime::now());
                     s.consecutive_failures = 0;
+                    s.api = api.or(s.api);
                 });
                 tracing::debug!(service = %self.config.service_name(),
                     instance = %run.instance.as_deref().map(Instance::addr).unwrap_or_default(),
@@ -520,7 +529,9 @@ impl<C: Naming> Task<C> {
             .unwrap_or_default();
         let registrations = {
             let mut n = 0;
+            let api = self.client.api_in_use();
             self.status.update(|s| {
+                s.api = api.or(s.api);
                 s.registrations += 1;
                 s.state = RegistrationState::Registered;
                 s.registered_since = Some(SystemTime::now());
