@@ -622,9 +622,13 @@ impl NamingClient {
                 }
                 unreachable!("the gRPC route needs the gRPC transport")
             },
-            || async {
-                let (server, api, body) = self.call(Op::Register(key, instance)).await?;
-                expect_ok(&server, api, &body).map(|()| Kept::Beats)
+            // Boxed: a registration waiting its turn on the gRPC connection (a burst of
+            // them, all at once) does not carry room for an HTTP exchange.
+            || {
+                Box::pin(async {
+                    let (server, api, body) = self.call(Op::Register(key, instance)).await?;
+                    expect_ok(&server, api, &body).map(|()| Kept::Beats)
+                })
             },
         )
         .await

@@ -332,13 +332,14 @@ impl<C: Naming> Task<C> {
                 (Step::Register | Step::Beat { .. }, Some(inst)) => inst,
                 _ => return Outcome::Nothing,
             };
-            // A slot first, then the request, which lives in a box only while it is in
-            // flight: a task that sleeps between beats, or waits for a slot behind a slow
-            // server, holds a few words, not a whole HTTP exchange.
+            // A slot first, then the request, each in a box that lives only while it is
+            // awaited: a task that sleeps between beats, or is held by the gRPC connection
+            // (nearly all of its life), holds a few words, not a whole exchange, and one
+            // that waits for a slot behind a slow server holds the wait, not the request.
             if let Some(events) = events {
                 events.registering(handle_signals);
             }
-            let slot = client.admit().await;
+            let slot = Box::pin(client.admit()).await;
             let request: Pin<Box<dyn Future<Output = Outcome> + Send>> = match step {
                 Step::Beat { full } => Box::pin(async move {
                     let body = full.then(|| BeatInfo::new(&inst, period_ms));

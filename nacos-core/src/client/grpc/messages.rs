@@ -231,6 +231,11 @@ pub(crate) struct Response {
     /// `ServerCheckResponse`.
     #[serde(default)]
     pub(crate) connection_id: Option<String>,
+    /// `InstanceResponse`, `BatchInstanceResponse`: what the server did. A batch answered
+    /// `batchRegisterInstance` replaced the set (official servers); answered
+    /// `registerInstance`, every instance was registered on its own (r-nacos).
+    #[serde(default)]
+    pub(crate) r#type: Option<String>,
     /// `SubscribeServiceResponse`, `QueryServiceResponse`.
     #[serde(default)]
     pub(crate) service_info: Option<ServiceInfo>,

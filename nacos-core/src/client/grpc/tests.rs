@@ -969,3 +969,294 @@ proptest! {
         }
     }
 }
+
+/// The `BatchInstanceRequest`s the fake saw, as (`type`, the instances' ips, sorted).
+fn batches(fake: &Fake) -> Vec<(String, Vec<String>)> {
+    fake.log()
+        .iter()
+        .filter(|s| s.unary(BATCH_INSTANCE))
+        .map(|s| {
+            let body = s.json();
+            let mut ips: Vec<String> = body["instances"]
+                .as_array()
+                .map(|all| {
+                    all.iter()
+                        .map(|i| i["ip"].as_str().unwrap_or_default().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            ips.sort_unstable();
+            (body["type"].as_str().unwrap_or_default().to_owned(), ips)
+        })
+        .collect()
+}
+
+/// Registers `ips` (port 8080) of `service`, all at once.
+async fn register_all(client: &Arc<NamingClient>, service: &str, ips: &[String]) -> Vec<bool> {
+    let calls = ips.iter().map(|ip| {
+        let client = client.clone();
+        let ip = ip.clone();
+        let service = service.to_owned();
+        tokio::spawn(async move { client.register(&key(&service), &instance(&ip, 8080)).await })
+    });
+    let mut ok = Vec::new();
+    for call in calls.collect::<Vec<_>>() {
+        ok.push(call.await.unwrap().is_ok());
+    }
+    ok
+}
+
+fn ips(range: std::ops::Range<u32>) -> Vec<String> {
+    range
+        .map(|i| format!("10.1.{}.{}", i / 200, i % 200 + 1))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_registrations_of_one_service_goes_out_in_one_batch() {
+    let fake = Fake::start().await;
+    let client = fake.client();
+    // The first registration goes at once, alone.
+    client
+        .register(&key("sidecar"), &instance("10.0.0.1", 8080))
+        .await
+        .unwrap();
+    let burst = ips(0..300);
+    assert!(
+        register_all(&client, "sidecar", &burst)
+            .await
+            .iter()
+            .all(|ok| *ok)
+    );
+
+    let sent = batches(&fake);
+    let text = summary(&fake.log());
+    // The whole burst in one request, with the first instance (the server's batch may
+    // replace the set).
+    assert_eq!(sent.len(), 1, "{text}");
+    assert_eq!(sent[0].0, "batchRegisterInstance");
+    assert_eq!(sent[0].1.len(), 301, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batch_is_not_sent_again_by_every_registration_waiting_behind_it() {
+    let fake = Fake::start().await;
+    let client = fake.client();
+    client
+        .register(&key("sidecar"), &instance("10.0.0.1", 8080))
+        .await
+        .unwrap();
+    fake.script(BATCH_INSTANCE, Answer::error(500, "server busy"));
+    let burst = ips(0..100);
+    let ok = register_all(&client, "sidecar", &burst).await;
+
+    let sent = batches(&fake);
+    let text = summary(&fake.log());
+    assert!(
+        ok.iter().all(|ok| !ok),
+        "every registration of the failed batch fails"
+    );
+    assert_eq!(
+        sent.len(),
+        1,
+        "one request failed, no resend per waiter:\n{text}"
+    );
+
+    // Their retries go out together, and succeed.
+    assert!(
+        register_all(&client, "sidecar", &burst)
+            .await
+            .iter()
+            .all(|ok| *ok)
+    );
+    let sent = batches(&fake);
+    assert_eq!(sent.len(), 2, "{}", summary(&fake.log()));
+    assert_eq!(sent[1].1.len(), 101);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_several_instances_is_deregistered_by_name_where_the_server_takes_it() {
+    // The fake takes a batch of type `deregisterInstance`, as r-nacos does.
+    let fake = Fake::start().await;
+    let client = fake.client();
+    let all = ips(0..3);
+    client
+        .register(&key("sidecar"), &instance(&all[0], 8080))
+        .await
+        .unwrap();
+    assert!(
+        register_all(&client, "sidecar", &all[1..])
+            .await
+            .iter()
+            .all(|ok| *ok)
+    );
+    client
+        .deregister(&key("sidecar"), &instance(&all[1], 8080))
+        .await
+        .unwrap();
+    client
+        .deregister(&key("sidecar"), &instance(&all[2], 8080))
+        .await
+        .unwrap();
+
+    let sent = batches(&fake);
+    let text = summary(&fake.log());
+    assert_eq!(
+        sent,
+        [
+            ("batchRegisterInstance".to_owned(), all.clone()),
+            ("deregisterInstance".to_owned(), vec![all[1].clone()]),
+            ("deregisterInstance".to_owned(), vec![all[2].clone()]),
+        ],
+        "no resend of the rest of the set:\n{text}"
+    );
+    // The last one goes by its own request.
+    client
+        .deregister(&key("sidecar"), &instance(&all[0], 8080))
+        .await
+        .unwrap();
+    let last = fake
+        .log()
+        .into_iter()
+        .rev()
+        .find(|s| s.unary(INSTANCE))
+        .unwrap();
+    assert_eq!(last.json()["type"], "deregisterInstance");
+    assert_eq!(last.json()["instance"]["ip"], all[0].as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_batches_replace_the_set_the_rest_of_it_is_sent_once_refused() {
+    // The official servers: a batch of type `deregisterInstance` is refused.
+    let fake = Fake::start().await;
+    let client = fake.client();
+    let all = ips(0..4);
+    client
+        .register(&key("sidecar"), &instance(&all[0], 8080))
+        .await
+        .unwrap();
+    assert!(
+        register_all(&client, "sidecar", &all[1..])
+            .await
+            .iter()
+            .all(|ok| *ok)
+    );
+    fake.script(
+        BATCH_INSTANCE,
+        Answer::error(500, "Unsupported request type deregisterInstance"),
+    );
+    client
+        .deregister(&key("sidecar"), &instance(&all[3], 8080))
+        .await
+        .unwrap();
+    // Learnt: the next one sends the rest straight away.
+    client
+        .deregister(&key("sidecar"), &instance(&all[2], 8080))
+        .await
+        .unwrap();
+
+    let sent = batches(&fake);
+    let text = summary(&fake.log());
+    assert_eq!(
+        sent,
+        [
+            ("batchRegisterInstance".to_owned(), all.clone()),
+            ("deregisterInstance".to_owned(), vec![all[3].clone()]),
+            ("batchRegisterInstance".to_owned(), all[..3].to_vec()),
+            ("batchRegisterInstance".to_owned(), all[..2].to_vec()),
+        ],
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_registers_batches_instance_by_instance_gets_only_the_new_ones() {
+    let fake = Fake::start().await;
+    let client = fake.client();
+    let all = ips(0..6);
+    client
+        .register(&key("sidecar"), &instance(&all[0], 8080))
+        .await
+        .unwrap();
+    // r-nacos answers a batch as `registerInstance`: each instance was registered alone.
+    fake.script(
+        BATCH_INSTANCE,
+        Answer::body(
+            "BatchInstanceResponse",
+            json!({"resultCode": 200, "errorCode": 0, "success": true, "type": "registerInstance"})
+                .to_string(),
+        ),
+    );
+    assert!(
+        register_all(&client, "sidecar", &all[1..3])
+            .await
+            .iter()
+            .all(|ok| *ok)
+    );
+    assert!(
+        register_all(&client, "sidecar", &all[3..])
+            .await
+            .iter()
+            .all(|ok| *ok)
+    );
+
+    let sent = batches(&fake);
+    let text = summary(&fake.log());
+    assert_eq!(
+        sent,
+        [
+            ("batchRegisterInstance".to_owned(), all[..3].to_vec()),
+            ("batchRegisterInstance".to_owned(), all[3..].to_vec()),
+        ],
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_a_batch_answer_says_it_replaced_the_set_every_change_sends_it_whole() {
+    let fake = Fake::start().await;
+    let client = fake.client();
+    let all = ips(0..4);
+    client
+        .register(&key("sidecar"), &instance(&all[0], 8080))
+        .await
+        .unwrap();
+    // The official servers answer `batchRegisterInstance`.
+    fake.script(
+        BATCH_INSTANCE,
+        Answer::body(
+            "BatchInstanceResponse",
+            json!({"resultCode": 200, "errorCode": 0, "success": true, "type": "batchRegisterInstance"})
+                .to_string(),
+        ),
+    );
+    assert!(
+        register_all(&client, "sidecar", &all[1..2])
+            .await
+            .iter()
+            .all(|ok| *ok)
+    );
+    assert!(
+        register_all(&client, "sidecar", &all[2..])
+            .await
+            .iter()
+            .all(|ok| *ok)
+    );
+    // And a deregistration sends the rest, without trying the batch type they refuse.
+    client
+        .deregister(&key("sidecar"), &instance(&all[3], 8080))
+        .await
+        .unwrap();
+
+    let sent = batches(&fake);
+    let text = summary(&fake.log());
+    assert_eq!(
+        sent,
+        [
+            ("batchRegisterInstance".to_owned(), all[..2].to_vec()),
+            ("batchRegisterInstance".to_owned(), all.clone()),
+            ("batchRegisterInstance".to_owned(), all[..3].to_vec()),
+        ],
+        "{text}"
+    );
+}
