@@ -23,7 +23,8 @@ pub enum RegistrationState {
     Registered,
     /// Deregistered (on a signal, on drop or on request); final.
     Deregistered,
-    /// Another registration of the same `service#ip#port` took over; final.
+    /// Another registration of the same instance (same servers, namespace, group, service,
+    /// ip and port) took over; final.
     Replaced,
 }
 

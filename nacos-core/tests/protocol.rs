@@ -702,3 +702,27 @@ async fn same_instance_registered_twice_replaces_the_first() {
     drop(third);
     assert_eq!(log.count("DELETE", INSTANCE), 2);
 }
+
+/// The same instance registered with two Nacos clusters (an old and a new registry while
+/// moving) is two registrations: neither replaces the other, and each deregisters its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn same_instance_registered_with_two_clusters_keeps_both() {
+    let old = mock_server().await;
+    let new = mock_server().await;
+    let (old_log, new_log) = (Log::default(), Log::default());
+    mount_nacos(&old, &old_log, |_, _| beat_answer(10200, 5000, true)).await;
+    mount_nacos(&new, &new_log, |_, _| beat_answer(10200, 5000, true)).await;
+    let port = next_port();
+    let on_old = start(config(&old).heartbeat_interval(SECS_5), port);
+    let on_new = start(config(&new).heartbeat_interval(SECS_5), port);
+    eventually(SECS_5, "both registered", async || {
+        on_old.status().is_registered() && on_new.status().is_registered()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(on_old.status().is_registered(), "the first is not replaced");
+    drop(on_old);
+    drop(on_new);
+    assert_eq!(old_log.count("DELETE", INSTANCE), 1);
+    assert_eq!(new_log.count("DELETE", INSTANCE), 1);
+}

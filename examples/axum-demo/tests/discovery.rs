@@ -889,3 +889,90 @@ fn rolling_restart_at_defaults_fails_no_call_of_a_java_push_caller() {
     };
     rolling_restart_at_defaults(xtask::rolling::Caller::Java { class_path });
 }
+
+/// One process holding several instances of one service over gRPC (a sidecar registering
+/// its backends): all listed, some deregistered while the others stay, one added, then
+/// none. The servers take a batch differently (official: it replaces the connection's
+/// set; r-nacos: instance by instance), which the client learns from their answers.
+fn several_instances_of_one_service(kind: ServerKind) {
+    if skip_without(kind) {
+        return;
+    }
+    let server = kind.start(&ServerOptions::default());
+    let service = "e2e-sidecar";
+    let register = |port: u16| {
+        let config = Config::builder()
+            .server_addr(server.addr())
+            .service_name(service)
+            .ip("127.0.0.1".parse().unwrap())
+            .build()
+            .unwrap();
+        let registration =
+            nacos_core::Registration::with_addr_source(config, nacos_core::AddrSource::Reported)
+                .unwrap();
+        registration.listening_on(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        registration
+    };
+    let watch = discovery(&server).watch(service);
+    let mut held: BTreeMap<u16, nacos_core::Registration> = (31_001..=31_006)
+        .map(|port| (port, register(port)))
+        .collect();
+    let listed = |want: Vec<u16>, step: &str| {
+        let seen = ports_when(&watch, Duration::from_secs(15), |p| p == want.as_slice());
+        let server_lists = || {
+            let hosts = server
+                .instances("", "DEFAULT_GROUP", service)
+                .unwrap_or_default();
+            let mut ports: Vec<u64> = hosts.iter().filter_map(|h| h["port"].as_u64()).collect();
+            ports.sort_unstable();
+            ports
+        };
+        assert_eq!(
+            seen,
+            Some(want.clone()),
+            "{kind:?}, {step}: the watch lists {:?}, the server {:?}",
+            {
+                let mut p: Vec<u16> = watch.instances().all().iter().map(|i| i.port).collect();
+                p.sort_unstable();
+                p
+            },
+            server_lists()
+        );
+    };
+    listed((31_001..=31_006).collect(), "six registered");
+    for port in [31_002, 31_005] {
+        drop(held.remove(&port));
+    }
+    listed(vec![31_001, 31_003, 31_004, 31_006], "two deregistered");
+    held.insert(31_007, register(31_007));
+    listed(vec![31_001, 31_003, 31_004, 31_006, 31_007], "one added");
+    drop(held.remove(&31_001));
+    listed(
+        vec![31_003, 31_004, 31_006, 31_007],
+        "the first deregistered",
+    );
+    for registration in held.values() {
+        assert_eq!(
+            registration.status().snapshot().api,
+            Some("grpc"),
+            "{kind:?}"
+        );
+    }
+    held.clear();
+    listed(vec![], "all deregistered");
+}
+
+#[test]
+fn rnacos_several_instances_of_one_service() {
+    several_instances_of_one_service(ServerKind::RNacos);
+}
+
+#[test]
+fn nacos2_several_instances_of_one_service() {
+    several_instances_of_one_service(nacos2());
+}
+
+#[test]
+fn nacos3_several_instances_of_one_service() {
+    several_instances_of_one_service(nacos3());
+}

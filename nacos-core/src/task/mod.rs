@@ -581,10 +581,21 @@ impl<C: Naming> Task<C> {
         }
     }
 
-    /// The key this task claims for `instance`: `group@@service#ip#port`.
+    /// The key this task claims for `instance`: the servers, then
+    /// `namespace#group@@service#ip#port`. The same instance registered with another Nacos
+    /// cluster (registering with an old and a new registry while moving) or in another
+    /// namespace is another instance, not a replacement.
     fn claim_key(&self, instance: &Instance) -> String {
+        let servers: Vec<String> = self
+            .config
+            .server_addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         format!(
-            "{}#{}#{}",
+            "{}#{}#{}#{}#{}",
+            servers.join(","),
+            self.key.namespace_id,
             self.key.grouped_service_name(),
             instance.ip,
             instance.port
