@@ -49,6 +49,9 @@
 #                     (default 1; <prefix>-<peer>-<k> when > 1). Supported by the
 #                     nacos-core, java and rust-nacos-sdk runners.
 #   JAVA2_VERSION     nacos-client version of the java2 peer (default 2.3.2).
+#   PEER_METADATA     key=value: one metadata entry on every instance of the
+#                     rust-nacos-sdk runner (ours always carry
+#                     preserved.register.source=RUST_NACOS).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

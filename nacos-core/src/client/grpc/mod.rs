@@ -144,6 +144,9 @@ struct ServiceSet {
     version: u64,
     /// Held while anything about the set is sent to the server.
     sync: Arc<tokio::sync::Mutex<Synced>>,
+    /// Instances out of `instances` that may still be on the server: the next
+    /// deregistration to hold the sync lock takes them all off at once.
+    gone: Vec<Arc<Instance>>,
     /// The outcome of the last redo for this service.
     redo_error: Option<Error>,
 }
@@ -399,12 +402,13 @@ impl Grpc {
         let held = {
             let mut table = lock(&self.shared.registrations);
             table.get_mut(key).and_then(|set| {
-                set.instances.remove(&at(instance))?;
+                let (removed, _) = set.instances.remove(&at(instance))?;
                 set.version += 1;
-                Some((set.instances.len(), set.version, set.sync.clone()))
+                set.gone.push(removed);
+                Some((set.version, set.sync.clone()))
             })
         };
-        let Some((left, version, sync)) = held else {
+        let Some((version, sync)) = held else {
             // Not one of this connection's: asked for all the same, by name.
             if lock(&self.shared.link).is_none() {
                 return Ok(());
@@ -417,9 +421,7 @@ impl Grpc {
                 .await
                 .map(drop);
         };
-        let result = self
-            .deregister_from(key, instance, left, version, &sync)
-            .await;
+        let result = self.deregister_from(key, instance, version, &sync).await;
         // An emptied set leaves the table once its deregistration went out (a registration
         // of the service meanwhile waited for it on the sync lock, and keeps the set).
         let mut table = lock(&self.shared.registrations);
@@ -432,23 +434,42 @@ impl Grpc {
         result
     }
 
-    /// The server side of [`deregister`](Self::deregister): `left` instances of the service
-    /// stay, `version` is the set's version without `instance`.
+    /// The server side of [`deregister`](Self::deregister): `version` is the set's version
+    /// without `instance`. Whichever deregistration holds the sync lock first takes off
+    /// every instance gone by then (a SIGTERM deregisters them all at once).
     async fn deregister_from(
         &self,
         key: &ServiceKey,
         instance: &Instance,
-        left: usize,
         version: u64,
         sync: &tokio::sync::Mutex<Synced>,
     ) -> Result<()> {
         let mut synced = sync.lock().await;
-        // Without a connection the server dropped the instance with the last one, and the
-        // next connection's redo sends the set without it.
+        let (gone, left) = {
+            let mut table = lock(&self.shared.registrations);
+            match table.get_mut(key) {
+                Some(set) => (std::mem::take(&mut set.gone), set.instances.len()),
+                None => (Vec::new(), 0),
+            }
+        };
+        let here = at(instance);
+        if !gone.iter().any(|g| at(g) == here) {
+            // An earlier deregistration took it off with its own.
+            return Ok(());
+        }
+        // Without a connection the server dropped the instances with it, and the next
+        // connection's redo sends the set without them.
         let Some(link) = lock(&self.shared.link).clone() else {
             return Ok(());
         };
-        if left == 0 {
+        let batches = self.shared.batches(&link);
+        if left > 0 && batches == Batches::Replace && synced.version >= version {
+            // A whole set sent since the removal replaced the set without it.
+            return Ok(());
+        }
+        if left == 0 && (gone.len() == 1 || batches == Batches::Replace) {
+            // The last of the service: official servers forget the connection's whole set
+            // for the service with it.
             let id = self.shared.request_id();
             let body = InstanceRequest::new(key, "deregisterInstance", instance, &id);
             return self
@@ -457,11 +478,6 @@ impl Grpc {
                 .await
                 .map(drop);
         }
-        let batches = self.shared.batches(&link);
-        if batches == Batches::Replace && synced.version >= version {
-            // A whole set sent since the removal replaced the set without it.
-            return Ok(());
-        }
         if batches != Batches::Replace {
             let id = self.shared.request_id();
             let body = BatchInstanceRequest {
@@ -469,21 +485,24 @@ impl Grpc {
                 service_name: &key.service_name,
                 group_name: &key.group_name,
                 r#type: "deregisterInstance",
-                instances: vec![instance.into()],
+                instances: gone.iter().map(|g| g.as_ref().into()).collect(),
                 request_id: &id,
                 module: "naming",
                 headers: Empty {},
             };
-            match self
-                .shared
-                .call_on(&link, BATCH_INSTANCE, "deregister", &body)
-                .await
+            match Box::pin(
+                self.shared
+                    .call_on(&link, BATCH_INSTANCE, "deregister", &body),
+            )
+            .await
             {
                 Ok(_) => {
                     self.shared.learn(&link, Batches::PerInstance);
-                    // Nothing else changed since the last send: the server's set is ours.
-                    if synced.version == version - 1 {
-                        synced.version = version;
+                    // Nothing added since the last send: the server's set is ours.
+                    if let Some(set) = lock(&self.shared.registrations).get(key) {
+                        if set.instances.values().all(|(_, v)| *v <= synced.version) {
+                            synced.version = set.version;
+                        }
                     }
                     return Ok(());
                 }
@@ -495,8 +514,16 @@ impl Grpc {
                 Err(e) => return Err(e),
             }
         }
-        self.shared
-            .send_set(&link, key, &mut synced, true)
+        if left == 0 {
+            let id = self.shared.request_id();
+            let body = InstanceRequest::new(key, "deregisterInstance", instance, &id);
+            return self
+                .shared
+                .call_on(&link, INSTANCE, "deregister", &body)
+                .await
+                .map(drop);
+        }
+        Box::pin(self.shared.send_set(&link, key, &mut synced, true))
             .await
             .map(drop)
     }

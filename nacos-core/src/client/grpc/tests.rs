@@ -1260,3 +1260,53 @@ async fn where_a_batch_answer_says_it_replaced_the_set_every_change_sends_it_who
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deregistrations_at_once_go_out_together() {
+    // A SIGTERM deregisters every instance at once; the fake takes batch deregistrations.
+    let fake = Fake::start().await;
+    let client = fake.client();
+    let all = ips(0..60);
+    client
+        .register(&key("sidecar"), &instance(&all[0], 8080))
+        .await
+        .unwrap();
+    assert!(
+        register_all(&client, "sidecar", &all[1..])
+            .await
+            .iter()
+            .all(|ok| *ok)
+    );
+    let leaving = all[1..].iter().map(|ip| {
+        let client = client.clone();
+        let ip = ip.clone();
+        tokio::spawn(async move {
+            client
+                .deregister(&key("sidecar"), &instance(&ip, 8080))
+                .await
+        })
+    });
+    for call in leaving.collect::<Vec<_>>() {
+        call.await.unwrap().unwrap();
+    }
+
+    let sent = batches(&fake);
+    let text = summary(&fake.log());
+    let deregistrations: Vec<&Vec<String>> = sent
+        .iter()
+        .filter(|(kind, _)| kind == "deregisterInstance")
+        .map(|(_, ips)| ips)
+        .collect();
+    assert!(deregistrations.len() <= 3, "{text}");
+    let mut off: Vec<String> = deregistrations.into_iter().flatten().cloned().collect();
+    off.sort_unstable();
+    let mut want = all[1..].to_vec();
+    want.sort_unstable();
+    assert_eq!(off, want, "{text}");
+    assert_eq!(
+        sent.iter()
+            .filter(|(kind, _)| kind != "deregisterInstance")
+            .count(),
+        1
+    );
+}
