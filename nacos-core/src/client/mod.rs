@@ -468,6 +468,18 @@ impl NamingClient {
         Route::Http
     }
 
+    /// Starts the gRPC connection (when requests may go over gRPC and it has not started),
+    /// so that it is up by the time the first request goes out: a registration is made
+    /// before the app listens. Needs a tokio runtime; does nothing over HTTP.
+    pub(crate) fn prepare(&self) {
+        #[cfg(feature = "grpc")]
+        if let Some(grpc) = &self.grpc {
+            if grpc.decided() != Some(false) {
+                grpc.start();
+            }
+        }
+    }
+
     /// Sends over the chosen transport; a probing HTTP request that gets an answer settles
     /// `auto` on HTTP.
     async fn routed<T, G, H>(&self, grpc: impl FnOnce() -> G, http: impl FnOnce() -> H) -> Result<T>

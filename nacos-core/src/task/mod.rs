@@ -133,6 +133,8 @@ pub(crate) trait Naming: Send + Sync + 'static {
     fn api_in_use(&self) -> Option<&'static str> {
         None
     }
+    /// Opens the connection to Nacos ahead of the first request, where there is one to open.
+    fn prepare(&self) {}
 }
 
 impl Naming for NamingClient {
@@ -141,6 +143,9 @@ impl Naming for NamingClient {
     }
     fn api_in_use(&self) -> Option<&'static str> {
         NamingClient::api_in_use(self)
+    }
+    fn prepare(&self) {
+        NamingClient::prepare(self);
     }
     fn register(
         &self,
@@ -216,6 +221,8 @@ impl<C: Naming> Task<C> {
     )]
     pub(crate) fn run(self, commands: Arc<Mailbox>) -> impl Future<Output = ()> + Send + 'static {
         async move {
+            // The gRPC connection's set-up overlaps the app's start, not its registration.
+            self.client.prepare();
             let now = Instant::now();
             let mut run = Run {
                 step: if self.detect_listener {

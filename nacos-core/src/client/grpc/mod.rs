@@ -274,7 +274,7 @@ impl Grpc {
     }
 
     /// Starts the connection task on the current runtime, once.
-    fn start(&self) {
+    pub(crate) fn start(&self) {
         if self.started.swap(true, Ordering::AcqRel) {
             return;
         }
