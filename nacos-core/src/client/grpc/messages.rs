@@ -189,6 +189,26 @@ pub(crate) struct BatchInstanceRequest<'a> {
     pub(crate) headers: Empty,
 }
 
+impl<'a> BatchInstanceRequest<'a> {
+    pub(crate) fn new(
+        key: &'a ServiceKey,
+        r#type: &'static str,
+        instances: Vec<WireInstance<'a>>,
+        request_id: &'a str,
+    ) -> Self {
+        BatchInstanceRequest {
+            namespace: &key.namespace_id,
+            service_name: &key.service_name,
+            group_name: &key.group_name,
+            r#type,
+            instances,
+            request_id,
+            module: "naming",
+            headers: Empty {},
+        }
+    }
+}
+
 /// `SubscribeServiceRequest` (`subscribe: false` unsubscribes).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

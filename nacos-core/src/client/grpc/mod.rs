@@ -445,18 +445,17 @@ impl Grpc {
         sync: &tokio::sync::Mutex<Synced>,
     ) -> Result<()> {
         let mut synced = sync.lock().await;
+        let here = at(instance);
         let (gone, left) = {
             let mut table = lock(&self.shared.registrations);
             match table.get_mut(key) {
-                Some(set) => (std::mem::take(&mut set.gone), set.instances.len()),
-                None => (Vec::new(), 0),
+                Some(set) if set.gone.iter().any(|g| at(g) == here) => {
+                    (std::mem::take(&mut set.gone), set.instances.len())
+                }
+                // An earlier deregistration took it off with its own.
+                _ => return Ok(()),
             }
         };
-        let here = at(instance);
-        if !gone.iter().any(|g| at(g) == here) {
-            // An earlier deregistration took it off with its own.
-            return Ok(());
-        }
         // Without a connection the server dropped the instances with it, and the next
         // connection's redo sends the set without them.
         let Some(link) = lock(&self.shared.link).clone() else {
@@ -470,26 +469,16 @@ impl Grpc {
         if left == 0 && (gone.len() == 1 || batches == Batches::Replace) {
             // The last of the service: official servers forget the connection's whole set
             // for the service with it.
-            let id = self.shared.request_id();
-            let body = InstanceRequest::new(key, "deregisterInstance", instance, &id);
-            return self
-                .shared
-                .call_on(&link, INSTANCE, "deregister", &body)
-                .await
-                .map(drop);
+            return self.shared.deregister_by_name(&link, key, instance).await;
         }
         if batches != Batches::Replace {
             let id = self.shared.request_id();
-            let body = BatchInstanceRequest {
-                namespace: &key.namespace_id,
-                service_name: &key.service_name,
-                group_name: &key.group_name,
-                r#type: "deregisterInstance",
-                instances: gone.iter().map(|g| g.as_ref().into()).collect(),
-                request_id: &id,
-                module: "naming",
-                headers: Empty {},
-            };
+            let body = BatchInstanceRequest::new(
+                key,
+                "deregisterInstance",
+                gone.iter().map(|g| g.as_ref().into()).collect(),
+                &id,
+            );
             match Box::pin(
                 self.shared
                     .call_on(&link, BATCH_INSTANCE, "deregister", &body),
@@ -515,13 +504,7 @@ impl Grpc {
             }
         }
         if left == 0 {
-            let id = self.shared.request_id();
-            let body = InstanceRequest::new(key, "deregisterInstance", instance, &id);
-            return self
-                .shared
-                .call_on(&link, INSTANCE, "deregister", &body)
-                .await
-                .map(drop);
+            return self.shared.deregister_by_name(&link, key, instance).await;
         }
         Box::pin(self.shared.send_set(&link, key, &mut synced, true))
             .await
@@ -636,6 +619,21 @@ impl Drop for Subscribed {
 }
 
 impl Shared {
+    /// Deregisters `instance` with an `InstanceRequest` (official servers drop the
+    /// connection's whole set for the service with it).
+    async fn deregister_by_name(
+        &self,
+        link: &Link,
+        key: &ServiceKey,
+        instance: &Instance,
+    ) -> Result<()> {
+        let id = self.request_id();
+        let body = InstanceRequest::new(key, "deregisterInstance", instance, &id);
+        self.call_on(link, INSTANCE, "deregister", &body)
+            .await
+            .map(drop)
+    }
+
     fn request_id(&self) -> String {
         self.next_request
             .fetch_add(1, Ordering::Relaxed)
@@ -749,16 +747,12 @@ impl Shared {
                     .map(drop)
             }
             many => {
-                let body = BatchInstanceRequest {
-                    namespace: &key.namespace_id,
-                    service_name: &key.service_name,
-                    group_name: &key.group_name,
-                    r#type: "batchRegisterInstance",
-                    instances: many.iter().map(|i| i.as_ref().into()).collect(),
-                    request_id: &id,
-                    module: "naming",
-                    headers: Empty {},
-                };
+                let body = BatchInstanceRequest::new(
+                    key,
+                    "batchRegisterInstance",
+                    many.iter().map(|i| i.as_ref().into()).collect(),
+                    &id,
+                );
                 let answer = self.call_on(link, BATCH_INSTANCE, "register", &body).await;
                 if let Ok((_, answer)) = &answer {
                     match answer.r#type.as_deref() {
