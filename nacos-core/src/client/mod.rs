@@ -469,8 +469,8 @@ impl NamingClient {
     }
 
     /// Starts the gRPC connection (when requests may go over gRPC and it has not started),
-    /// so that it is up by the time the first request goes out: a registration is made
-    /// before the app listens. Needs a tokio runtime; does nothing over HTTP.
+    /// so that its set-up overlaps the app's start: a registration is made before the app
+    /// listens. Needs a tokio runtime; does nothing over HTTP.
     pub(crate) fn prepare(&self) {
         #[cfg(feature = "grpc")]
         if let Some(grpc) = &self.grpc {
