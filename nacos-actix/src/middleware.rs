@@ -1,7 +1,7 @@
 use std::future::{Future, Ready, ready};
 use std::net::SocketAddr;
 
-use actix_web::dev::{Service, Transform, forward_ready};
+use actix_web::dev::{Service, ServiceRequest, Transform, forward_ready};
 use nacos_core::{Config, Registration, StatusHandle};
 
 /// The actix-web middleware that registers the app with Nacos. See the [crate docs](crate).
@@ -95,9 +95,9 @@ impl Drop for Nacos {
     }
 }
 
-impl<S, Req> Transform<S, Req> for Nacos
+impl<S> Transform<S, ServiceRequest> for Nacos
 where
-    S: Service<Req>,
+    S: Service<ServiceRequest>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -119,6 +119,10 @@ where
 /// service and keeps the registration alive while the worker holds it.
 ///
 /// `call` returns the inner future itself: no allocation, no wrapping, no error type.
+/// Before a signal it adds one relaxed atomic load per request; once the app is leaving
+/// (deregistered on a signal, serving on until its callers stop coming) it notes each
+/// request's arrival, telling health checks and scrapes by path and `User-Agent`
+/// ([`nacos_core::is_probe`]).
 #[derive(Debug)]
 pub struct NacosMiddleware<S> {
     service: S,
@@ -147,9 +151,9 @@ impl<S> NacosMiddleware<S> {
     }
 }
 
-impl<S, Req> Service<Req> for NacosMiddleware<S>
+impl<S> Service<ServiceRequest> for NacosMiddleware<S>
 where
-    S: Service<Req>,
+    S: Service<ServiceRequest>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -158,9 +162,23 @@ where
     forward_ready!(service);
 
     #[inline]
-    fn call(&self, req: Req) -> Self::Future {
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let registration = &self.nacos.registration;
+        if registration.is_leaving() {
+            note(registration, &req);
+        }
         self.service.call(req)
     }
+}
+
+#[cold]
+#[inline(never)]
+fn note(registration: &Registration, req: &ServiceRequest) {
+    let user_agent = req
+        .headers()
+        .get(actix_web::http::header::USER_AGENT)
+        .map(actix_web::http::header::HeaderValue::as_bytes);
+    registration.note_request(req.path(), user_agent);
 }
 
 #[cfg(test)]

@@ -7,6 +7,10 @@ use tower_service::Service;
 /// service and keeps the registration alive while the app holds it.
 ///
 /// `call` returns the inner future itself: no allocation, no wrapping, no error type.
+/// Before a signal it adds one relaxed atomic load per request; once the app is leaving
+/// (deregistered on a signal, serving on until its callers stop coming) it notes each
+/// request's arrival, telling health checks and scrapes by path and `User-Agent`
+/// ([`nacos_core::is_probe`]), so that the app serves on exactly as long as callers come.
 #[derive(Debug, Clone)]
 pub struct NacosService<S> {
     inner: S,
@@ -42,9 +46,9 @@ impl<S> NacosService<S> {
     }
 }
 
-impl<S, R> Service<R> for NacosService<S>
+impl<S, B> Service<http::Request<B>> for NacosService<S>
 where
-    S: Service<R>,
+    S: Service<http::Request<B>>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -56,9 +60,22 @@ where
     }
 
     #[inline]
-    fn call(&mut self, req: R) -> Self::Future {
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if self.registration.is_leaving() {
+            note(&self.registration, &req);
+        }
         self.inner.call(req)
     }
+}
+
+#[cold]
+#[inline(never)]
+fn note<B>(registration: &Registration, req: &http::Request<B>) {
+    let user_agent = req
+        .headers()
+        .get(http::header::USER_AGENT)
+        .map(http::HeaderValue::as_bytes);
+    registration.note_request(req.uri().path(), user_agent);
 }
 
 #[cfg(test)]
@@ -79,13 +96,22 @@ mod tests {
         NacosLayer::new(config).unwrap()
     }
 
+    fn get(path: &str) -> http::Request<()> {
+        http::Request::get(path).body(()).unwrap()
+    }
+
     #[tokio::test]
     async fn forwards_requests_responses_and_errors_unchanged() {
-        let svc = ServiceBuilder::new()
-            .layer(disabled_layer())
-            .service_fn(|n: u32| async move { if n == 0 { Err("zero") } else { Ok(n * 2) } });
-        assert_eq!(svc.clone().oneshot(21).await, Ok(42));
-        assert_eq!(svc.oneshot(0).await, Err("zero"));
+        let svc = ServiceBuilder::new().layer(disabled_layer()).service_fn(
+            |req: http::Request<()>| async move {
+                match req.uri().path() {
+                    "/fail" => Err("zero"),
+                    path => Ok(path.len()),
+                }
+            },
+        );
+        assert_eq!(svc.clone().oneshot(get("/four")).await, Ok(5));
+        assert_eq!(svc.oneshot(get("/fail")).await, Err("zero"));
     }
 
     #[tokio::test]
@@ -98,7 +124,7 @@ mod tests {
         );
         let svc = ServiceBuilder::new()
             .layer(layer)
-            .service_fn(|()| async { Ok::<_, Infallible>("ok") });
-        assert_eq!(svc.oneshot(()).await, Ok("ok"));
+            .service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>("ok") });
+        assert_eq!(svc.oneshot(get("/")).await, Ok("ok"));
     }
 }

@@ -30,7 +30,10 @@
 //! | `NACOS_PASSWORD` (alias `NACOS_CLIENT_PASSWORD`) | login password | none |
 //! | `NACOS_API` | `auto` (gRPC, then HTTP v3, then v1), `grpc`, `v3` or `v1` | `auto` |
 //! | `NACOS_GRPC_PORT_OFFSET` | the gRPC port's distance from each server's port | `1000` |
-//! | `NACOS_DEREGISTER_GRACE` | delay between deregistration and draining, on a signal (`0s` opts out) | `2s` |
+//! | `NACOS_DEREGISTER_GRACE` | the least time the app serves on after its deregistration on a signal, before it drains (`0s` opts out of serving on) | `2s` |
+//! | `NACOS_DEREGISTER_QUIET` | after the grace, the app serves on until no caller's request came for this long (widened for slow callers) | `2s` |
+//! | `NACOS_DEREGISTER_GRACE_MAX` | the most time it serves on after its deregistration | `40s` |
+//! | `NACOS_PROBE_PATHS` | comma-separated paths of health checks and scrapes, which do not keep the app serving on | `/health,/healthz,/livez,/readyz,/ready,/metrics,/actuator/health,/actuator/prometheus,/grpc.health.v1.Health` |
 //! | `NACOS_REQUEST_TIMEOUT` | timeout of one HTTP request to Nacos | `3s` |
 //! | `NACOS_HANDLE_SIGNALS` | `false` leaves SIGTERM/SIGINT to the app | `true` |
 //! | `NACOS_DISCOVERY_REFRESH` | how often a watched service is polled (discovery) | `5s` |
@@ -65,6 +68,18 @@ pub const DEFAULT_GRPC_PORT_OFFSET: u16 = 1000;
 /// Callers that poll over HTTP (this crate's watches against a server without gRPC: every
 /// `NACOS_DISCOVERY_REFRESH`, 5 s) need a grace above their refresh.
 pub const DEFAULT_DEREGISTER_GRACE: Duration = Duration::from_secs(2);
+/// After the grace, how long without a caller's request ends the serving on, when
+/// `NACOS_DEREGISTER_QUIET` is not set: 2 s. Push callers stop within 1.0 s of the
+/// deregistration (above), so at the defaults they see the app leave 2.6-3.0 s after it.
+/// The window widens for callers slower than that (see [`LeavePolicy`](crate::LeavePolicy)).
+pub const DEFAULT_DEREGISTER_QUIET: Duration = Duration::from_secs(2);
+/// The most time an app serves on after its deregistration, when
+/// `NACOS_DEREGISTER_GRACE_MAX` is not set: 40 s. Spring Cloud LoadBalancer, the commonest
+/// Java caller, keeps its list of a service for 35 s by default
+/// (`spring.cloud.loadbalancer.cache.ttl`), loaded at most about 1 s before the push that
+/// said the instance left: 40 s covers it with a margin. Under Kubernetes set
+/// `terminationGracePeriodSeconds` above it plus the app's drain time.
+pub const DEFAULT_DEREGISTER_GRACE_MAX: Duration = Duration::from_secs(40);
 /// The beat interval Nacos assumes when the instance does not say otherwise (5 s).
 pub const DEFAULT_BEAT_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -269,6 +284,9 @@ pub struct Config {
     api: ApiVersion,
     grpc_port_offset: u16,
     deregister_grace: Duration,
+    deregister_quiet: Duration,
+    deregister_grace_max: Duration,
+    probe_paths: std::sync::Arc<[String]>,
     request_timeout: Duration,
     handle_signals: bool,
     discovery_refresh: Duration,
@@ -387,10 +405,35 @@ impl Config {
     pub fn grpc_port_offset(&self) -> u16 {
         self.grpc_port_offset
     }
-    /// The delay between deregistration and draining, on a signal (`NACOS_DEREGISTER_GRACE`,
-    /// [`DEFAULT_DEREGISTER_GRACE`] when not set; zero opts out).
+    /// The least time the app serves on after its deregistration on a signal
+    /// (`NACOS_DEREGISTER_GRACE`, [`DEFAULT_DEREGISTER_GRACE`] when not set; zero opts out
+    /// of serving on).
     pub fn deregister_grace(&self) -> Duration {
         self.deregister_grace
+    }
+    /// After the grace, how long without a caller's request ends the serving on
+    /// (`NACOS_DEREGISTER_QUIET`, [`DEFAULT_DEREGISTER_QUIET`] when not set).
+    pub fn deregister_quiet(&self) -> Duration {
+        self.deregister_quiet
+    }
+    /// The most time the app serves on after its deregistration
+    /// (`NACOS_DEREGISTER_GRACE_MAX`, [`DEFAULT_DEREGISTER_GRACE_MAX`] or the grace when
+    /// that is longer).
+    pub fn deregister_grace_max(&self) -> Duration {
+        self.deregister_grace_max
+    }
+    /// How long the app serves on after its deregistration, as one value.
+    pub fn leave_policy(&self) -> crate::LeavePolicy {
+        crate::LeavePolicy {
+            grace: self.deregister_grace,
+            quiet: self.deregister_quiet,
+            max: self.deregister_grace_max,
+        }
+    }
+    /// The paths of health checks and scrapes (`NACOS_PROBE_PATHS`,
+    /// [`DEFAULT_PROBE_PATHS`](crate::DEFAULT_PROBE_PATHS) when not set).
+    pub fn probe_paths(&self) -> &[String] {
+        &self.probe_paths
     }
     /// The timeout of one HTTP request to Nacos.
     pub fn request_timeout(&self) -> Duration {
@@ -436,6 +479,9 @@ pub struct ConfigBuilder {
     api: Option<ApiVersion>,
     grpc_port_offset: Option<u16>,
     deregister_grace: Option<Duration>,
+    deregister_quiet: Option<Duration>,
+    deregister_grace_max: Option<Duration>,
+    probe_paths: Option<Vec<String>>,
     request_timeout: Option<Duration>,
     handle_signals: Option<bool>,
     discovery_refresh: Option<Duration>,
@@ -652,6 +698,9 @@ impl ConfigBuilder {
                 "a number from 0 to 65535",
             )?,
             deregister_grace: env.duration("NACOS_DEREGISTER_GRACE")?,
+            deregister_quiet: env.duration("NACOS_DEREGISTER_QUIET")?,
+            deregister_grace_max: env.duration("NACOS_DEREGISTER_GRACE_MAX")?,
+            probe_paths: env.string(&["NACOS_PROBE_PATHS"]).map(|s| comma_list(&s)),
             request_timeout: env.duration("NACOS_REQUEST_TIMEOUT")?,
             handle_signals: env.bool("NACOS_HANDLE_SIGNALS")?,
             discovery_refresh: env.duration("NACOS_DISCOVERY_REFRESH")?,
@@ -743,8 +792,19 @@ impl ConfigBuilder {
         grpc_port_offset: u16
     );
     setter!(
-        /// Delay between deregistration and draining (`NACOS_DEREGISTER_GRACE`).
+        /// The least time the app serves on after its deregistration on a signal
+        /// (`NACOS_DEREGISTER_GRACE`; zero opts out of serving on).
         deregister_grace: Duration
+    );
+    setter!(
+        /// After the grace, how long without a caller's request ends the serving on
+        /// (`NACOS_DEREGISTER_QUIET`).
+        deregister_quiet: Duration
+    );
+    setter!(
+        /// The most time the app serves on after its deregistration
+        /// (`NACOS_DEREGISTER_GRACE_MAX`).
+        deregister_grace_max: Duration
     );
     setter!(
         /// Timeout of one HTTP request to Nacos (`NACOS_REQUEST_TIMEOUT`).
@@ -782,6 +842,20 @@ impl ConfigBuilder {
         S: Into<String>,
     {
         self.preferred_networks = networks.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The paths of health checks and scrapes (`NACOS_PROBE_PATHS`): requests to them (or
+    /// below them) do not keep the app serving on after its deregistration. Replaces the
+    /// defaults; an empty list counts every request (but those of known probers'
+    /// `User-Agent`s).
+    #[must_use]
+    pub fn probe_paths<I, S>(mut self, paths: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.probe_paths = Some(paths.into_iter().map(Into::into).collect());
         self
     }
 
@@ -978,6 +1052,41 @@ impl ConfigBuilder {
             ));
         }
 
+        let deregister_grace = self
+            .deregister_grace
+            .unwrap_or(crate::config::DEFAULT_DEREGISTER_GRACE);
+        let deregister_quiet = self.deregister_quiet.unwrap_or(DEFAULT_DEREGISTER_QUIET);
+        let deregister_grace_max = match self.deregister_grace_max {
+            Some(max) if max < deregister_grace => {
+                return Err(Error::config(
+                    "NACOS_DEREGISTER_GRACE_MAX",
+                    humantime::format_duration(max),
+                    format!(
+                        "a duration of at least NACOS_DEREGISTER_GRACE ({})",
+                        humantime::format_duration(deregister_grace)
+                    ),
+                ));
+            }
+            Some(max) => max,
+            None => DEFAULT_DEREGISTER_GRACE_MAX.max(deregister_grace),
+        };
+        let probe_paths = match self.probe_paths {
+            Some(paths) => {
+                if let Some(bad) = paths.iter().find(|p| !p.starts_with('/')) {
+                    return Err(Error::config(
+                        "NACOS_PROBE_PATHS",
+                        bad,
+                        "comma-separated paths, each starting with '/'",
+                    ));
+                }
+                paths.into()
+            }
+            None => crate::leaving::DEFAULT_PROBE_PATHS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
+        };
+
         Ok(Config {
             server_addrs,
             context_path: shared_text(context_path, "/nacos"),
@@ -1004,9 +1113,10 @@ impl ConfigBuilder {
             grpc_port_offset: self
                 .grpc_port_offset
                 .unwrap_or(crate::config::DEFAULT_GRPC_PORT_OFFSET),
-            deregister_grace: self
-                .deregister_grace
-                .unwrap_or(crate::config::DEFAULT_DEREGISTER_GRACE),
+            deregister_grace,
+            deregister_quiet,
+            deregister_grace_max,
+            probe_paths,
             request_timeout,
             handle_signals: self.handle_signals.unwrap_or(true),
             discovery_refresh,
@@ -1065,6 +1175,9 @@ mod tests {
         assert_eq!(cfg.beat_interval(), Duration::from_secs(5));
         assert_eq!(cfg.request_timeout(), Duration::from_secs(3));
         assert_eq!(cfg.deregister_grace(), DEFAULT_DEREGISTER_GRACE);
+        assert_eq!(cfg.deregister_quiet(), DEFAULT_DEREGISTER_QUIET);
+        assert_eq!(cfg.deregister_grace_max(), DEFAULT_DEREGISTER_GRACE_MAX);
+        assert!(cfg.probe_paths().iter().any(|p| p == "/actuator/health"));
         assert_eq!(cfg.api(), ApiVersion::Auto);
         assert!(cfg.metadata().is_empty());
     }
@@ -1225,6 +1338,13 @@ mod tests {
             ("NACOS_API", "v2", "auto, grpc, v3 or v1"),
             ("NACOS_GRPC_PORT_OFFSET", "-1", "a number from 0 to 65535"),
             ("NACOS_DEREGISTER_GRACE", "soon", "a duration"),
+            ("NACOS_DEREGISTER_QUIET", "later", "a duration"),
+            (
+                "NACOS_DEREGISTER_GRACE_MAX",
+                "1s",
+                "at least NACOS_DEREGISTER_GRACE (2s)",
+            ),
+            ("NACOS_PROBE_PATHS", "/health,ready", "each starting with '/'"),
             ("NACOS_REQUEST_TIMEOUT", "0ms", "at least 1ms"),
         ];
         for (var, value, expected) in cases {
@@ -1234,6 +1354,29 @@ mod tests {
                 "{var}={value}: got {msg:?}"
             );
         }
+    }
+
+    #[test]
+    fn leave_policy_is_read_and_a_long_grace_lifts_the_max() {
+        let cfg = from(&[
+            ("NACOS_SERVICE_NAME", "orders"),
+            ("NACOS_DEREGISTER_GRACE", "1s"),
+            ("NACOS_DEREGISTER_QUIET", "5s"),
+            ("NACOS_DEREGISTER_GRACE_MAX", "90s"),
+            ("NACOS_PROBE_PATHS", "/ping, /status"),
+        ])
+        .unwrap();
+        let policy = cfg.leave_policy();
+        assert_eq!(policy.grace, Duration::from_secs(1));
+        assert_eq!(policy.quiet, Duration::from_secs(5));
+        assert_eq!(policy.max, Duration::from_secs(90));
+        assert_eq!(cfg.probe_paths(), ["/ping", "/status"]);
+        let cfg = from(&[
+            ("NACOS_SERVICE_NAME", "orders"),
+            ("NACOS_DEREGISTER_GRACE", "60s"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.deregister_grace_max(), Duration::from_secs(60));
     }
 
     #[test]

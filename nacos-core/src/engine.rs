@@ -21,6 +21,7 @@ use crate::client::NamingClient;
 use crate::config::{ApiVersion, Config, Secret, ServerAddr};
 use crate::error::Result;
 use crate::instance::ServiceKey;
+use crate::leaving::LeavePolicy;
 use crate::signals::{Registrations, Signals};
 use crate::status::StatusHandle;
 use crate::task::{Command, Done, Mailbox, TaskEvents};
@@ -32,7 +33,7 @@ pub(crate) const ANSWER_MARGIN: Duration = Duration::from_millis(500);
 pub(crate) struct Entry {
     pub(crate) commands: Arc<Mailbox>,
     pub(crate) status: StatusHandle,
-    pub(crate) grace: Duration,
+    pub(crate) leave: LeavePolicy,
     pub(crate) timeout: Duration,
 }
 
@@ -174,10 +175,11 @@ impl Engine {
     }
 
     /// Deregisters every registration and waits for them (bounded by the largest request
-    /// timeout plus [`ANSWER_MARGIN`]); returns the largest grace and the bound addresses.
-    pub(crate) async fn deregister_all(&self) -> (Duration, Vec<SocketAddr>) {
+    /// timeout plus [`ANSWER_MARGIN`]); returns the widest leave policy and the bound
+    /// addresses.
+    pub(crate) async fn deregister_all(&self) -> (LeavePolicy, Vec<SocketAddr>) {
         let mut waits = Vec::new();
-        let mut grace = Duration::ZERO;
+        let mut leave = LeavePolicy::NONE;
         let mut limit = Duration::ZERO;
         let mut bound = Vec::new();
         for entry in lock(&self.entries).values() {
@@ -189,7 +191,7 @@ impl Engine {
             {
                 waits.push(rx);
             }
-            grace = grace.max(entry.grace);
+            leave = leave.widest(entry.leave);
             limit = limit.max(entry.timeout);
             bound.extend(entry.status.snapshot().bound);
         }
@@ -199,7 +201,7 @@ impl Engine {
             }
         };
         drop(tokio::time::timeout(limit + ANSWER_MARGIN, all).await);
-        (grace, bound)
+        (leave, bound)
     }
 }
 
@@ -218,7 +220,7 @@ impl Registrations for Engine {
 
     fn deregister_all(
         &self,
-    ) -> std::pin::Pin<Box<dyn Future<Output = (Duration, Vec<SocketAddr>)> + Send + '_>> {
+    ) -> std::pin::Pin<Box<dyn Future<Output = (LeavePolicy, Vec<SocketAddr>)> + Send + '_>> {
         Box::pin(Engine::deregister_all(self))
     }
 }

@@ -8,7 +8,7 @@ use crate::config::ConfigBuilder;
 use crate::error::Error;
 
 /// Every variable the configuration reads.
-const VARIABLES: [&str; 28] = [
+const VARIABLES: [&str; 31] = [
     "NACOS_SERVER_ADDR",
     "NACOS_CLIENT_SERVER_ADDRESS",
     "NACOS_CONTEXT_PATH",
@@ -32,6 +32,9 @@ const VARIABLES: [&str; 28] = [
     "NACOS_PASSWORD",
     "NACOS_API",
     "NACOS_DEREGISTER_GRACE",
+    "NACOS_DEREGISTER_QUIET",
+    "NACOS_DEREGISTER_GRACE_MAX",
+    "NACOS_PROBE_PATHS",
     "NACOS_REQUEST_TIMEOUT",
     "NACOS_HANDLE_SIGNALS",
     "NACOS_CLIENT_PASSWORD",

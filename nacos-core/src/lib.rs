@@ -49,6 +49,7 @@
 //! | one registration's life: register, beat, register again, deregister | `task` (`task/mailbox`, `task/timing`) |
 //! | the process-wide engine thread and shared tables | `engine` |
 //! | SIGTERM/SIGINT | `signals` |
+//! | serving on after the deregistration until callers stop coming | `leaving` |
 //! | the handle and drop | `registration` |
 //! | the health snapshot | `status` |
 //! | discovery: watching a service, picking an instance, tower and HTTP adapters | `discovery` (`discovery/instances`, `discovery/tower`, `discovery/load_balancer`) |
@@ -56,12 +57,14 @@
 //! # Signals
 //! The engine listens for SIGTERM and SIGINT from the first registration request on (not
 //! with `NACOS_HANDLE_SIGNALS=false`). On the first signal every instance is deregistered,
-//! `NACOS_DEREGISTER_GRACE` passes, then the app stops as it would have without this
-//! crate:
+//! the app serves on while its callers still come ([`LeavePolicy`]: at least
+//! `NACOS_DEREGISTER_GRACE`, 2 s, then until no caller's request came for
+//! `NACOS_DEREGISTER_QUIET`, 2 s, at most `NACOS_DEREGISTER_GRACE_MAX`, 40 s), then it
+//! stops as it would have without this crate:
 //! - an app that awaits [`Registration::shutdown_signal`] drains;
 //! - an app with its own handler for the signal is left alone, however long it serves;
 //! - an app with no handler is ended as the signal's default action ends it, at most
-//!   [`EXIT_WAIT`] (500 ms) after the grace, with the same exit status;
+//!   [`EXIT_WAIT`] (500 ms) after serving on, with the same exit status;
 //! - where the handlers cannot be read (no `/proc`, off Linux) the app is never ended by
 //!   the engine: it keeps serving, deregistered, until a second signal or its own end.
 //!
@@ -109,6 +112,7 @@ mod discovery;
 mod engine;
 mod error;
 mod instance;
+mod leaving;
 mod listener;
 mod metadata;
 pub mod metrics;
@@ -127,7 +131,7 @@ pub use client::grpc::HEALTH_CHECK_IDLE;
 pub use client::{LOGIN_RETRY, MAX_IN_FLIGHT, MAX_LOGIN_RETRY, NamingClient, USER_AGENT};
 pub use config::{
     ApiVersion, Config, ConfigBuilder, DEFAULT_BEAT_INTERVAL, DEFAULT_DEREGISTER_GRACE,
-    DEFAULT_GRPC_PORT_OFFSET, DEFAULT_SERVER_PORT, IpType, Secret, ServerAddr,
+    DEFAULT_DEREGISTER_GRACE_MAX, DEFAULT_DEREGISTER_QUIET, DEFAULT_GRPC_PORT_OFFSET, DEFAULT_SERVER_PORT, IpType, Secret, ServerAddr,
 };
 pub use discovery::{DEFAULT_REFRESH, Discovery, EJECT_FOR, EMPTY_HOLD, Instances, ServiceWatch};
 #[cfg(feature = "tower")]
@@ -138,6 +142,7 @@ pub use discovery::{DiscoverInstances, InstanceKey};
 pub use discovery::{LoadBalancer, MAX_TRIES, NoInstance};
 pub use error::{Cause, Error, Result};
 pub use instance::{BeatInfo, BeatResult, Instance, ServiceKey};
+pub use leaving::{DEFAULT_PROBE_PATHS, LeavePolicy, PROBE_USER_AGENTS, is_probe};
 pub use listener::{ListenerState, listener_state, own_listeners};
 pub use metadata::{
     Metadata, PRESERVED_HEART_BEAT_INTERVAL, PRESERVED_HEART_BEAT_TIMEOUT,

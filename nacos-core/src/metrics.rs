@@ -12,6 +12,8 @@
 //! | `nacos_client_logins_total` | counter | `outcome` (`ok`, `refused`, `failed`) | logins |
 //! | `nacos_client_discovery_instances` | gauge | `service` (`group@@service`) | instances a watched service lists (`healthy && enabled`) |
 //! | `nacos_client_discovery_refresh_failures_total` | counter | `service` | failed polls of a watched service |
+//! | `nacos_client_served_after_deregistration_seconds` | gauge | | how long the app served on after its deregistration on a signal (set once, when it drains) |
+//! | `nacos_client_requests_after_deregistration_total` | counter | `kind` (`caller`, `probe`) | requests that arrived from the signal until the app drained: callers' and health checks or scrapes |
 //!
 //! Names and labels follow Prometheus conventions (`_total` counters, `_seconds` units).
 //! Their help texts are given to the recorder when the engine starts (the first
@@ -66,6 +68,23 @@ pub(crate) fn describe() {
         "nacos_client_discovery_refresh_failures_total",
         "Failed polls of a watched service."
     );
+    metrics::describe_gauge!(
+        "nacos_client_served_after_deregistration_seconds",
+        Unit::Seconds,
+        "How long the app served on after its deregistration on a signal, before it drained."
+    );
+    metrics::describe_counter!(
+        "nacos_client_requests_after_deregistration_total",
+        "Requests that arrived from the signal until the app drained, by kind (caller, probe)."
+    );
+}
+
+pub(crate) fn served_after_deregistration(after: Duration, callers: u64, probes: u64) {
+    metrics::gauge!("nacos_client_served_after_deregistration_seconds").set(after.as_secs_f64());
+    metrics::counter!("nacos_client_requests_after_deregistration_total", "kind" => "caller")
+        .increment(callers);
+    metrics::counter!("nacos_client_requests_after_deregistration_total", "kind" => "probe")
+        .increment(probes);
 }
 
 /// The gRPC connection went up (`true`) or down.

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::engine::{ANSWER_MARGIN, Engine, Entry};
 use crate::error::Result;
 use crate::instance::ServiceKey;
+use crate::leaving::{Arrivals, LeavePolicy, is_probe};
 use crate::listener::{ListenerState, listener_state};
 use crate::signals::{Shutdown, wait_for_signal};
 use crate::status::{RegistrationState, StatusHandle};
@@ -55,8 +56,12 @@ struct Inner {
     commands: Option<Arc<Mailbox>>,
     status: StatusHandle,
     timeout: Duration,
-    grace: Duration,
+    leave: LeavePolicy,
     handle_signals: bool,
+    /// The engine's request counts (shared by every registration of the process); `None`
+    /// when registration is disabled.
+    arrivals: Option<Arc<Arrivals>>,
+    probe_paths: Arc<[String]>,
 }
 
 impl Registration {
@@ -93,8 +98,10 @@ impl Registration {
                     commands: None,
                     status: StatusHandle::new(RegistrationState::Disabled, key),
                     timeout: config.request_timeout(),
-                    grace: config.deregister_grace(),
+                    leave: config.leave_policy(),
                     handle_signals: config.handle_signals(),
+                    arrivals: None,
+                    probe_paths: config.probe_paths().into(),
                 }),
             });
         }
@@ -108,12 +115,13 @@ impl Registration {
         let status = StatusHandle::new(RegistrationState::WaitingForListener, key.clone());
         let commands = Arc::new(Mailbox::default());
         let timeout = config.request_timeout();
-        let grace = config.deregister_grace();
+        let leave = config.leave_policy();
         let handle_signals = config.handle_signals();
+        let probe_paths: Arc<[String]> = config.probe_paths().into();
         let id = engine.add(Entry {
             commands: commands.clone(),
             status: status.clone(),
-            grace,
+            leave,
             timeout,
         });
         let task = Task {
@@ -126,6 +134,7 @@ impl Registration {
             events: engine.clone(),
         };
         engine.runtime.spawn(task.run(commands.clone()));
+        let arrivals = Some(engine.signals.arrivals.clone());
         Ok(Registration {
             inner: Arc::new(Inner {
                 id,
@@ -133,8 +142,10 @@ impl Registration {
                 commands: Some(commands),
                 status,
                 timeout,
-                grace,
+                leave,
                 handle_signals,
+                arrivals,
+                probe_paths,
             }),
         })
     }
@@ -153,6 +164,26 @@ impl Registration {
     #[deprecated(since = "0.1.1", note = "renamed to `listening_on`")]
     pub fn bound(&self, addr: SocketAddr) {
         self.listening_on(addr);
+    }
+
+    /// Whether the app is leaving: a signal came and the instance is (being) deregistered,
+    /// so every request is to be noted with [`note_request`](Self::note_request) until the
+    /// app drains. One relaxed atomic load: what an adapter pays per request before that.
+    #[inline]
+    pub fn is_leaving(&self) -> bool {
+        self.inner.arrivals.as_ref().is_some_and(|a| a.is_leaving())
+    }
+
+    /// Notes a request that arrived while the app is leaving (see
+    /// [`is_leaving`](Self::is_leaving)): a caller's request keeps the app serving on, a
+    /// health check or a scrape (told by `path`, the request's path, and `user_agent`, its
+    /// `User-Agent` header: [`is_probe`](crate::is_probe)) does not. Adapters call it for
+    /// every request while [`is_leaving`](Self::is_leaving) says so; the framework adapters
+    /// of this project do.
+    pub fn note_request(&self, path: &str, user_agent: Option<&[u8]>) {
+        if let Some(arrivals) = &self.inner.arrivals {
+            arrivals.note(is_probe(&self.inner.probe_paths, path, user_agent));
+        }
     }
 
     /// The registration's status, for a health endpoint.
@@ -210,13 +241,16 @@ impl Registration {
 
     /// A future for an app's graceful-shutdown trigger (axum's `with_graceful_shutdown`,
     /// actix's `HttpServer::shutdown_signal`): resolves after SIGTERM or SIGINT once every
-    /// instance is deregistered and `NACOS_DEREGISTER_GRACE` has passed. Asking for it
-    /// tells the engine the app drains by itself, so the signal's default action is never
-    /// applied to it (a second signal still is).
+    /// instance is deregistered and the app has served on while its callers still came
+    /// (at least `NACOS_DEREGISTER_GRACE`, then until none came for
+    /// `NACOS_DEREGISTER_QUIET`, at most `NACOS_DEREGISTER_GRACE_MAX`: see
+    /// [`LeavePolicy`](crate::LeavePolicy)). Asking for it tells the engine the app drains
+    /// by itself, so the signal's default action is never applied to it (a second signal
+    /// still is).
     ///
     /// With `NACOS_HANDLE_SIGNALS=false` the future listens for the signals itself, in the
-    /// caller's runtime, then deregisters this registration and waits the grace. With
-    /// registration disabled it resolves on SIGTERM or SIGINT directly.
+    /// caller's runtime, then deregisters this registration and serves on the same way.
+    /// With registration disabled it resolves on SIGTERM or SIGINT directly.
     ///
     /// # Cancellation safety
     /// Dropping the future before a signal changes nothing; dropping it after the signal
@@ -239,8 +273,11 @@ impl Registration {
                 Wait::Engine(mut rx) => drop(rx.wait_for(|s| *s == Shutdown::Drain).await),
                 Wait::Own(registration) => {
                     wait_for_signal().await;
+                    let arrivals = registration.inner.arrivals.clone().unwrap_or_default();
+                    arrivals.start();
                     registration.deregister().await;
-                    tokio::time::sleep(registration.inner.grace).await;
+                    crate::leaving::after_deregistration(&arrivals, registration.inner.leave)
+                        .await;
                 }
                 Wait::Signal => wait_for_signal().await,
             }

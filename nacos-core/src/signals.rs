@@ -8,9 +8,10 @@
 //! comes earlier meets the app's own behaviour: nothing was registered yet.
 //!
 //! # What the first signal does
-//! Every registration is deregistered, then `NACOS_DEREGISTER_GRACE` passes (2 s by default,
-//! [`DEFAULT_DEREGISTER_GRACE`](crate::DEFAULT_DEREGISTER_GRACE): the app keeps serving while
-//! callers learn that it left), then:
+//! Every registration is deregistered, then the app serves on while callers still come (at
+//! least `NACOS_DEREGISTER_GRACE`, 2 s, then until no caller's request came for
+//! `NACOS_DEREGISTER_QUIET`, at most `NACOS_DEREGISTER_GRACE_MAX`, 40 s: see
+//! [`LeavePolicy`](crate::LeavePolicy)), then:
 //! 1. an app that awaits [`Registration::shutdown_signal`] gets it and drains;
 //! 2. an app that had its own handler for the signal when the engine started listening
 //!    (its `SigCgt` bit in `/proc/self/status` was set) is left alone, however long it keeps
@@ -55,6 +56,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::leaving::{Arrivals, LeavePolicy};
 use crate::listener::{ListenerState, listener_state};
 
 /// How long, after the grace, the engine waits for an app that had no handler of its own
@@ -75,18 +77,19 @@ pub(crate) trait Registrations: Send + Sync + 'static {
     fn signals(&self) -> &Signals;
     /// How many registrations are live.
     fn count(&self) -> usize;
-    /// Deregisters every registration and waits for them; the largest grace and the
+    /// Deregisters every registration and waits for them; the widest leave policy and the
     /// bound addresses.
     fn deregister_all(
         &self,
-    ) -> Pin<Box<dyn Future<Output = (Duration, Vec<SocketAddr>)> + Send + '_>>;
+    ) -> Pin<Box<dyn Future<Output = (LeavePolicy, Vec<SocketAddr>)> + Send + '_>>;
 }
 
 /// The shutdown progress the engine publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Shutdown {
     Running,
-    /// A signal arrived; every registration is deregistered and the grace has passed.
+    /// A signal arrived; every registration is deregistered and the app has served on
+    /// until its callers stopped (or the maximum).
     Drain,
 }
 
@@ -96,6 +99,8 @@ pub(crate) struct Signals {
     /// Whether some app awaits `shutdown_signal()` (and so drains by itself).
     app_drains: AtomicBool,
     shutdown: watch::Sender<Shutdown>,
+    /// Requests counted by the adapters once a signal came.
+    pub(crate) arrivals: Arc<Arrivals>,
 }
 
 impl Default for Signals {
@@ -104,6 +109,7 @@ impl Default for Signals {
             armed: Once::new(),
             app_drains: AtomicBool::new(false),
             shutdown: watch::Sender::new(Shutdown::Running),
+            arrivals: Arc::default(),
         }
     }
 }
@@ -202,15 +208,10 @@ async fn first_signal<E: Registrations>(
         registrations = engine.count(),
         "deregistering from nacos before shutdown"
     );
-    let (grace, bound) = engine.deregister_all().await;
-    if !grace.is_zero() {
-        tracing::info!(
-            grace_ms = grace.as_millis() as u64,
-            "deregistered; serving on for NACOS_DEREGISTER_GRACE while callers drop this instance, then draining (a second signal stops now)"
-        );
-        tokio::time::sleep(grace).await;
-    }
     let signals = engine.signals();
+    signals.arrivals.start();
+    let (policy, bound) = engine.deregister_all().await;
+    crate::leaving::after_deregistration(&signals.arrivals, policy).await;
     signals.shutdown.send_replace(Shutdown::Drain);
     if signals.app_drains.load(Ordering::SeqCst) {
         tracing::debug!(
