@@ -619,9 +619,13 @@ fn answers_until(app: &App, port: u16, signalled: Instant, until: Duration, sign
     answered
 }
 
-/// At the defaults (no `NACOS_DEREGISTER_GRACE` set), SIGTERM or SIGINT takes the instance
-/// out of Nacos at once, and the app keeps answering for the default grace
-/// ([`crate::DEFAULT_GRACE`], 2 s) while callers learn of it, then exits as `exit` says.
+/// At the defaults, SIGTERM or SIGINT takes the instance out of Nacos at once, and the app
+/// serves on while a caller still comes: a caller sends `GET /` every 50 ms for 4 s after
+/// the signal (past the 2 s grace; every request answered), while a prober sends `GET
+/// /health` and a kubelet-like `GET /` (`User-Agent: kube-probe/1.31`) every 200 ms until
+/// the app is gone. The app exits [`crate::DEFAULT_QUIET`] (2 s) after the caller's last
+/// request, not held by the probes, as `exit` says, and logs how long it served and how
+/// many requests it took.
 pub fn default_grace_serves_while_callers_learn(
     bin: &str,
     kind: ServerKind,
@@ -644,24 +648,55 @@ pub fn default_grace_serves_while_callers_learn(
         &format!("SIG{signal}"),
     );
     let gone = signalled.elapsed();
-    // Requests through the grace but its last 300 ms (the drain may begin then).
+    let stop_probes = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let stop = stop_probes.clone();
+        std::thread::spawn(move || {
+            let agent = crate::agent(Duration::from_secs(2));
+            let mut sent = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                drop(agent.get(format!("http://127.0.0.1:{port}/health")).call());
+                drop(
+                    agent
+                        .get(format!("http://127.0.0.1:{port}/"))
+                        .header("User-Agent", "kube-probe/1.31")
+                        .call(),
+                );
+                sent += 2;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            sent
+        })
+    };
+    // A caller that goes on past the grace: every request must be answered.
+    let caller_for = crate::DEFAULT_GRACE * 2;
     let answered = answers_until(
         &app,
         port,
         signalled,
-        crate::DEFAULT_GRACE,
+        caller_for + Duration::from_millis(300),
         &format!("SIG{signal}"),
     );
-    let status = app
-        .wait_exit(crate::SIGNAL_EXIT_BOUND + Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("still running after SIG{signal}:\n{}", app.output()));
+    let last_call = signalled.elapsed();
+    let status = app.wait_exit(Duration::from_secs(15));
+    stop_probes.store(true, std::sync::atomic::Ordering::SeqCst);
+    let probes = prober.join().unwrap_or(0);
+    let status =
+        status.unwrap_or_else(|| panic!("still running after SIG{signal}:\n{}", app.output()));
     let exited = signalled.elapsed();
     let output = app.output();
+    let earliest = last_call + crate::DEFAULT_QUIET - Duration::from_millis(100);
+    let latest = last_call + crate::DEFAULT_QUIET + Duration::from_secs(2);
     assert!(
-        exited >= crate::DEFAULT_GRACE && exited < crate::SIGNAL_EXIT_BOUND,
-        "exited {} ms after SIG{signal}; the default grace is {} ms:\n{output}",
+        exited >= earliest && exited < latest,
+        "exited {} ms after SIG{signal}, the caller's last request {} ms after it; expected {} ms (quiet window) after that, probes not holding it:\n{output}",
         exited.as_millis(),
-        crate::DEFAULT_GRACE.as_millis()
+        last_call.as_millis(),
+        crate::DEFAULT_QUIET.as_millis()
+    );
+    assert!(
+        output.contains("leaving: served"),
+        "no line saying how long the app served on:\n{output}"
     );
     match exit {
         Exit::Clean => assert!(status.success(), "exit {status}:\n{output}"),
@@ -671,8 +706,9 @@ pub fn default_grace_serves_while_callers_learn(
         }
     }
     eprintln!(
-        "[e2e] {bin} on {kind} at the defaults: gone from nacos {} ms after SIG{signal}, {answered} requests answered during the default grace, exited after {} ms ({status})",
+        "[e2e] {bin} on {kind} at the defaults: gone from nacos {} ms after SIG{signal}, a caller's {answered} requests answered until {} ms after it ({probes} probes alongside), exited after {} ms ({status})",
         gone.as_millis(),
+        last_call.as_millis(),
         exited.as_millis()
     );
 }
@@ -1541,9 +1577,12 @@ fn check_with_promtool(text: &str) {
 }
 
 /// What a kubelet does on pod deletion, replayed: SIGTERM, then SIGKILL once
-/// `termination_grace` has passed. With `NACOS_DEREGISTER_GRACE=grace`: the instance is
-/// gone from Nacos while the app still answers, no request fails during the grace, and the
-/// app exits by itself before the SIGKILL would come.
+/// `termination_grace` has passed, with its readiness probe (`GET /health`,
+/// `User-Agent: kube-probe/1.31`) every 500 ms until the end. With
+/// `NACOS_DEREGISTER_GRACE=grace`: the instance is gone from Nacos while the app still
+/// answers, a caller that stops 1 s after the signal (a push caller learning of the
+/// deregistration) has no request fail, the probes do not hold the app, and it exits by
+/// itself before the SIGKILL would come.
 pub fn kubelet_sequence(bin: &str, grace: Duration, termination_grace: Duration) {
     let kind = ServerKind::RNacos;
     if crate::skip_without(kind) {
@@ -1557,12 +1596,33 @@ pub fn kubelet_sequence(bin: &str, grace: Duration, termination_grace: Duration)
         &[("NACOS_DEREGISTER_GRACE", format!("{}ms", grace.as_millis()))],
     );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sigterm_at = std::sync::Arc::new(std::sync::OnceLock::<Instant>::new());
+    let probes = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let agent = crate::agent(Duration::from_secs(1));
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                drop(
+                    agent
+                        .get(format!("http://127.0.0.1:{port}/health"))
+                        .header("User-Agent", "kube-probe/1.31")
+                        .call(),
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
     let load = {
         let stop = stop.clone();
+        let sigterm_at = sigterm_at.clone();
         std::thread::spawn(move || {
             let agent = crate::agent(Duration::from_secs(5));
             let mut answers = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst)
+                && sigterm_at
+                    .get()
+                    .is_none_or(|at| at.elapsed() < Duration::from_secs(1))
+            {
                 let ok = agent
                     .get(format!("http://127.0.0.1:{port}/"))
                     .call()
@@ -1575,6 +1635,7 @@ pub fn kubelet_sequence(bin: &str, grace: Duration, termination_grace: Duration)
     };
     std::thread::sleep(Duration::from_millis(500));
     let sigterm = Instant::now();
+    let _ = sigterm_at.set(sigterm);
     app.signal("TERM");
     must_be_unlisted(
         &server,
@@ -1607,10 +1668,11 @@ pub fn kubelet_sequence(bin: &str, grace: Duration, termination_grace: Duration)
         }
     };
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(probes.join());
     let answers = load.join().expect("load thread");
     let during_grace: Vec<_> = answers
         .iter()
-        .filter(|(at, _)| *at >= sigterm && at.duration_since(sigterm) < grace)
+        .filter(|(at, _)| *at >= sigterm)
         .collect();
     let failed = during_grace.iter().filter(|(_, ok)| !ok).count();
     assert!(!during_grace.is_empty());

@@ -6,7 +6,7 @@
 
 use std::ffi::OsStr;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -24,6 +24,10 @@ pub const SIGNAL_EXIT_BOUND: Duration = Duration::from_secs(DEFAULT_GRACE.as_sec
 /// quickest exit after SIGTERM/SIGINT of an app left at the defaults that drains when told
 /// (`shutdown_signal()`) or has no handler of its own.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(2);
+
+/// `nacos_core::DEFAULT_DEREGISTER_QUIET`: after the grace, an app left at the defaults
+/// serves on until no caller's request came for this long.
+pub const DEFAULT_QUIET: Duration = Duration::from_secs(2);
 
 /// A command for a process the harness starts (a server, a demo app, a foreign client) that
 /// gets SIGKILL when the thread that spawned it ends: `setpriv --pdeathsig KILL -- PROGRAM`
@@ -322,6 +326,76 @@ pub fn ensure_java_peer(version: &str) -> Result<String, String> {
     }
     std::fs::write(dir.join(".built"), "").map_err(|e| e.to_string())?;
     Ok(class_path)
+}
+
+/// Builds `bench/peers/spring-cloud` (a Spring Cloud caller at its defaults: Spring Boot
+/// 3.5, Spring Cloud 2025.0, Spring Cloud Alibaba's nacos-discovery and Spring Cloud
+/// LoadBalancer) with `mvn` into the cache dir, once per source change; returns the jar.
+/// The artifacts come from Maven Central into the cache's own repository (about 60 MB the
+/// first time).
+///
+/// # Errors
+/// When `mvn` is missing or the build fails.
+pub fn ensure_spring_caller() -> Result<String, String> {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/peers/spring-cloud");
+    let dir = cache_dir().join("peers").join("spring-cloud");
+    let jar = dir.join("target/spring-caller.jar");
+    let mut sources = Vec::new();
+    collect_files(&src, &src, &mut sources)?;
+    sources.sort();
+    let same = sources.iter().all(|f| {
+        std::fs::read(src.join(f))
+            .ok()
+            .is_some_and(|a| std::fs::read(dir.join(f)).ok() == Some(a))
+    });
+    if same && dir.join(".built").exists() && jar.exists() {
+        return Ok(jar.display().to_string());
+    }
+    drop(std::fs::remove_dir_all(&dir));
+    for f in &sources {
+        let to = dir.join(f);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::copy(src.join(f), &to).map_err(|e| format!("{}: {e}", f.display()))?;
+    }
+    eprintln!(
+        "building the Spring Cloud caller in {} (mvn)",
+        dir.display()
+    );
+    let repo = cache_dir().join("peers").join("java").join("m2");
+    let out = Command::new(std::env::var("MVN").unwrap_or_else(|_| "mvn".into()))
+        .args(["-B", "-q", "package"])
+        .arg(format!("-Dmaven.repo.local={}", repo.display()))
+        .current_dir(&dir)
+        .output()
+        .map_err(|e| format!("cannot run mvn (is Maven installed?): {e}"))?;
+    if !out.status.success() || !jar.exists() {
+        return Err(format!(
+            "building the Spring Cloud caller failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    std::fs::write(dir.join(".built"), "").map_err(|e| e.to_string())?;
+    Ok(jar.display().to_string())
+}
+
+/// The files under `dir` (but `target/`), relative to `root`.
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == "target") {
+                continue;
+            }
+            collect_files(root, &path, out)?;
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            out.push(rel.to_path_buf());
+        }
+    }
+    Ok(())
 }
 
 /// A 3-node r-nacos cluster on loopback: node 1 initialises the raft group, nodes 2 and 3

@@ -3,15 +3,17 @@
 //!
 //! Set-up (all real processes on loopback): r-nacos; `providers` instances of the axum demo;
 //! a caller whose `GET /call` calls one provider found through Nacos (our axum gateway, with
-//! the load-balanced client, or a Java nacos-client caller with push and no retry, see
-//! [`Caller`]); a load generator sending `rate` requests per second to the caller, each on a
-//! schedule (an open loop: a slow answer does not slow the next request down), over
-//! keep-alive connections.
+//! the load-balanced client, a Java nacos-client caller with push and no retry, or a Spring
+//! Cloud app at its defaults, see [`Caller`]); a load generator sending `rate` requests per
+//! second to the caller, each on a schedule (an open loop: a slow answer does not slow the
+//! next request down), over keep-alive connections.
 //!
 //! A restart is what a deployment does: the old instance gets SIGTERM (or SIGKILL), a new one
-//! starts on a new port, and the next instance is restarted 2 s after the registry lists the
-//! new one, whenever the caller sees it (deploy tools pace on the registry or on readiness,
-//! not on every caller).
+//! starts on a new port at once (the old one leaves in its own time, as a Kubernetes rolling
+//! update lets it), and the next instance is restarted 2 s after the registry lists the new
+//! one, whenever the caller sees it (deploy tools pace on the registry or on readiness, not
+//! on every caller). The load goes on until every old instance has exited, and 3 s more, so
+//! that a caller still sending to a leaving instance is seen failing.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -39,6 +41,30 @@ pub enum Caller {
         /// The runner's class path ([`crate::ensure_java_peer`]).
         class_path: String,
     },
+    /// `bench/peers/spring-cloud`'s jar ([`crate::ensure_spring_caller`]): a Spring Boot 3.5
+    /// app with Spring Cloud Alibaba's nacos-discovery and Spring Cloud LoadBalancer at
+    /// their defaults (round robin, the list cached for 35 s, no retry), calling through a
+    /// `@LoadBalanced RestTemplate`.
+    Spring {
+        /// The jar.
+        jar: String,
+        /// Extra Spring arguments (e.g. `--spring.cloud.loadbalancer.cache.ttl=5s`).
+        args: Vec<String>,
+    },
+}
+
+impl Caller {
+    /// A short name for tables and messages.
+    pub fn name(&self) -> String {
+        match self {
+            Caller::Gateway => "axum-gateway".to_owned(),
+            Caller::Java { .. } => "Java nacos-client 2.3.2".to_owned(),
+            Caller::Spring { args, .. } if args.is_empty() => {
+                "Spring Cloud app, defaults".to_owned()
+            }
+            Caller::Spring { args, .. } => format!("Spring Cloud app, {}", args.join(" ")),
+        }
+    }
 }
 
 /// One run's settings.
@@ -80,6 +106,8 @@ pub struct Report {
     pub restarts: Vec<(Duration, Duration)>,
     /// Instances the gateway listed, sampled every 200 ms: (time, count).
     pub listed: Vec<(Duration, usize)>,
+    /// For each stopped instance, the time from its signal to its exit.
+    pub exits: Vec<Duration>,
     /// The whole run's length.
     pub length: Duration,
 }
@@ -92,6 +120,11 @@ impl Report {
             .any(|(from, to)| at >= *from && at <= *to + Duration::from_secs(2))
     }
 }
+
+/// How long an old instance may take to exit after its signal: the providers' default
+/// most time serving on after the deregistration (`NACOS_DEREGISTER_GRACE_MAX`, 40 s) and
+/// 20 s for the drain.
+const LEAVE_BOUND: Duration = Duration::from_secs(60);
 
 fn start_app(exe: &str, envs: &[(&str, String)]) -> Result<(App, u16), String> {
     let app = App::start(exe, envs);
@@ -158,6 +191,23 @@ pub fn run(provider_exe: &str, gateway_exe: &str, options: &Options) -> Result<R
                 ));
             }
             start_app(gateway_exe, &env)?
+        }
+        Caller::Spring { jar, args } => {
+            let mut all = vec![
+                format!("-Duser.home={}", home.display()),
+                "-jar".to_owned(),
+                jar.clone(),
+                format!("--spring.cloud.nacos.discovery.server-addr={}", server.addr()),
+                format!("--target.service={service}"),
+                "--server.port=0".to_owned(),
+                "--server.address=127.0.0.1".to_owned(),
+            ];
+            all.extend(args.iter().cloned());
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            let app = App::start_with_args("java", &all, &[]);
+            let port = wait_for(Duration::from_secs(120), || announced_port(&app.output()))
+                .ok_or_else(|| format!("the Spring Cloud caller did not start:\n{}", app.output()))?;
+            (app, port)
         }
         Caller::Java { class_path } => {
             let app = App::start_with_args(
@@ -239,16 +289,19 @@ pub fn run(provider_exe: &str, gateway_exe: &str, options: &Options) -> Result<R
 
     std::thread::sleep(Duration::from_secs(3));
     let mut restarts = Vec::new();
+    let mut leaving = Vec::new();
     for _ in 0..options.rounds {
         for slot in 0..providers.len() {
             let from = started.elapsed();
             let (mut old, _) = providers.remove(slot);
+            let signalled = Instant::now();
             match options.stop {
                 Stop::Graceful => old.signal("TERM"),
                 Stop::Kill => old.signal("KILL"),
             }
-            old.wait_exit(options.grace.unwrap_or(crate::DEFAULT_GRACE) + Duration::from_secs(15))
-                .ok_or("an old instance did not exit")?;
+            leaving.push(std::thread::spawn(move || {
+                old.wait_exit(LEAVE_BOUND).map(|_| signalled.elapsed())
+            }));
             let (new, port) = start_app(provider_exe, &provider_env)?;
             wait_for(Duration::from_secs(20), || {
                 let hosts = server.instances("public", "DEFAULT_GROUP", service).ok()?;
@@ -259,6 +312,15 @@ pub fn run(provider_exe: &str, gateway_exe: &str, options: &Options) -> Result<R
             restarts.push((from, started.elapsed()));
             std::thread::sleep(Duration::from_secs(2));
         }
+    }
+    let mut exits = Vec::new();
+    for old in leaving {
+        exits.push(
+            old.join()
+                .ok()
+                .flatten()
+                .ok_or("an old instance did not exit within 60 s of its signal")?,
+        );
     }
     std::thread::sleep(Duration::from_secs(3));
     stop.store(true, Ordering::SeqCst);
@@ -273,6 +335,7 @@ pub fn run(provider_exe: &str, gateway_exe: &str, options: &Options) -> Result<R
         calls,
         restarts,
         listed,
+        exits,
         length: started.elapsed(),
     })
 }

@@ -6,14 +6,15 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 
-import org.springframework.beans.factory.ObjectProvider;
 import org.springframework.beans.factory.annotation.Value;
 import org.springframework.cloud.client.ServiceInstance;
 import org.springframework.cloud.client.loadbalancer.LoadBalanced;
+import org.springframework.cloud.context.named.NamedContextFactory;
 import org.springframework.cloud.loadbalancer.cache.LoadBalancerCacheManager;
 import org.springframework.cloud.loadbalancer.core.DelegatingServiceInstanceListSupplier;
 import org.springframework.cloud.loadbalancer.core.ServiceInstanceListSupplier;
 import org.springframework.cloud.loadbalancer.support.LoadBalancerClientFactory;
+import org.springframework.context.support.GenericApplicationContext;
 import org.springframework.http.ResponseEntity;
 import org.springframework.web.bind.annotation.GetMapping;
 import org.springframework.web.bind.annotation.RestController;
@@ -25,23 +26,21 @@ import org.springframework.web.client.RestTemplate;
  * GET /instances: {"instances":["ip:port",...]}, the list the LoadBalancer
  * picks from right now (its cached ServiceInstanceListSupplier, not a fresh
  * Nacos query).
- * GET /lb: the supplier chain and the LoadBalancer cache manager in use.
+ * GET /lb: the supplier chain, the LoadBalancer cache manager and the
+ * configuration that defined the supplier (diagnostics only).
  */
 @RestController
 class CallerController {
 
     private final RestTemplate restTemplate;
     private final LoadBalancerClientFactory lbFactory;
-    private final ObjectProvider<LoadBalancerCacheManager> cacheManager;
     private final String service;
 
     CallerController(@LoadBalanced RestTemplate restTemplate,
                      LoadBalancerClientFactory lbFactory,
-                     ObjectProvider<LoadBalancerCacheManager> cacheManager,
                      @Value("${target.service}") String service) {
         this.restTemplate = restTemplate;
         this.lbFactory = lbFactory;
-        this.cacheManager = cacheManager;
         this.service = service;
     }
 
@@ -75,10 +74,30 @@ class CallerController {
             chain.add(s.getClass().getName());
             s = s instanceof DelegatingServiceInstanceListSupplier d ? d.getDelegate() : null;
         }
-        LoadBalancerCacheManager cm = cacheManager.getIfAvailable();
         Map<String, Object> out = new LinkedHashMap<>();
         out.put("supplier_chain", chain);
+        // Registered with autowireCandidate=false, so not injectable; resolved
+        // here as the supplier builder resolves it (in the service's LB context).
+        LoadBalancerCacheManager cm = lbFactory.getInstance(service, LoadBalancerCacheManager.class);
         out.put("cache_manager", cm == null ? null : cm.getClass().getName());
+        out.put("supplier_defined_by", supplierDefinedBy());
+        return out;
+    }
+
+    /** The configuration class and method that defined the supplier bean (reactive or blocking discovery). */
+    private List<String> supplierDefinedBy() {
+        List<String> out = new ArrayList<>();
+        try {
+            var getContext = NamedContextFactory.class.getDeclaredMethod("getContext", String.class);
+            getContext.setAccessible(true);
+            GenericApplicationContext ctx = (GenericApplicationContext) getContext.invoke(lbFactory, service);
+            for (String name : ctx.getBeanNamesForType(ServiceInstanceListSupplier.class)) {
+                var def = ctx.getBeanDefinition(name);
+                out.add(name + " <- " + def.getFactoryBeanName() + "#" + def.getFactoryMethodName());
+            }
+        } catch (Exception e) {
+            out.add(e.toString());
+        }
         return out;
     }
 
