@@ -1344,7 +1344,11 @@ mod tests {
                 "1s",
                 "at least NACOS_DEREGISTER_GRACE (2s)",
             ),
-            ("NACOS_PROBE_PATHS", "/health,ready", "each starting with '/'"),
+            (
+                "NACOS_PROBE_PATHS",
+                "/health,ready",
+                "each starting with '/'",
+            ),
             ("NACOS_REQUEST_TIMEOUT", "0ms", "at least 1ms"),
         ];
         for (var, value, expected) in cases {

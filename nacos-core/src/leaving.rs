@@ -131,11 +131,7 @@ impl Arrivals {
 /// Whether a request is a health check or a scrape rather than a caller's: its path is
 /// one of `probe_paths` (or below one) or its `User-Agent` starts with one of
 /// [`PROBE_USER_AGENTS`].
-pub fn is_probe<S: AsRef<str>>(
-    probe_paths: &[S],
-    path: &str,
-    user_agent: Option<&[u8]>,
-) -> bool {
+pub fn is_probe<S: AsRef<str>>(probe_paths: &[S], path: &str, user_agent: Option<&[u8]>) -> bool {
     let by_path = probe_paths.iter().any(|p| {
         let p = p.as_ref();
         path.strip_prefix(p)

@@ -131,7 +131,8 @@ pub use client::grpc::HEALTH_CHECK_IDLE;
 pub use client::{LOGIN_RETRY, MAX_IN_FLIGHT, MAX_LOGIN_RETRY, NamingClient, USER_AGENT};
 pub use config::{
     ApiVersion, Config, ConfigBuilder, DEFAULT_BEAT_INTERVAL, DEFAULT_DEREGISTER_GRACE,
-    DEFAULT_DEREGISTER_GRACE_MAX, DEFAULT_DEREGISTER_QUIET, DEFAULT_GRPC_PORT_OFFSET, DEFAULT_SERVER_PORT, IpType, Secret, ServerAddr,
+    DEFAULT_DEREGISTER_GRACE_MAX, DEFAULT_DEREGISTER_QUIET, DEFAULT_GRPC_PORT_OFFSET,
+    DEFAULT_SERVER_PORT, IpType, Secret, ServerAddr,
 };
 pub use discovery::{DEFAULT_REFRESH, Discovery, EJECT_FOR, EMPTY_HOLD, Instances, ServiceWatch};
 #[cfg(feature = "tower")]

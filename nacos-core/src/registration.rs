@@ -276,8 +276,7 @@ impl Registration {
                     let arrivals = registration.inner.arrivals.clone().unwrap_or_default();
                     arrivals.start();
                     registration.deregister().await;
-                    crate::leaving::after_deregistration(&arrivals, registration.inner.leave)
-                        .await;
+                    crate::leaving::after_deregistration(&arrivals, registration.inner.leave).await;
                 }
                 Wait::Signal => wait_for_signal().await,
             }

@@ -1541,7 +1541,7 @@ pub fn metrics_over_grpc(bin: &str) {
 
 fn check_with_promtool(text: &str) {
     use std::io::Write;
-    let child = std::process::Command::new("promtool")
+    let child = std::process::Command::new(crate::promtool())
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -1670,10 +1670,7 @@ pub fn kubelet_sequence(bin: &str, grace: Duration, termination_grace: Duration)
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     drop(probes.join());
     let answers = load.join().expect("load thread");
-    let during_grace: Vec<_> = answers
-        .iter()
-        .filter(|(at, _)| *at >= sigterm)
-        .collect();
+    let during_grace: Vec<_> = answers.iter().filter(|(at, _)| *at >= sigterm).collect();
     let failed = during_grace.iter().filter(|(_, ok)| !ok).count();
     assert!(!during_grace.is_empty());
     assert_eq!(

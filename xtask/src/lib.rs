@@ -328,6 +328,101 @@ pub fn ensure_java_peer(version: &str) -> Result<String, String> {
     Ok(class_path)
 }
 
+/// The `promtool` the `/metrics` tests check with: `PROMTOOL` when set, else `promtool`
+/// on the `PATH`, else the one `cargo xtask test` built into the cache dir.
+pub fn promtool() -> PathBuf {
+    if let Some(path) = std::env::var_os("PROMTOOL") {
+        return PathBuf::from(path);
+    }
+    let cached = cache_dir().join("bin").join("promtool");
+    if !on_path("promtool") && cached.exists() {
+        return cached;
+    }
+    PathBuf::from("promtool")
+}
+
+/// The Prometheus release whose `promtool` is built when none is installed (Go module
+/// `github.com/prometheus/prometheus` v0.316.0 is Prometheus 3.16.0).
+pub const PROMTOOL_MODULE: &str = "github.com/prometheus/prometheus/cmd/promtool@v0.316.0";
+
+/// Makes sure a `promtool` is there for the `/metrics` tests: on the `PATH` (Debian's
+/// `prometheus` package), in the cache dir, else installed with `apt-get` when running as
+/// root, else built with Go (`go install` of [`PROMTOOL_MODULE`] into the cache dir, once).
+///
+/// # Errors
+/// One line saying how to get it, when none of these can.
+pub fn ensure_promtool() -> Result<PathBuf, String> {
+    let works = |p: &Path| {
+        Command::new(p)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let current = promtool();
+    if works(&current) {
+        return Ok(current);
+    }
+    let bin = cache_dir().join("bin");
+    let mut tried = Vec::new();
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if root && on_path("apt-get") {
+        eprintln!("installing promtool (Debian package prometheus) with apt-get");
+        let ok = Command::new("sh")
+            .args([
+                "-c",
+                "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok && works(Path::new("promtool")) {
+            return Ok(PathBuf::from("promtool"));
+        }
+        tried.push("apt-get install prometheus failed".into());
+    }
+    if on_path("go") {
+        eprintln!(
+            "building promtool ({PROMTOOL_MODULE}) into {} with go install (once)",
+            bin.display()
+        );
+        let out = Command::new("go")
+            .args(["install", PROMTOOL_MODULE])
+            .env("GOBIN", &bin)
+            .env("CGO_ENABLED", "0")
+            .output();
+        match out {
+            Ok(out) if out.status.success() && works(&bin.join("promtool")) => {
+                return Ok(bin.join("promtool"));
+            }
+            Ok(out) => tried.push(format!(
+                "go install failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+            )),
+            Err(e) => tried.push(format!("go: {e}")),
+        }
+    }
+    Err(format!(
+        "promtool is needed by the /metrics tests and could not be installed ({}): install Debian's prometheus package (apt-get install prometheus) or Go, or set PROMTOOL to a promtool binary",
+        if tried.is_empty() {
+            "no Go, not root for apt-get".to_owned()
+        } else {
+            tried.join("; ")
+        }
+    ))
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
 /// Builds `bench/peers/spring-cloud` (a Spring Cloud caller at its defaults: Spring Boot
 /// 3.5, Spring Cloud 2025.0, Spring Cloud Alibaba's nacos-discovery and Spring Cloud
 /// LoadBalancer) with `mvn` into the cache dir, once per source change; returns the jar.

@@ -78,6 +78,7 @@ fn cargo() -> Command {
 }
 
 fn test(args: &[String]) -> Result<(), String> {
+    let promtool = xtask::ensure_promtool()?;
     let bin = ensure_rnacos()?;
     for version in xtask::official::OfficialVersion::ALL {
         xtask::official::ensure_official(version)?;
@@ -86,6 +87,7 @@ fn test(args: &[String]) -> Result<(), String> {
     for client in ["2.3.2", "3.1.0"] {
         xtask::ensure_java_peer(client)?;
     }
+    xtask::ensure_spring_caller()?;
     // One pipe for cargo's stderr and the tests' stdout, so the lines keep their order.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut child = Command::new("sh")
@@ -95,6 +97,7 @@ fn test(args: &[String]) -> Result<(), String> {
         .args(args)
         .current_dir(workspace_root())
         .env("RNACOS_BIN", bin)
+        .env("PROMTOOL", promtool)
         .env(xtask::REQUIRE_SERVERS, "1")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -749,76 +752,127 @@ fn timings(which: &str, runs: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// `cargo xtask rolling-restart [OUT_DIR]`: the rolling-restart benchmark at the defaults,
-/// our gateway and a Java nacos-client caller, SIGTERM and kill -9, with the no-grace
-/// baseline, side by side; a table on stdout and, with `OUT_DIR`, per-second series
-/// (`rolling-<variant>.csv`) for the plot.
+/// `cargo xtask rolling-restart [OUT_DIR]`: the rolling-restart benchmark at the defaults:
+/// our gateway, a Java nacos-client caller and a Spring Cloud caller, SIGTERM at 200 and 2
+/// requests/s, kill -9, the no-grace baseline, the providers' former fixed 2 s grace
+/// against the Spring caller, and the Spring-side settings that shorten its wait, side by
+/// side; a table on stdout and, with `OUT_DIR`, per-second series (`rolling-<variant>.csv`)
+/// for the plot. `ROLLING_ONLY=name,name` runs some variants only.
 fn rolling_restart(out: Option<&str>) -> Result<(), String> {
     use xtask::rolling::{Caller, Options, Stop, quantile_ms, run};
     ensure_rnacos()?;
     let java = Caller::Java {
         class_path: xtask::ensure_java_peer("2.3.2")?,
     };
+    let jar = xtask::ensure_spring_caller()?;
+    let spring = |args: &[&str]| Caller::Spring {
+        jar: jar.clone(),
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+    };
     // Release builds, as users deploy.
     let provider = build("axum-demo", "axum-demo", true)?;
     let gateway = build("axum-demo", "axum-gateway", true)?;
     let zero = Some(Duration::ZERO);
-    let variants = [
+    let fixed_2s = vec![("NACOS_DEREGISTER_GRACE_MAX", "2s".to_owned())];
+    let only: Option<Vec<String>> = std::env::var("ROLLING_ONLY")
+        .ok()
+        .map(|v| v.split(',').map(str::to_owned).collect());
+    type Variant = (
+        &'static str,
+        Caller,
+        Stop,
+        u32,
+        Option<Duration>,
+        Vec<(&'static str, String)>,
+    );
+    let variants: Vec<Variant> = vec![
         (
             "gateway",
-            "axum-gateway",
             Caller::Gateway,
             Stop::Graceful,
+            200,
             None,
+            vec![],
+        ),
+        ("java", java.clone(), Stop::Graceful, 200, None, vec![]),
+        ("spring", spring(&[]), Stop::Graceful, 200, None, vec![]),
+        (
+            "gateway-2rps",
+            Caller::Gateway,
+            Stop::Graceful,
+            2,
+            None,
+            vec![],
+        ),
+        ("java-2rps", java.clone(), Stop::Graceful, 2, None, vec![]),
+        ("spring-2rps", spring(&[]), Stop::Graceful, 2, None, vec![]),
+        (
+            "spring-fixed-2s",
+            spring(&[]),
+            Stop::Graceful,
+            200,
+            None,
+            fixed_2s,
         ),
         (
-            "java",
-            "Java nacos-client 2.3.2",
-            java.clone(),
+            "spring-no-cache",
+            spring(&["--spring.cloud.loadbalancer.cache.enabled=false"]),
             Stop::Graceful,
+            200,
             None,
+            vec![],
+        ),
+        (
+            "spring-ttl-5s",
+            spring(&["--spring.cloud.loadbalancer.cache.ttl=5s"]),
+            Stop::Graceful,
+            200,
+            None,
+            vec![],
         ),
         (
             "gateway-kill-9",
-            "axum-gateway",
             Caller::Gateway,
             Stop::Kill,
+            200,
             None,
+            vec![],
         ),
-        (
-            "java-kill-9",
-            "Java nacos-client 2.3.2",
-            java.clone(),
-            Stop::Kill,
-            None,
-        ),
+        ("java-kill-9", java.clone(), Stop::Kill, 200, None, vec![]),
+        ("spring-kill-9", spring(&[]), Stop::Kill, 200, None, vec![]),
         (
             "gateway-no-grace",
-            "axum-gateway",
             Caller::Gateway,
             Stop::Graceful,
+            200,
             zero,
+            vec![],
         ),
-        (
-            "java-no-grace",
-            "Java nacos-client 2.3.2",
-            java,
-            Stop::Graceful,
-            zero,
-        ),
+        ("java-no-grace", java, Stop::Graceful, 200, zero, vec![]),
     ];
     println!(
-        "| caller | stop | provider grace | requests | failed | failed per restart | p50 ms (restarts / outside) | p99 ms (restarts / outside) | max ms |"
+        "| caller | stop | provider | req/s | requests | failed | failed per restart | SIGTERM to exit, s (min / median / max) | p50 ms (restarts / outside) | p99 ms (restarts / outside) | max ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for (name, caller_name, caller, stop, grace) in variants {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for (name, caller, stop, rate, grace, provider_env) in variants {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|n| n == name)) {
+            continue;
+        }
+        let provider_setting = match (stop, grace, provider_env.first()) {
+            (Stop::Kill, _, _) => "-".to_owned(),
+            (_, Some(g), _) => format!("grace {} s", g.as_secs()),
+            (_, None, Some((k, v))) => format!("{k}={v}"),
+            (_, None, None) => "defaults".to_owned(),
+        };
+        let caller_name = caller.name();
         let options = Options {
             providers: 3,
             rounds: 2,
-            rate: 200,
+            rate,
             stop,
             grace,
             refresh: None,
+            provider_env,
             caller,
         };
         let report = run(
@@ -836,13 +890,21 @@ fn rolling_restart(out: Option<&str>) -> Result<(), String> {
             }
         }
         let mut all: Vec<Duration> = report.calls.iter().map(|c| c.latency).collect();
-        let grace = match (stop, grace) {
-            (Stop::Kill, _) => "-".to_owned(),
-            (_, Some(g)) => format!("{} s", g.as_secs()),
-            (_, None) => "default (2 s)".to_owned(),
+        let mut exits = report.exits.clone();
+        let exit_s = |q| quantile_ms(&mut exits.clone(), q) / 1000.0;
+        let exit_cell = if stop == Stop::Kill {
+            "-".to_owned()
+        } else {
+            format!(
+                "{:.1} / {:.1} / {:.1}",
+                exit_s(0.0),
+                exit_s(0.5),
+                exit_s(1.0)
+            )
         };
+        exits.sort();
         println!(
-            "| {caller_name} | {} | {grace} | {} | {failed} | {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1} |",
+            "| {caller_name} | {} | {provider_setting} | {rate} | {} | {failed} | {:.2} | {exit_cell} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1} |",
             match stop {
                 Stop::Graceful => "SIGTERM",
                 Stop::Kill => "kill -9",

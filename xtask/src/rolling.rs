@@ -82,6 +82,8 @@ pub struct Options {
     pub grace: Option<Duration>,
     /// `NACOS_DISCOVERY_REFRESH` of our gateway; `None` leaves the default.
     pub refresh: Option<Duration>,
+    /// More environment for the providers (e.g. `NACOS_DEREGISTER_GRACE_MAX`).
+    pub provider_env: Vec<(&'static str, String)>,
     /// Who calls.
     pub caller: Caller,
 }
@@ -170,6 +172,7 @@ pub fn run(provider_exe: &str, gateway_exe: &str, options: &Options) -> Result<R
     if let Some(grace) = options.grace {
         provider_env.push(("NACOS_DEREGISTER_GRACE", format!("{}ms", grace.as_millis())));
     }
+    provider_env.extend(options.provider_env.iter().cloned());
     let mut providers = Vec::new();
     for _ in 0..options.providers {
         providers.push(start_app(provider_exe, &provider_env)?);
@@ -197,7 +200,10 @@ pub fn run(provider_exe: &str, gateway_exe: &str, options: &Options) -> Result<R
                 format!("-Duser.home={}", home.display()),
                 "-jar".to_owned(),
                 jar.clone(),
-                format!("--spring.cloud.nacos.discovery.server-addr={}", server.addr()),
+                format!(
+                    "--spring.cloud.nacos.discovery.server-addr={}",
+                    server.addr()
+                ),
                 format!("--target.service={service}"),
                 "--server.port=0".to_owned(),
                 "--server.address=127.0.0.1".to_owned(),
@@ -206,7 +212,9 @@ pub fn run(provider_exe: &str, gateway_exe: &str, options: &Options) -> Result<R
             let all: Vec<&str> = all.iter().map(String::as_str).collect();
             let app = App::start_with_args("java", &all, &[]);
             let port = wait_for(Duration::from_secs(120), || announced_port(&app.output()))
-                .ok_or_else(|| format!("the Spring Cloud caller did not start:\n{}", app.output()))?;
+                .ok_or_else(|| {
+                    format!("the Spring Cloud caller did not start:\n{}", app.output())
+                })?;
             (app, port)
         }
         Caller::Java { class_path } => {

@@ -827,31 +827,33 @@ fn nacos3_discovers_with_auth_in_a_namespace() {
 
 /// A rolling restart at the defaults (`xtask::rolling`, as `cargo xtask rolling-restart`
 /// measures it, smaller): 3 providers of the demo on r-nacos, each restarted once with
-/// SIGTERM, the next 2 s after the registry lists the new one, 100 calls/s through `caller`;
-/// neither the providers' grace nor the caller's refresh is set. Not one call fails.
-fn rolling_restart_at_defaults(caller: xtask::rolling::Caller) {
+/// SIGTERM, the next 2 s after the registry lists the new one, `rate` calls/s through
+/// `caller` until every old instance has exited; neither the providers' grace nor the
+/// caller's settings are touched. Not one call fails, and every old instance exits by
+/// itself.
+fn rolling_restart_at_defaults(caller: xtask::rolling::Caller, rate: u32) {
     use xtask::rolling::{Options, Stop, run};
     let options = Options {
         providers: 3,
         rounds: 1,
-        rate: 100,
+        rate,
         stop: Stop::Graceful,
         grace: None,
         refresh: None,
+        provider_env: Vec::new(),
         caller: caller.clone(),
     };
     let report = run(DEMO, GATEWAY, &options).unwrap_or_else(|e| panic!("{e}"));
     let failed: Vec<_> = report.calls.iter().filter(|c| !c.ok).collect();
     assert_eq!(report.restarts.len(), 3);
+    let least = (report.length.as_secs() as usize * rate as usize) / 2;
     assert!(
-        report.calls.len() > 1000,
-        "only {} calls were sent",
-        report.calls.len()
+        report.calls.len() > least,
+        "only {} calls were sent in {} s",
+        report.calls.len(),
+        report.length.as_secs()
     );
-    let name = match caller {
-        xtask::rolling::Caller::Gateway => "axum-gateway",
-        xtask::rolling::Caller::Java { .. } => "a Java nacos-client 2.3.2 caller",
-    };
+    let name = caller.name();
     assert!(
         failed.is_empty(),
         "{} of {} calls failed through {name}, at {:?}",
@@ -859,10 +861,13 @@ fn rolling_restart_at_defaults(caller: xtask::rolling::Caller) {
         report.calls.len(),
         failed.iter().map(|c| c.at).collect::<Vec<_>>()
     );
+    let mut exits = report.exits.clone();
+    exits.sort();
     eprintln!(
-        "[e2e] rolling restart at the defaults through {name}: {} calls, 0 failed, {} s",
+        "[e2e] rolling restart at the defaults, {rate} calls/s through {name}: {} calls, 0 failed, {} s; SIGTERM to exit: {:?}",
         report.calls.len(),
-        report.length.as_secs()
+        report.length.as_secs(),
+        exits
     );
 }
 
@@ -871,7 +876,7 @@ fn rolling_restart_at_defaults_fails_no_call_of_our_gateway() {
     if skip_without(ServerKind::RNacos) {
         return;
     }
-    rolling_restart_at_defaults(xtask::rolling::Caller::Gateway);
+    rolling_restart_at_defaults(xtask::rolling::Caller::Gateway, 100);
 }
 
 #[test]
@@ -887,7 +892,40 @@ fn rolling_restart_at_defaults_fails_no_call_of_a_java_push_caller() {
         }
         Err(e) => panic!("{e}"),
     };
-    rolling_restart_at_defaults(xtask::rolling::Caller::Java { class_path });
+    rolling_restart_at_defaults(xtask::rolling::Caller::Java { class_path }, 100);
+}
+
+/// The Spring Cloud caller ([`xtask::ensure_spring_caller`]) at its defaults, whose
+/// LoadBalancer keeps each list for 35 s: the old instances serve on until it stops coming.
+fn spring_caller() -> Option<xtask::rolling::Caller> {
+    if skip_without(ServerKind::RNacos) {
+        return None;
+    }
+    match xtask::ensure_spring_caller() {
+        Ok(jar) => Some(xtask::rolling::Caller::Spring {
+            jar,
+            args: Vec::new(),
+        }),
+        Err(e) if !tools_required() => {
+            eprintln!("skipped: needs the Spring Cloud caller ({e}); `cargo xtask test` builds it");
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn rolling_restart_at_defaults_fails_no_call_of_a_spring_cloud_caller() {
+    if let Some(caller) = spring_caller() {
+        rolling_restart_at_defaults(caller, 100);
+    }
+}
+
+#[test]
+fn rolling_restart_at_defaults_fails_no_call_of_a_slow_spring_cloud_caller() {
+    if let Some(caller) = spring_caller() {
+        rolling_restart_at_defaults(caller, 2);
+    }
 }
 
 /// One process holding several instances of one service over gRPC (a sidecar registering
