@@ -1680,7 +1680,7 @@ pub fn kubelet_sequence(bin: &str, grace: Duration, termination_grace: Duration)
         app.output()
     );
     eprintln!(
-        "[e2e] kubelet sequence on {bin}: gone from nacos {} ms after SIGTERM, {} requests answered during the {} ms grace, 0 failed, exited 0 after {} ms (SIGKILL would come at {} ms)",
+        "[e2e] kubelet sequence on {bin}: gone from nacos {} ms after SIGTERM, {} requests of a caller that stops 1 s after it answered (grace {} ms), 0 failed, probes alongside, exited 0 after {} ms (SIGKILL would come at {} ms)",
         gone.as_millis(),
         during_grace.len(),
         grace.as_millis(),

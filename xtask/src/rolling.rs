@@ -196,8 +196,10 @@ pub fn run(provider_exe: &str, gateway_exe: &str, options: &Options) -> Result<R
             start_app(gateway_exe, &env)?
         }
         Caller::Spring { jar, args } => {
+            std::fs::create_dir_all(&home).map_err(|e| format!("{}: {e}", home.display()))?;
             let mut all = vec![
                 format!("-Duser.home={}", home.display()),
+                format!("-Djava.io.tmpdir={}", home.display()),
                 "-jar".to_owned(),
                 jar.clone(),
                 format!(
