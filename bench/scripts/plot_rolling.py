@@ -13,11 +13,17 @@ raw, out = pathlib.Path(sys.argv[1]), sys.argv[2]
 variants = [
     ("gateway", "axum-gateway, SIGTERM, defaults"),
     ("java", "Java nacos-client 2.3.2 (push, no retry), SIGTERM, defaults"),
+    ("spring", "Spring Cloud app (LoadBalancer, 35 s cache, no retry), SIGTERM, defaults"),
+    ("spring-fixed-2s", "Spring Cloud app, SIGTERM, providers at a fixed 2 s (NACOS_DEREGISTER_GRACE_MAX=2s)"),
+    ("spring-no-cache", "Spring Cloud app, spring.cloud.loadbalancer.cache.enabled=false"),
+    ("gateway-2rps", "axum-gateway, 2 requests/s"),
+    ("java-2rps", "Java nacos-client 2.3.2, 2 requests/s"),
+    ("spring-2rps", "Spring Cloud app, 2 requests/s"),
     ("gateway-kill-9", "axum-gateway, kill -9"),
     ("java-kill-9", "Java nacos-client 2.3.2, kill -9"),
-    ("gateway-no-grace", "axum-gateway, SIGTERM, NACOS_DEREGISTER_GRACE=0s"),
-    ("java-no-grace", "Java nacos-client 2.3.2, SIGTERM, NACOS_DEREGISTER_GRACE=0s"),
+    ("spring-kill-9", "Spring Cloud app, kill -9"),
 ]
+variants = [(n, t) for n, t in variants if (raw / f"rolling-{n}.csv").exists()]
 fig, axes = plt.subplots(len(variants), 1, figsize=(10, 2.6 * len(variants)), sharex=True)
 for ax, (name, title) in zip(axes, variants):
     rows = list(csv.DictReader(open(raw / f"rolling-{name}.csv")))

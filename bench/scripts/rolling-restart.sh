@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The rolling-restart benchmark (cargo xtask rolling-restart): 3 providers, a caller
-# calling them through Nacos at 200 requests/s, every provider restarted twice, one at a
-# time, the next 2 s after r-nacos lists the new one; at the defaults, with our gateway and
-# with a Java nacos-client 2.3.2 caller (push, no retry), SIGTERM and kill -9, and the
-# NACOS_DEREGISTER_GRACE=0s baseline, side by side in one run. Writes the table to
+# calling them through Nacos at 200 (and 2) requests/s, every provider restarted twice, one
+# at a time, the next 2 s after r-nacos lists the new one; at the defaults, with our
+# gateway, a Java nacos-client 2.3.2 caller (push, no retry) and a Spring Cloud app at its
+# defaults, SIGTERM and kill -9, the NACOS_DEREGISTER_GRACE=0s baseline, the former fixed
+# 2 s grace and Spring's cache settings, side by side in one run. Writes the table to
 # docs/bench-raw/rolling-restart.txt, the series to docs/bench-raw/rolling-*.csv and the
 # plot to docs/rolling-restart.png (matplotlib, installed into a private venv).
 set -euo pipefail
