@@ -37,6 +37,35 @@ pub fn detect_ip(config: &Config) -> Result<IpAddr> {
     )
 }
 
+#[cfg(feature = "grpc")]
+/// This host's address as a client reports it to the server (the `clientIp` of gRPC
+/// requests, what the Java client sends as `NetUtils.localIP()`): the first usable address
+/// of an interface that is up, IPv4 first; read once per process, empty when there is none.
+pub(crate) fn client_ip() -> &'static str {
+    static IP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    IP.get_or_init(|| {
+        if_addrs::get_if_addrs()
+            .ok()
+            .and_then(|interfaces| pick_ip(&interfaces, None, &[], None).ok())
+            .map(|ip| ip.to_string())
+            .unwrap_or_default()
+    })
+}
+
+#[cfg(feature = "grpc")]
+/// The app's name as the connection's `AppName` label shows it in the Nacos console: the
+/// executable's file name (the Java client sends `project.name`, else "unknown").
+pub(crate) fn app_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "unknown".to_owned())
+    })
+}
+
 /// Whether `ip` can be advertised: not loopback, not link-local, not unspecified or
 /// multicast; for IPv6, link-local (`fe80::/10`) never.
 fn usable(ip: IpAddr) -> bool {

@@ -38,9 +38,13 @@ pub(crate) struct Entry {
 }
 
 /// What makes two registrations able to share one [`NamingClient`] (and its connections).
+/// The namespace is part of it, as the Java client keeps one `NamingService` (and one gRPC
+/// connection) per namespace: a pushed list names its service and group but not its
+/// namespace, so watches of one service in two namespaces need two connections.
 #[derive(PartialEq, Eq, Hash)]
 struct ClientKey {
     servers: Vec<ServerAddr>,
+    namespace_id: String,
     context_path: String,
     username: Option<String>,
     password: Option<Secret>,
@@ -53,6 +57,7 @@ impl ClientKey {
     fn of(config: &Config) -> Self {
         ClientKey {
             servers: config.server_addrs().to_vec(),
+            namespace_id: config.namespace_id().to_owned(),
             context_path: config.context_path().to_owned(),
             username: config.username().map(str::to_owned),
             password: config.password().cloned(),
@@ -146,8 +151,9 @@ impl Engine {
         }
     }
 
-    /// The client for `config`'s servers and credentials, shared by every registration
-    /// that talks to the same cluster the same way (one connection pool, one login).
+    /// The client for `config`'s servers, namespace and credentials, shared by every
+    /// registration and watch that talks to the same cluster the same way (one connection,
+    /// one login).
     pub(crate) fn client_for(&self, config: &Config) -> Result<Arc<NamingClient>> {
         shared(&self.clients, ClientKey::of(config), |_| {
             NamingClient::new(config)

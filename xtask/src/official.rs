@@ -819,6 +819,11 @@ impl OfficialNacos {
             .is_ok()
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server (SIGKILL: no goodbye to clients) and reaps it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

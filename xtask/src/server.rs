@@ -155,6 +155,14 @@ impl Server {
         }
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Server::RNacos(s) => s.pid(),
+            Server::Official(s) => s.pid(),
+        }
+    }
+
     /// Kills the server (no goodbye to clients).
     pub fn stop(&mut self) {
         match self {

@@ -1014,3 +1014,181 @@ fn nacos2_several_instances_of_one_service() {
 fn nacos3_several_instances_of_one_service() {
     several_instances_of_one_service(nacos3());
 }
+
+/// One process watching the same service in two namespaces: each watch lists only its own
+/// namespace's instances, before and after a change in one of them (a pushed list names no
+/// namespace: the client keeps one connection per namespace, as the Java client does).
+fn watches_one_service_in_two_namespaces(kind: ServerKind) {
+    if skip_without(kind) {
+        return;
+    }
+    let server = kind.start(&ServerOptions::default());
+    let service = "e2e-two-namespaces";
+    let (_dev_app, dev) = provider(&server, service, &[("NACOS_NAMESPACE", "e2e-dev")]);
+    let (_prod_app, prod) = provider(&server, service, &[("NACOS_NAMESPACE", "e2e-prod")]);
+    let watch = |namespace: &str| {
+        let config = Config::builder()
+            .server_addr(server.addr())
+            .service_name("e2e-caller")
+            .namespace_id(namespace)
+            .discovery_refresh(REFRESH)
+            .build()
+            .unwrap();
+        Discovery::new(&config).unwrap().watch(service)
+    };
+    let dev_watch = watch("e2e-dev");
+    let prod_watch = watch("e2e-prod");
+    assert_eq!(
+        ports_when(&dev_watch, Duration::from_secs(20), |p| p == [dev]),
+        Some(vec![dev])
+    );
+    assert_eq!(
+        ports_when(&prod_watch, Duration::from_secs(20), |p| p == [prod]),
+        Some(vec![prod])
+    );
+    // A second dev instance: dev's watch gets it pushed, prod's stays as it was.
+    let (_dev_app2, dev2) = provider(&server, service, &[("NACOS_NAMESPACE", "e2e-dev")]);
+    let mut both = vec![dev, dev2];
+    both.sort_unstable();
+    assert_eq!(
+        ports_when(&dev_watch, Duration::from_secs(20), |p| p == both),
+        Some(both.clone())
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let prod_ports: Vec<u16> = prod_watch
+        .instances()
+        .all()
+        .iter()
+        .map(|i| i.port)
+        .collect();
+    assert_eq!(
+        prod_ports,
+        [prod],
+        "the dev namespace's list reached the prod watch on {kind}"
+    );
+    eprintln!(
+        "[e2e] {kind}: one process watching {service} in two namespaces: dev {both:?}, prod {prod_ports:?}"
+    );
+}
+
+#[test]
+fn rnacos_watches_one_service_in_two_namespaces() {
+    watches_one_service_in_two_namespaces(ServerKind::RNacos);
+}
+
+#[test]
+fn nacos2_watches_one_service_in_two_namespaces() {
+    watches_one_service_in_two_namespaces(nacos2());
+}
+
+#[test]
+fn nacos3_watches_one_service_in_two_namespaces() {
+    watches_one_service_in_two_namespaces(nacos3());
+}
+
+/// Nacos stops answering for `pause` (`kill -STOP`, as a long JVM pause does), then goes
+/// on: our provider's gRPC connection stays (no reconnection, no redo), and a Java
+/// nacos-client 2.3.2 subscriber never sees our instance leave the pushed list.
+fn paused_server_keeps_our_instance(kind: ServerKind, pause: Duration) {
+    if skip_without(kind) {
+        return;
+    }
+    let class_path = match xtask::ensure_java_peer("2.3.2") {
+        Ok(class_path) => class_path,
+        Err(e) if !tools_required() => {
+            eprintln!("skipped: needs the Java nacos-client ({e}); `cargo xtask test` builds it");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let server = kind.start(&ServerOptions::default());
+    let service = "e2e-paused-server";
+    let home = std::env::temp_dir().join(format!(
+        "e2e-java-pause-{}-{}",
+        std::process::id(),
+        pause.as_secs()
+    ));
+    let java = App::start_with_args(
+        "java",
+        &[
+            &format!("-Duser.home={}", home.display()),
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            "-cp",
+            &class_path,
+            "peerbench.Subscriber",
+            &server.addr(),
+            service,
+            "120",
+        ],
+        &[],
+    );
+    wait_for(Duration::from_secs(60), || {
+        java.output().contains("subscribed").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the Java client did not subscribe:\n{}", java.output()));
+    let (ours, port) = provider(&server, service, &[]);
+    let seen = format!("hosts {port}");
+    wait_for(Duration::from_secs(15), || {
+        java.output().lines().any(|l| l == seen).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the Java caller never saw our instance:\n{}", java.output()));
+    // Quiet for a health check's idle time, so that one falls into the pause.
+    std::thread::sleep(Duration::from_secs(4));
+    let pid = server.pid().expect("the server runs").to_string();
+    let run = |signal: &str| {
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
+    };
+    run("-STOP");
+    std::thread::sleep(pause);
+    run("-CONT");
+    // The server catches up; a health check that was waiting gets its answer.
+    std::thread::sleep(Duration::from_secs(8));
+    let log = ours.output();
+    assert!(
+        !log.contains("connection lost") && !log.contains("connection up again"),
+        "our connection did not ride out a {} s pause on {kind}:\n{log}",
+        pause.as_secs()
+    );
+    let lists: Vec<String> = java
+        .output()
+        .lines()
+        .skip_while(|l| *l != seen)
+        .filter(|l| l.starts_with("hosts"))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        lists.iter().all(|l| l == &seen),
+        "the Java subscriber saw our instance leave during a {} s pause on {kind}: {lists:?}",
+        pause.as_secs()
+    );
+    let checks = log.matches("health check failed").count();
+    eprintln!(
+        "[e2e] {kind} paused {} s: our connection stayed ({checks} health checks tried again), the Java subscriber's lists: {lists:?}",
+        pause.as_secs()
+    );
+    drop(std::fs::remove_dir_all(home));
+}
+
+#[test]
+fn rnacos_paused_4s_keeps_our_instance() {
+    paused_server_keeps_our_instance(ServerKind::RNacos, Duration::from_secs(4));
+}
+
+#[test]
+fn rnacos_paused_8s_keeps_our_instance() {
+    paused_server_keeps_our_instance(ServerKind::RNacos, Duration::from_secs(8));
+}
+
+#[test]
+fn nacos2_paused_4s_keeps_our_instance() {
+    paused_server_keeps_our_instance(nacos2(), Duration::from_secs(4));
+}
+
+#[test]
+fn nacos2_paused_8s_keeps_our_instance() {
+    paused_server_keeps_our_instance(nacos2(), Duration::from_secs(8));
+}

@@ -496,8 +496,14 @@ impl NamingClient {
             #[cfg(feature = "grpc")]
             Route::Probe(grpc_error) => {
                 let result = http().await;
-                let answered =
-                    !matches!(result, Err(Error::Transport { .. } | Error::Timeout { .. }));
+                // A 5xx is no answer to settle on: a server starting up (or behind a
+                // proxy whose upstream is down) answers HTTP 5xx before its gRPC port is
+                // ready; gRPC is tried again on the next request.
+                let answered = !matches!(
+                    result,
+                    Err(Error::Transport { .. } | Error::Timeout { .. })
+                        | Err(Error::Status { status: 500.., .. })
+                );
                 if answered {
                     if let Some(grpc) = &self.grpc {
                         if grpc.decided().is_none() {

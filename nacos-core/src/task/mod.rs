@@ -658,7 +658,7 @@ impl<C: Naming> Task<C> {
             Err(ref err) => {
                 self.status.failed(err);
                 tracing::warn!(service = %self.config.service_name(), instance = %instance.addr(),
-                    elapsed_ms, error = %crate::error::Chain(err), "nacos deregistration failed; the server drops the instance once beats stop");
+                    elapsed_ms, error = %crate::error::Chain(err), "nacos deregistration failed; the server drops the instance once beats stop (HTTP) or its connection closes (gRPC)");
             }
         }
         self.status

@@ -8,7 +8,15 @@
 //!   connection), the bi-stream opened with `ConnectionSetupRequest` (labels `source: sdk`,
 //!   `module: naming`), then `HealthCheckRequest` until the server knows the connection.
 //! - **Alive**: a `HealthCheckRequest` after [`HEALTH_CHECK_IDLE`] without a word from the
-//!   server (servers drop a connection silent for 20 s); a failed one ends the connection.
+//!   server (servers drop a connection silent for 20 s). A server that stops answering
+//!   for a while (a JVM pause, a stopped process) is waited for, as the Java client waits:
+//!   a failed health check is tried again, and only [`HEALTH_CHECK_TRIES`] failures in a
+//!   row end the connection; a request that times out fails that request only. The
+//!   connection ends at once when its stream ends or the transport fails (the server is
+//!   gone), or when the server says it no longer knows it.
+//! - **Message size**: up to [`MAX_MESSAGE_SIZE`] (10 MiB) both ways, as the Java client
+//!   and the servers allow (tonic's own default is 4 MiB): a watched service's pushed list
+//!   of thousands of instances fits.
 //! - **Server requests** on the stream are answered with the same `requestId`:
 //!   `NotifySubscriberRequest` (the pushed list of a subscribed service),
 //!   `ClientDetectionRequest`, `ConnectResetRequest` (then reconnect, to the server it
@@ -67,6 +75,16 @@ use proto::Payload;
 
 /// A health check goes out after this long without an answer or a request from the server.
 pub const HEALTH_CHECK_IDLE: Duration = Duration::from_secs(5);
+
+/// How many health checks in a row must fail (each bounded by the request timeout) before
+/// the connection is given up: 3, as the Java client's `RpcClient` retries its check. A
+/// paused server (JVM GC, `SIGSTOP`) is waited for up to [`HEALTH_CHECK_IDLE`] plus this
+/// many request timeouts (5 + 3 × 3 s at the defaults).
+pub const HEALTH_CHECK_TRIES: u32 = 3;
+
+/// The largest gRPC message sent or received: 10 MiB, the Java client's and the servers'
+/// limit (`nacos.remote.server.grpc.maxinbound.message.size`).
+pub const MAX_MESSAGE_SIZE: usize = 10 * 1024 * 1024;
 
 /// The longest wait between two connection attempts.
 const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(1);
@@ -227,6 +245,10 @@ struct Shared {
     /// What the connection of this generation showed of its server's batches.
     batches: Mutex<(u64, Batches)>,
     subscriptions: Mutex<HashMap<ServiceKey, Subscription>>,
+    /// One lock per service for its subscribe and unsubscribe requests, so that they reach
+    /// the server in the order the table changed (an unsubscribe spawned for a dropped
+    /// watch never lands after a new watch's subscribe).
+    subscription_locks: Mutex<HashMap<ServiceKey, Arc<tokio::sync::Mutex<()>>>>,
     next_request: AtomicU64,
 }
 
@@ -263,6 +285,7 @@ impl Grpc {
                 registrations: Mutex::new(HashMap::new()),
                 batches: Mutex::new((0, Batches::Unknown)),
                 subscriptions: Mutex::new(HashMap::new()),
+                subscription_locks: Mutex::new(HashMap::new()),
                 next_request: AtomicU64::new(fastrand::u64(..1 << 40)),
             }),
             started: AtomicBool::new(false),
@@ -544,8 +567,12 @@ impl Grpc {
             shared: Arc::downgrade(&self.shared),
         };
         if first {
-            // On failure the guard drops and takes the entry with it.
-            self.shared.subscribe(key, true).await?;
+            // On failure the guard drops and takes the entry with it. The connection
+            // first: the lock is never held while waiting for it (its redo takes the lock).
+            let link = self.shared.wait_link().await?;
+            let key_lock = self.shared.subscription_lock(key);
+            let _order = key_lock.lock().await;
+            self.shared.subscribe_on(&link, key, true).await?;
         }
         Ok(subscribed)
     }
@@ -608,9 +635,16 @@ impl Drop for Subscribed {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let key = self.key.clone();
                 runtime.spawn(async move {
+                    // The connection first: the lock is never held while waiting for it
+                    // (its redo takes the lock).
+                    let Ok(link) = shared.wait_link().await else {
+                        return;
+                    };
+                    let key_lock = shared.subscription_lock(&key);
+                    let _order = key_lock.lock().await;
                     // Not when a new watcher subscribed again meanwhile.
                     if !lock(&shared.subscriptions).contains_key(&key) {
-                        drop(shared.subscribe(&key, false).await);
+                        drop(shared.subscribe_on(&link, &key, false).await);
                     }
                 });
             }
@@ -782,9 +816,11 @@ impl Shared {
         result.map(|()| instances.len())
     }
 
-    async fn subscribe(&self, key: &ServiceKey, subscribe: bool) -> Result<()> {
-        let link = self.wait_link().await?;
-        self.subscribe_on(&link, key, subscribe).await
+    /// The lock ordering `key`'s subscribe and unsubscribe requests.
+    fn subscription_lock(&self, key: &ServiceKey) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = lock(&self.subscription_locks);
+        locks.retain(|k, l| Arc::strong_count(l) > 1 || k == key);
+        locks.entry(key.clone()).or_default().clone()
     }
 
     /// Subscribes to (or unsubscribes from) `key` on `link`; a subscription's answer is
@@ -886,7 +922,9 @@ impl Shared {
     }
 
     /// One unary request on `link`; a transport failure or an "unregistered connection"
-    /// answer ends the connection (the task reconnects).
+    /// answer ends the connection (the task reconnects). A timeout fails the request only:
+    /// a paused server is waited for by the health checks, which end the connection when
+    /// it does not come back.
     async fn unary(
         &self,
         link: &Link,
@@ -904,7 +942,9 @@ impl Shared {
         let answer = match unary(&link.channel, payload, timeout).await {
             Ok(answer) => answer,
             Err(e) => {
-                self.lost.send_replace(link.generation);
+                if ends_connection(&e) {
+                    self.lost.send_replace(link.generation);
+                }
                 return Err(transport(&server, e));
             }
         };
@@ -942,7 +982,9 @@ async fn unary(
     payload: Payload,
     timeout: Duration,
 ) -> std::result::Result<Payload, CallError> {
-    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    let mut grpc = tonic::client::Grpc::new(channel.clone())
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let call = async {
         grpc.ready()
             .await
@@ -958,6 +1000,20 @@ async fn unary(
         Ok(Ok(answer)) => Ok(answer.into_inner()),
         Ok(Err(status)) => Err(CallError::Status(status)),
         Err(_) => Err(CallError::TimedOut(timeout)),
+    }
+}
+
+/// Whether a failed call means the connection is gone: the transport failed (the server
+/// closed it, reset it, or cannot be reached). A timeout does not (the server may be
+/// paused; the health checks decide), nor does a status the server or the codec gave for
+/// this call alone (a message too large, a bad request).
+fn ends_connection(e: &CallError) -> bool {
+    match e {
+        CallError::TimedOut(_) => false,
+        CallError::Status(status) => matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
+        ),
     }
 }
 
@@ -1120,9 +1176,12 @@ async fn connect(shared: &Shared, target: &Target, generation: u64) -> Result<Co
     // 2. The bi-stream, its first message the set-up.
     let (outbound, rx) = mpsc::channel::<Payload>(64);
     let id = shared.request_id();
-    let json = serde_json::to_vec(&ConnectionSetup::new(&id, "nacos-rs")).unwrap_or_default();
+    let json =
+        serde_json::to_vec(&ConnectionSetup::new(&id, crate::addr::app_name())).unwrap_or_default();
     drop(outbound.try_send(Payload::new(CONNECTION_SETUP, json, HashMap::new())));
-    let mut grpc = tonic::client::Grpc::new(link.channel.clone());
+    let mut grpc = tonic::client::Grpc::new(link.channel.clone())
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let stream = async move {
         grpc.ready()
             .await
@@ -1287,7 +1346,7 @@ async fn connection_task(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
 
 /// Sends every registration and subscription again on a new connection; returns how
 /// many services of each were sent.
-async fn redo(shared: &Shared, link: &Link) -> (usize, usize) {
+async fn redo(shared: &Arc<Shared>, link: &Link) -> (usize, usize) {
     let services: Vec<(ServiceKey, Arc<tokio::sync::Mutex<Synced>>)> = lock(&shared.registrations)
         .iter()
         .map(|(k, s)| (k.clone(), s.sync.clone()))
@@ -1314,16 +1373,75 @@ async fn redo(shared: &Shared, link: &Link) -> (usize, usize) {
     }
     let subscriptions: Vec<ServiceKey> = lock(&shared.subscriptions).keys().cloned().collect();
     let mut subscribed = 0;
-    for key in &subscriptions {
-        match shared.subscribe_on(link, key, true).await {
+    for key in subscriptions {
+        let key_lock = shared.subscription_lock(&key);
+        let order = key_lock.lock().await;
+        if !lock(&shared.subscriptions).contains_key(&key) {
+            continue;
+        }
+        match shared.subscribe_on(link, &key, true).await {
             Ok(()) => subscribed += 1,
             Err(e) => {
                 tracing::warn!(service = %key.service_name, error = %Chain(&e),
-                    "nacos subscription on the new connection failed");
+                    "nacos subscription on the new connection failed: trying again");
+                drop(order);
+                tokio::spawn(retry_subscription(
+                    Arc::downgrade(shared),
+                    key,
+                    link.clone(),
+                ));
             }
         }
     }
     (registered, subscribed)
+}
+
+/// The first wait before a subscription that failed on a connection is sent again; it
+/// doubles up to [`SUBSCRIBE_RETRY_MAX`].
+const SUBSCRIBE_RETRY_FIRST: Duration = Duration::from_millis(500);
+/// The longest wait between two tries of a failed subscription.
+const SUBSCRIBE_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Sends `key`'s subscription on `link` again, with a growing wait, until it holds, the
+/// service is no longer watched, or the connection is replaced (whose redo subscribes it).
+async fn retry_subscription(shared: Weak<Shared>, key: ServiceKey, link: Link) {
+    let mut wait = SUBSCRIBE_RETRY_FIRST;
+    for attempt in 1u32.. {
+        tokio::time::sleep(wait.mul_f64(0.5 + fastrand::f64() * 0.5)).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let current = lock(&shared.link).as_ref().map(|l| l.generation);
+        match current {
+            Some(generation) if generation == link.generation => {}
+            // Another connection: its redo subscribes.
+            Some(_) => return,
+            // The redo of this connection still runs: wait; this connection lost: the
+            // next one's redo subscribes.
+            None if shared.state.borrow().generation < link.generation => {
+                wait = wait.min(SUBSCRIBE_RETRY_FIRST);
+                continue;
+            }
+            None => return,
+        }
+        let key_lock = shared.subscription_lock(&key);
+        let _order = key_lock.lock().await;
+        if !lock(&shared.subscriptions).contains_key(&key) {
+            return;
+        }
+        match shared.subscribe_on(&link, &key, true).await {
+            Ok(()) => {
+                tracing::info!(service = %key.service_name, attempt,
+                    "nacos subscription holds again");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(service = %key.service_name, attempt, error = %Chain(&e),
+                    "nacos subscription failed again");
+            }
+        }
+        wait = (wait * 2).min(SUBSCRIBE_RETRY_MAX);
+    }
 }
 
 /// Serves a connection until it ends: server requests, health checks, and requests that
@@ -1333,10 +1451,12 @@ async fn serve(shared: &Shared, connection: &mut Connection) -> End {
     let generation = connection.link.generation;
     let mut lost = shared.lost.subscribe();
     let mut quiet_since = tokio::time::Instant::now();
+    let mut failed_checks = 0u32;
     loop {
         tokio::select! {
             message = connection.inbound.next() => {
                 quiet_since = tokio::time::Instant::now();
+                failed_checks = 0;
                 match message {
                     Ok(Some(request)) => {
                         if let Some(end) = on_server_request(shared, &connection.link, &connection.outbound, &request).await {
@@ -1357,9 +1477,26 @@ async fn serve(shared: &Shared, connection: &mut Connection) -> End {
                 let json = serde_json::to_vec(&Internal::new(&id)).unwrap_or_default();
                 let answer = unary(&connection.link.channel,
                     Payload::new(HEALTH_CHECK, json, HashMap::new()), shared.timeout).await;
+                let gone = answer.as_ref().err().is_some_and(ends_connection);
                 match answer.map_err(|e| transport(&server, e)).and_then(|a| parse_response(&server, &a)) {
-                    Ok(_) => quiet_since = tokio::time::Instant::now(),
-                    Err(e) => return End::Lost(e),
+                    Ok(_) => {
+                        quiet_since = tokio::time::Instant::now();
+                        failed_checks = 0;
+                    }
+                    Err(e) if gone || matches!(e, Error::Refused { code: UNREGISTERED, .. }) => {
+                        return End::Lost(e);
+                    }
+                    Err(e) => {
+                        failed_checks += 1;
+                        if failed_checks >= HEALTH_CHECK_TRIES {
+                            return End::Lost(e);
+                        }
+                        tracing::info!(server = %server, failed_checks, error = %Chain(&e),
+                            "nacos gRPC health check failed: trying again before giving the connection up");
+                        // The next check at once (its own timeout paces the tries).
+                        let now = tokio::time::Instant::now();
+                        quiet_since = now.checked_sub(HEALTH_CHECK_IDLE).unwrap_or(now);
+                    }
                 }
             }
             changed = lost.changed() => {
@@ -1436,6 +1573,21 @@ async fn on_server_request(
                 }
                 _ => None,
             };
+            // Only to a server of the configured list: a reset naming another address
+            // (a node behind a load balancer, an address the app was not given) moves the
+            // connection to the next configured server instead.
+            let to = to.and_then(|to| {
+                let known = shared
+                    .targets
+                    .iter()
+                    .find(|t| t.host == to.host && t.port == to.port)
+                    .cloned();
+                if known.is_none() {
+                    tracing::info!(server = %link.target, named = %to,
+                        "nacos server asked to reconnect to a server not in NACOS_SERVER_ADDR: reconnecting to the next configured one instead");
+                }
+                known
+            });
             end = Some(End::Reset(to));
         }
         other => {

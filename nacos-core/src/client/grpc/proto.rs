@@ -15,7 +15,7 @@ pub(crate) struct Metadata {
     /// Request headers; `accessToken` among them when logged in.
     #[prost(map = "string, string", tag = "7")]
     pub(crate) headers: HashMap<String, String>,
-    /// The client's IP, informational.
+    /// The client's IP, informational (the console shows it).
     #[prost(string, tag = "8")]
     pub(crate) client_ip: String,
 }
@@ -55,7 +55,7 @@ impl Payload {
             metadata: Some(Metadata {
                 r#type: kind.to_owned(),
                 headers,
-                client_ip: String::new(),
+                client_ip: crate::addr::client_ip().to_owned(),
             }),
             body: Some(Any {
                 type_url: kind.to_owned(),

@@ -81,8 +81,13 @@ impl Seen {
 
 /// An answer a test scripts for the next request of a kind.
 enum Answer {
-    Body { kind: String, body: Vec<u8> },
+    Body {
+        kind: String,
+        body: Vec<u8>,
+    },
     Status(Status),
+    /// The usual answer, after a pause (a server stopped for a while).
+    Delayed(Duration),
 }
 
 impl Answer {
@@ -132,21 +137,29 @@ impl State {
         set_up
     }
 
-    /// The answer to `request`, from a connection `set_up` or not.
-    fn answer(&self, set_up: bool, request: &Payload) -> std::result::Result<Payload, Status> {
-        let kind = request.kind().to_owned();
-        let scripted = self
-            .scripted
+    /// The answer scripted for the next request of `kind`, if any.
+    fn scripted(&self, kind: &str) -> Option<Answer> {
+        self.scripted
             .lock()
             .unwrap()
-            .get_mut(&kind)
-            .and_then(VecDeque::pop_front);
+            .get_mut(kind)
+            .and_then(VecDeque::pop_front)
+    }
+
+    /// The answer to `request`, from a connection `set_up` or not, `scripted` or the usual.
+    fn answer(
+        &self,
+        scripted: Option<Answer>,
+        set_up: bool,
+        request: &Payload,
+    ) -> std::result::Result<Payload, Status> {
+        let kind = request.kind().to_owned();
         match scripted {
             Some(Answer::Body { kind, body }) => {
                 return Ok(Payload::new(&kind, body, HashMap::new()));
             }
             Some(Answer::Status(status)) => return Err(status),
-            None => {}
+            Some(Answer::Delayed(_)) | None => {}
         }
         let asked: Value = serde_json::from_slice(request.json()).unwrap_or(Value::Null);
         let mut body = json!({
@@ -220,8 +233,16 @@ impl tonic::server::UnaryService<Payload> for Unary {
         Box::pin(async move {
             let conn = request.remote_addr().expect("the client's address");
             let payload = request.into_inner();
+            // The answer is chosen before the request shows in the log: a test that saw
+            // a request and scripts the next answer scripts it for a later one.
+            let scripted = state.scripted(payload.kind());
             let set_up = state.record(conn, false, &payload);
-            state.answer(set_up, &payload).map(tonic::Response::new)
+            if let Some(Answer::Delayed(pause)) = &scripted {
+                tokio::time::sleep(*pause).await;
+            }
+            state
+                .answer(scripted, set_up, &payload)
+                .map(tonic::Response::new)
         })
     }
 }
@@ -319,12 +340,17 @@ impl Fake {
 
     /// A client whose only server's gRPC port is the fake's.
     fn client(&self) -> Arc<NamingClient> {
+        self.client_with_timeout(Duration::from_secs(3))
+    }
+
+    /// The same, with another request timeout.
+    fn client_with_timeout(&self, timeout: Duration) -> Arc<NamingClient> {
         let config = Config::builder()
             .service_name("svc")
             .server_addr("127.0.0.1:1")
             .api(ApiVersion::Grpc)
             .grpc_port_offset(self.port - 1)
-            .request_timeout(Duration::from_secs(3))
+            .request_timeout(timeout)
             .build()
             .unwrap();
         NamingClient::new(&config).unwrap()
@@ -729,7 +755,7 @@ async fn bad_payloads_are_errors_not_panics() {
     }
     assert!(error.to_string().contains(&fake.name()), "{error}");
 
-    // A gRPC error status.
+    // A gRPC error status for one call: that call fails, the connection stays.
     fake.script(INSTANCE, Answer::Status(Status::internal("boom")));
     let error = client
         .register(&key("status"), &instance("10.0.0.4", 8080))
@@ -737,11 +763,9 @@ async fn bad_payloads_are_errors_not_panics() {
         .unwrap_err();
     assert!(matches!(error, Error::Transport { .. }), "{error:?}");
     assert!(error.to_string().contains(&fake.name()), "{error}");
-    let conn = fake.reconnection(conn).await;
 
-    // An answer over tonic's 4 MB limit (scripted once the redo is done, not to hit it).
-    up(&client).await;
-    let huge = json!({"resultCode": 200, "message": "x".repeat(5 << 20)}).to_string();
+    // An answer over the 10 MiB limit: that call fails, the connection stays.
+    let huge = json!({"resultCode": 200, "message": "x".repeat(11 << 20)}).to_string();
     fake.script(INSTANCE, Answer::body("InstanceResponse", huge));
     let error = client
         .register(&key("huge"), &instance("10.0.0.5", 8080))
@@ -753,7 +777,19 @@ async fn bad_payloads_are_errors_not_panics() {
     }
     assert!(error.to_string().contains(&fake.name()), "{error}");
 
-    // The client reconnects and works again.
+    // A transport failure ends the connection: the client reconnects and works again.
+    fake.script(INSTANCE, Answer::Status(Status::unavailable("gone")));
+    let error = client
+        .register(&key("gone"), &instance("10.0.0.7", 8080))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Transport { .. }), "{error:?}");
+    let log = fake.log();
+    assert!(
+        !log.iter().any(|s| s.unary(SERVER_CHECK) && s.conn != conn),
+        "a failed call of its own ended the connection:\n{}",
+        summary(&log)
+    );
     let conn = fake.reconnection(conn).await;
     client
         .register(&key("after"), &instance("10.0.0.6", 8080))
@@ -1255,4 +1291,197 @@ async fn deregistrations_at_once_go_out_together() {
             .count(),
         1
     );
+}
+
+/// Whether the fake saw a `ServerCheckRequest` on a connection other than `old` after
+/// `old`'s first payload: a reconnection.
+fn reconnected(fake: &Fake, old: SocketAddr) -> bool {
+    let log = fake.log();
+    let start = log.iter().position(|s| s.conn == old).unwrap_or(0);
+    log[start..]
+        .iter()
+        .any(|s| s.unary(SERVER_CHECK) && s.conn != old)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_times_out_keeps_the_connection() {
+    let fake = Fake::start().await;
+    let client = fake.client_with_timeout(Duration::from_millis(300));
+    client
+        .register(&key("orders"), &instance("10.0.0.1", 8080))
+        .await
+        .unwrap();
+    let old = current_connection(&fake);
+
+    // The server stops answering for a second (a JVM pause): the request times out...
+    fake.script(INSTANCE, Answer::Delayed(Duration::from_secs(1)));
+    let error = client
+        .register(&key("billing"), &instance("10.0.0.2", 8080))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("timed out"), "{error}");
+    // ... and the next request goes on the same connection once the server is back.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    client
+        .register(&key("billing"), &instance("10.0.0.2", 8080))
+        .await
+        .unwrap();
+    assert!(!reconnected(&fake, old), "{}", summary(&fake.log()));
+    assert_eq!(current_connection(&fake), old);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_server_is_waited_for_by_health_checks_in_a_row() {
+    let fake = Fake::start().await;
+    let client = fake.client_with_timeout(Duration::from_millis(300));
+    up(&client).await;
+    let old = current_connection(&fake);
+    let checks_before = |log: &[Seen]| {
+        log.iter()
+            .filter(|s| s.conn == old && s.unary(HEALTH_CHECK))
+            .count()
+    };
+    let before = checks_before(&fake.log());
+    // Two health checks unanswered in time, then the server answers again.
+    for _ in 1..super::HEALTH_CHECK_TRIES {
+        fake.script(HEALTH_CHECK, Answer::Delayed(Duration::from_millis(600)));
+    }
+    fake.wait("the third health check", |log| {
+        (checks_before(log) >= before + super::HEALTH_CHECK_TRIES as usize).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!reconnected(&fake, old), "{}", summary(&fake.log()));
+    client
+        .register(&key("orders"), &instance("10.0.0.1", 8080))
+        .await
+        .unwrap();
+    assert_eq!(current_connection(&fake), old);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_failing_in_a_row_end_the_connection() {
+    let fake = Fake::start().await;
+    let client = fake.client_with_timeout(Duration::from_millis(300));
+    client
+        .register(&key("orders"), &instance("10.0.0.1", 8080))
+        .await
+        .unwrap();
+    let old = current_connection(&fake);
+    for _ in 0..super::HEALTH_CHECK_TRIES {
+        fake.script(HEALTH_CHECK, Answer::Delayed(Duration::from_secs(2)));
+    }
+    let new = fake.reconnection(old).await;
+    // The registration is sent again on the new connection.
+    fake.wait("the redo", |log| {
+        log.iter()
+            .find(|s| s.conn == new && s.unary(INSTANCE))
+            .map(drop)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_over_4_mib_is_received() {
+    let fake = Fake::start().await;
+    let client = fake.client();
+    up(&client).await;
+    // 6,000 instances with 1 KB of metadata each: about 6.5 MB, over tonic's default
+    // 4 MiB limit and under Nacos's 10 MiB.
+    let padding = "x".repeat(1000);
+    let hosts: Vec<Value> = (0..6000u32)
+        .map(|i| {
+            json!({"ip": format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255),
+                "port": 8080, "healthy": true, "enabled": true, "weight": 1.0,
+                "clusterName": "DEFAULT", "metadata": {"padding": padding}})
+        })
+        .collect();
+    let body = json!({"resultCode": 200, "errorCode": 0, "success": true,
+        "serviceInfo": {"name": "big", "groupName": "DEFAULT_GROUP", "hosts": hosts}})
+    .to_string();
+    assert!(body.len() > 4 << 20 && body.len() < super::MAX_MESSAGE_SIZE);
+    let old = current_connection(&fake);
+    fake.script(
+        SERVICE_QUERY,
+        Answer::body(&answer_type(SERVICE_QUERY), body),
+    );
+    let list = client.instance_list(&key("big"), false).await.unwrap();
+    assert_eq!(list.len(), 6000);
+    assert_eq!(current_connection(&fake), old);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_that_fails_on_a_new_connection_is_tried_again() {
+    let fake = Fake::start().await;
+    let client = fake.client();
+    let _subscribed = client
+        .subscribe(&key("orders"))
+        .await
+        .unwrap()
+        .expect("a gRPC subscription");
+    // The redo's subscription is refused twice, then taken.
+    fake.script(SUBSCRIBE, Answer::error(500, "server busy"));
+    fake.script(SUBSCRIBE, Answer::error(500, "server busy"));
+    let old = fake.end_stream();
+    let new = fake.reconnection(old).await;
+    let tries = fake
+        .wait("the subscription tried until it holds", |log| {
+            let tries = log
+                .iter()
+                .filter(|s| s.conn == new && s.unary(SUBSCRIBE))
+                .count();
+            (tries >= 3).then_some(tries)
+        })
+        .await;
+    assert_eq!(tries, 3, "{}", summary(&fake.log()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_first_subscription_then_a_new_one_leaves_the_service_subscribed() {
+    let fake = Fake::start().await;
+    let client = fake.client();
+    up(&client).await;
+    for round in 0..20u64 {
+        let service = format!("orders-{round}");
+        fake.script(SUBSCRIBE, Answer::error(500, "server busy"));
+        let first = client.subscribe(&key(&service)).await;
+        assert!(
+            first.is_err(),
+            "round {round}: {:?}\n{}",
+            first.map(|s| s.is_some()),
+            summary(&fake.log())
+        );
+        // The failed watch's unsubscribe and the new watch's subscribe race.
+        tokio::time::sleep(Duration::from_micros(round * 150)).await;
+        let subscribed = client
+            .subscribe(&key(&service))
+            .await
+            .unwrap()
+            .expect("a gRPC subscription");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let log = fake.log();
+        let last = log
+            .iter()
+            .rev()
+            .find(|s| s.unary(SUBSCRIBE) && s.json()["serviceName"] == service.as_str())
+            .expect("a subscription");
+        assert_eq!(
+            last.json()["subscribe"],
+            true,
+            "round {round}: the service was left unsubscribed:\n{}",
+            summary(&log)
+        );
+        // The round's watch gone, its unsubscribe out before the next round's script.
+        drop(subscribed);
+        let subscriptions = |log: &[Seen]| {
+            log.iter()
+                .filter(|s| s.unary(SUBSCRIBE) && s.json()["serviceName"] == service.as_str())
+                .count()
+        };
+        let before = subscriptions(&log);
+        fake.wait("the unsubscription", |log| {
+            (subscriptions(log) > before).then_some(())
+        })
+        .await;
+    }
 }
