@@ -1192,3 +1192,76 @@ fn nacos2_paused_4s_keeps_our_instance() {
 fn nacos2_paused_8s_keeps_our_instance() {
     paused_server_keeps_our_instance(nacos2(), Duration::from_secs(8));
 }
+
+/// A watched service whose pushed list is over 4 MiB (tonic's default limit; Nacos and the
+/// Java client allow 10 MiB): 5,000 instances with about 1 KB of metadata each, registered
+/// (persistent, over HTTP v1) by the test, reach a gRPC watch whole.
+fn watches_a_list_over_4_mib(kind: ServerKind) {
+    if skip_without(kind) {
+        return;
+    }
+    let server = kind.start(&ServerOptions::default());
+    let service = "e2e-big-list";
+    let count = 5000u32;
+    let padding = "x".repeat(900);
+    let metadata = serde_json::json!({ "padding": padding }).to_string();
+    let url = format!("http://{}/nacos/v1/ns/instance", server.addr());
+    let threads = 8;
+    let workers: Vec<_> = (0..threads)
+        .map(|k| {
+            let (url, metadata) = (url.clone(), metadata.clone());
+            std::thread::spawn(move || {
+                for i in (k..count).step_by(threads as usize) {
+                    let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+                    let answer = xtask::send(
+                        "POST",
+                        &url,
+                        &[
+                            ("serviceName", service),
+                            ("ip", &ip),
+                            ("port", "8080"),
+                            ("ephemeral", "false"),
+                            ("metadata", &metadata),
+                        ],
+                    );
+                    assert!(
+                        matches!(answer, Ok((200, _))),
+                        "registering {ip}: {answer:?}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("a registering thread");
+    }
+    let config = Config::builder()
+        .server_addr(server.addr())
+        .service_name("e2e-caller")
+        .build()
+        .unwrap();
+    let watch = Discovery::new(&config).unwrap().watch(service);
+    let listed = wait_for(Duration::from_secs(60), || {
+        let n = watch.instances().listed();
+        (n == count as usize).then_some(n)
+    });
+    assert_eq!(
+        listed,
+        Some(count as usize),
+        "the watch lists {} of {count} on {kind}",
+        watch.instances().listed()
+    );
+    eprintln!(
+        "[e2e] {kind}: a watch over gRPC lists all {count} instances of a service whose list is over 4 MiB"
+    );
+}
+
+#[test]
+fn rnacos_watches_a_list_over_4_mib() {
+    watches_a_list_over_4_mib(ServerKind::RNacos);
+}
+
+#[test]
+fn nacos2_watches_a_list_over_4_mib() {
+    watches_a_list_over_4_mib(nacos2());
+}
