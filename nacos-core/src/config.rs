@@ -83,6 +83,55 @@ pub const DEFAULT_DEREGISTER_GRACE_MAX: Duration = Duration::from_secs(40);
 /// The beat interval Nacos assumes when the instance does not say otherwise (5 s).
 pub const DEFAULT_BEAT_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The paths whose requests are health checks or scrapes when `NACOS_PROBE_PATHS` is not
+/// set. A path matches itself and everything below it (`/actuator/health` matches
+/// `/actuator/health/liveness`); gRPC's health service is
+/// `/grpc.health.v1.Health/Check` and `/Watch`.
+pub const DEFAULT_PROBE_PATHS: &[&str] = &[
+    "/health",
+    "/healthz",
+    "/livez",
+    "/readyz",
+    "/ready",
+    "/metrics",
+    "/actuator/health",
+    "/actuator/prometheus",
+    "/grpc.health.v1.Health",
+];
+
+/// How long the app serves on after its deregistration on a signal (`NACOS_DEREGISTER_GRACE`,
+/// `NACOS_DEREGISTER_QUIET`, `NACOS_DEREGISTER_GRACE_MAX`): at least `grace`, then until no
+/// caller's request came for the quiet window (`quiet`, widened for slow callers), at most
+/// `max`. See the crate docs' signal section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeavePolicy {
+    /// The least time (`NACOS_DEREGISTER_GRACE`); zero opts out of serving on at all.
+    pub grace: Duration,
+    /// The least time without a caller's request that ends it (`NACOS_DEREGISTER_QUIET`).
+    pub quiet: Duration,
+    /// The most time (`NACOS_DEREGISTER_GRACE_MAX`).
+    pub max: Duration,
+}
+
+impl LeavePolicy {
+    /// The wider of two policies, field by field (a process with several registrations
+    /// serves on as long as the most patient of them asks).
+    pub(crate) fn widest(self, other: LeavePolicy) -> LeavePolicy {
+        LeavePolicy {
+            grace: self.grace.max(other.grace),
+            quiet: self.quiet.max(other.quiet),
+            max: self.max.max(other.max),
+        }
+    }
+
+    /// No serving on at all.
+    pub(crate) const NONE: LeavePolicy = LeavePolicy {
+        grace: Duration::ZERO,
+        quiet: Duration::ZERO,
+        max: Duration::ZERO,
+    };
+}
+
 const MAX_SERVICE_NAME: usize = 512;
 const MAX_GROUP_NAME: usize = 128;
 const MAX_METADATA_JSON: usize = 1024;
@@ -423,15 +472,15 @@ impl Config {
         self.deregister_grace_max
     }
     /// How long the app serves on after its deregistration, as one value.
-    pub fn leave_policy(&self) -> crate::LeavePolicy {
-        crate::LeavePolicy {
+    pub fn leave_policy(&self) -> LeavePolicy {
+        LeavePolicy {
             grace: self.deregister_grace,
             quiet: self.deregister_quiet,
             max: self.deregister_grace_max,
         }
     }
     /// The paths of health checks and scrapes (`NACOS_PROBE_PATHS`,
-    /// [`DEFAULT_PROBE_PATHS`](crate::DEFAULT_PROBE_PATHS) when not set).
+    /// [`DEFAULT_PROBE_PATHS`] when not set).
     pub fn probe_paths(&self) -> &[String] {
         &self.probe_paths
     }
@@ -1081,7 +1130,7 @@ impl ConfigBuilder {
                 }
                 paths.into()
             }
-            None => crate::leaving::DEFAULT_PROBE_PATHS
+            None => DEFAULT_PROBE_PATHS
                 .iter()
                 .map(|p| (*p).to_owned())
                 .collect(),

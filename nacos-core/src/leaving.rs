@@ -19,9 +19,9 @@
 //!    deregistration.
 //!
 //! Requests that say nothing of callers do not count: health checks and scrapes, told by
-//! their path ([`DEFAULT_PROBE_PATHS`], `NACOS_PROBE_PATHS`) or by a prober's `User-Agent`
-//! ([`PROBE_USER_AGENTS`]: the kubelet, Prometheus, cloud load balancers, Consul, Envoy,
-//! Nacos's own health checker). A kubelet probing `/health` every 10 s therefore never
+//! their path ([`DEFAULT_PROBE_PATHS`](crate::DEFAULT_PROBE_PATHS), `NACOS_PROBE_PATHS`)
+//! or by a prober's `User-Agent` ([`PROBE_USER_AGENTS`]: the kubelet, Prometheus, cloud
+//! load balancers, Consul, Envoy, Nacos's own health checker). A kubelet probing `/health` every 10 s therefore never
 //! holds the app on its own.
 //!
 //! Before a signal the adapters pay one relaxed atomic load per request
@@ -33,21 +33,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// The paths whose requests are health checks or scrapes when `NACOS_PROBE_PATHS` is not
-/// set. A path matches itself and everything below it (`/actuator/health` matches
-/// `/actuator/health/liveness`); gRPC's health service is
-/// `/grpc.health.v1.Health/Check` and `/Watch`.
-pub const DEFAULT_PROBE_PATHS: &[&str] = &[
-    "/health",
-    "/healthz",
-    "/livez",
-    "/readyz",
-    "/ready",
-    "/metrics",
-    "/actuator/health",
-    "/actuator/prometheus",
-    "/grpc.health.v1.Health",
-];
+use crate::config::LeavePolicy;
 
 /// `User-Agent` prefixes of programs that probe or scrape rather than call: the kubelet
 /// (`kube-probe/1.31`), Prometheus, AWS and Google Cloud load balancers' health checks,
@@ -62,36 +48,6 @@ pub const PROBE_USER_AGENTS: &[&str] = &[
     "Envoy/HC",
     "Nacos-Server",
 ];
-
-/// How long the app serves on after its deregistration on a signal (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LeavePolicy {
-    /// The least time (`NACOS_DEREGISTER_GRACE`); zero opts out of serving on at all.
-    pub grace: Duration,
-    /// The least time without a caller's request that ends it (`NACOS_DEREGISTER_QUIET`).
-    pub quiet: Duration,
-    /// The most time (`NACOS_DEREGISTER_GRACE_MAX`).
-    pub max: Duration,
-}
-
-impl LeavePolicy {
-    /// The wider of two policies, field by field (a process with several registrations
-    /// serves on as long as the most patient of them asks).
-    pub(crate) fn widest(self, other: LeavePolicy) -> LeavePolicy {
-        LeavePolicy {
-            grace: self.grace.max(other.grace),
-            quiet: self.quiet.max(other.quiet),
-            max: self.max.max(other.max),
-        }
-    }
-
-    /// No serving on at all.
-    pub(crate) const NONE: LeavePolicy = LeavePolicy {
-        grace: Duration::ZERO,
-        quiet: Duration::ZERO,
-        max: Duration::ZERO,
-    };
-}
 
 /// Requests that arrived while the app was leaving, counted by the adapters.
 #[derive(Debug, Default)]
@@ -257,6 +213,7 @@ pub(crate) async fn after_deregistration(arrivals: &Arrivals, policy: LeavePolic
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DEFAULT_PROBE_PATHS;
     use std::sync::Arc;
 
     const POLICY: LeavePolicy = LeavePolicy {

@@ -132,7 +132,7 @@ pub use client::{LOGIN_RETRY, MAX_IN_FLIGHT, MAX_LOGIN_RETRY, NamingClient, USER
 pub use config::{
     ApiVersion, Config, ConfigBuilder, DEFAULT_BEAT_INTERVAL, DEFAULT_DEREGISTER_GRACE,
     DEFAULT_DEREGISTER_GRACE_MAX, DEFAULT_DEREGISTER_QUIET, DEFAULT_GRPC_PORT_OFFSET,
-    DEFAULT_SERVER_PORT, IpType, Secret, ServerAddr,
+    DEFAULT_PROBE_PATHS, DEFAULT_SERVER_PORT, IpType, LeavePolicy, Secret, ServerAddr,
 };
 pub use discovery::{DEFAULT_REFRESH, Discovery, EJECT_FOR, EMPTY_HOLD, Instances, ServiceWatch};
 #[cfg(feature = "tower")]
@@ -143,7 +143,7 @@ pub use discovery::{DiscoverInstances, InstanceKey};
 pub use discovery::{LoadBalancer, MAX_TRIES, NoInstance};
 pub use error::{Cause, Error, Result};
 pub use instance::{BeatInfo, BeatResult, Instance, ServiceKey};
-pub use leaving::{DEFAULT_PROBE_PATHS, LeavePolicy, PROBE_USER_AGENTS, is_probe};
+pub use leaving::{PROBE_USER_AGENTS, is_probe};
 pub use listener::{ListenerState, listener_state, own_listeners};
 pub use metadata::{
     Metadata, PRESERVED_HEART_BEAT_INTERVAL, PRESERVED_HEART_BEAT_TIMEOUT,

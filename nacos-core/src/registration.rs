@@ -8,10 +8,11 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::config::Config;
+use crate::config::LeavePolicy;
 use crate::engine::{ANSWER_MARGIN, Engine, Entry};
 use crate::error::Result;
 use crate::instance::ServiceKey;
-use crate::leaving::{Arrivals, LeavePolicy, is_probe};
+use crate::leaving::{Arrivals, is_probe};
 use crate::listener::{ListenerState, listener_state};
 use crate::signals::{Shutdown, wait_for_signal};
 use crate::status::{RegistrationState, StatusHandle};

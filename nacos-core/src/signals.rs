@@ -56,7 +56,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::leaving::{Arrivals, LeavePolicy};
+use crate::config::LeavePolicy;
+use crate::leaving::Arrivals;
 use crate::listener::{ListenerState, listener_state};
 
 /// How long, after the grace, the engine waits for an app that had no handler of its own
