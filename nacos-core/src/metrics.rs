@@ -21,8 +21,6 @@
 
 use std::time::Duration;
 
-use crate::status::RegistrationState;
-
 /// Gives every metric its help text and unit (once, when the engine starts).
 pub(crate) fn describe() {
     use metrics::Unit;
@@ -96,20 +94,9 @@ pub(crate) fn connection_up(up: bool) {
     }
 }
 
-pub(crate) fn state_label(state: RegistrationState) -> &'static str {
-    match state {
-        RegistrationState::Disabled => "disabled",
-        RegistrationState::WaitingForListener => "waiting_for_listener",
-        RegistrationState::Registering => "registering",
-        RegistrationState::Registered => "registered",
-        RegistrationState::Deregistered => "deregistered",
-        RegistrationState::Replaced => "replaced",
-    }
-}
-
-/// A handle entered `state` (`+1`) or left it (`-1`).
-pub(crate) fn registration_state(state: RegistrationState, delta: f64) {
-    metrics::gauge!("nacos_client_registrations", "state" => state_label(state)).increment(delta);
+/// A handle entered the state labelled `state` (`+1`) or left it (`-1`).
+pub(crate) fn registration_state(state: &'static str, delta: f64) {
+    metrics::gauge!("nacos_client_registrations", "state" => state).increment(delta);
 }
 
 pub(crate) fn beat(outcome: &'static str) {

@@ -28,6 +28,20 @@ pub enum RegistrationState {
     Replaced,
 }
 
+impl RegistrationState {
+    /// The state's label on the `nacos_client_registrations` gauge.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            RegistrationState::Disabled => "disabled",
+            RegistrationState::WaitingForListener => "waiting_for_listener",
+            RegistrationState::Registering => "registering",
+            RegistrationState::Registered => "registered",
+            RegistrationState::Deregistered => "deregistered",
+            RegistrationState::Replaced => "replaced",
+        }
+    }
+}
+
 /// A snapshot of a registration's status. Serialises to JSON with RFC 3339 timestamps.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
@@ -94,13 +108,13 @@ impl Drop for Shared {
             .status
             .get_mut()
             .map_or_else(|e| e.into_inner().state, |s| s.state);
-        crate::metrics::registration_state(state, -1.0);
+        crate::metrics::registration_state(state.label(), -1.0);
     }
 }
 
 impl StatusHandle {
     pub(crate) fn new(state: RegistrationState, key: Arc<ServiceKey>) -> Self {
-        crate::metrics::registration_state(state, 1.0);
+        crate::metrics::registration_state(state.label(), 1.0);
         StatusHandle {
             inner: Arc::new(Shared {
                 key,
@@ -143,8 +157,8 @@ impl StatusHandle {
         let before = status.state;
         f(&mut status);
         if status.state != before {
-            crate::metrics::registration_state(before, -1.0);
-            crate::metrics::registration_state(status.state, 1.0);
+            crate::metrics::registration_state(before.label(), -1.0);
+            crate::metrics::registration_state(status.state.label(), 1.0);
         }
     }
 
