@@ -425,6 +425,91 @@ pub fn crash_delisted_at_once(bin: &str, kind: ServerKind) {
     );
 }
 
+/// `NACOS_EPHEMERAL=false` at the default API: the instance is listed `ephemeral: false`,
+/// sent as a gRPC `PersistentInstanceRequest` where the server says it takes one (Nacos
+/// 2.3+), over HTTP otherwise (r-nacos); it stays listed after `kill -9` (the server keeps
+/// it; an ephemeral one leaves within a second), and a second instance leaves on SIGTERM.
+pub fn persistent_instance(bin: &str, kind: ServerKind) {
+    if crate::skip_without(kind) {
+        return;
+    }
+    let service = "e2e-persistent";
+    let persistent = [("NACOS_EPHEMERAL", "false".to_owned())];
+    let (server, app, port) = start_listed(bin, kind, service, &persistent);
+    let host = must_be_listed(&server, service, port, &app);
+    assert_eq!(host["ephemeral"], false, "{host}\n{}", app.output());
+    let (_, metrics) = get_text(&format!("http://127.0.0.1:{port}/metrics")).expect("/metrics");
+    let api = match kind {
+        ServerKind::RNacos => "v1",
+        ServerKind::Official(_) => "grpc",
+    };
+    let sent = format!(
+        "nacos_client_request_duration_seconds_count{{api=\"{api}\",operation=\"register\"}}"
+    );
+    assert!(
+        metrics.lines().any(|l| l.starts_with(&sent)),
+        "not registered over {api}:\n{metrics}"
+    );
+    app.signal("KILL");
+    let killed = Instant::now();
+    while killed.elapsed() < Duration::from_secs(4) {
+        assert!(
+            listed(
+                &server,
+                "public",
+                "DEFAULT_GROUP",
+                service,
+                port,
+                Duration::ZERO
+            )
+            .is_some(),
+            "gone {} ms after kill -9: not kept by the server\n{}",
+            killed.elapsed().as_millis(),
+            app.output()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut env = base_env(&server, service);
+    env.extend(persistent.iter().cloned());
+    let (mut second, second_port) = start_app(bin, &env);
+    let host = must_be_listed(&server, service, second_port, &second);
+    assert_eq!(host["ephemeral"], false, "{host}");
+    let signalled = Instant::now();
+    second.signal("TERM");
+    let status = second
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("still running 10 s after SIGTERM:\n{}", second.output()));
+    assert!(status.success(), "exit {status}:\n{}", second.output());
+    assert!(
+        unlisted(
+            &server,
+            "public",
+            "DEFAULT_GROUP",
+            service,
+            second_port,
+            Duration::from_secs(5)
+        ),
+        "still listed 5 s after the exit:\n{}",
+        second.output()
+    );
+    assert!(
+        listed(
+            &server,
+            "public",
+            "DEFAULT_GROUP",
+            service,
+            port,
+            Duration::ZERO
+        )
+        .is_some(),
+        "the crashed one left with the other"
+    );
+    eprintln!(
+        "[e2e] {bin} on {kind}: persistent over {api}, listed 4 s after kill -9; the second gone {} ms after SIGTERM",
+        signalled.elapsed().as_millis()
+    );
+}
+
 /// The official server moves the app's gRPC connection (`GET
 /// /nacos/v2/core/loader/reloadClient`, its own rebalancing tool): the app gets a
 /// `ConnectResetRequest` naming the server, answers it, reconnects there and registers
@@ -1244,6 +1329,10 @@ macro_rules! e2e_suite {
             fn crash_delisted_at_once() {
                 suite::crash_delisted_at_once($bin, KIND);
             }
+            #[test]
+            fn persistent_instance_outlives_a_crash() {
+                suite::persistent_instance($bin, KIND);
+            }
         });
         $crate::e2e_suite!(@server nacos2,
             $crate::server::ServerKind::Official($crate::official::OfficialVersion::V2_3_2), $bin,
@@ -1252,6 +1341,10 @@ macro_rules! e2e_suite {
             fn crash_delisted_at_once() {
                 suite::crash_delisted_at_once($bin, KIND);
             }
+            #[test]
+            fn persistent_instance_outlives_a_crash() {
+                suite::persistent_instance($bin, KIND);
+            }
         });
         $crate::e2e_suite!(@server nacos3,
             $crate::server::ServerKind::Official($crate::official::OfficialVersion::V3_1_0), $bin,
@@ -1259,6 +1352,10 @@ macro_rules! e2e_suite {
             #[test]
             fn crash_delisted_at_once() {
                 suite::crash_delisted_at_once($bin, KIND);
+            }
+            #[test]
+            fn persistent_instance_outlives_a_crash() {
+                suite::persistent_instance($bin, KIND);
             }
         });
         // The same lifecycle over the HTTP fallbacks.

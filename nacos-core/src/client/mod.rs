@@ -88,6 +88,10 @@ pub(crate) enum Kept {
         )
     )]
     Connection(u64),
+    /// By the server: a persistent instance (`ephemeral: false`), health-checked by the
+    /// server and kept until it is deregistered; no beats (as the Java client sends none
+    /// for one).
+    Server,
 }
 
 /// The state of the connection keeping an instance, as a task last saw it.
@@ -632,6 +636,12 @@ impl NamingClient {
         key: &ServiceKey,
         instance: &Arc<Instance>,
     ) -> Result<Kept> {
+        if !instance.ephemeral {
+            return self
+                .persistent(key, instance, true)
+                .await
+                .map(|()| Kept::Server);
+        }
         self.routed(
             || async {
                 #[cfg(feature = "grpc")]
@@ -652,12 +662,40 @@ impl NamingClient {
         .await
     }
 
+    /// Registers or deregisters a persistent instance: a gRPC `PersistentInstanceRequest`
+    /// where the connection's server takes one (Nacos 2.3+ says so in its abilities), HTTP
+    /// otherwise (`ephemeral=false`), the Java client's choice
+    /// (`NamingClientProxyDelegate`).
+    async fn persistent(
+        &self,
+        key: &ServiceKey,
+        instance: &Instance,
+        register: bool,
+    ) -> Result<()> {
+        #[cfg(feature = "grpc")]
+        if let (Some(grpc), Route::Grpc) = (&self.grpc, self.route().await) {
+            if grpc.persistent(key, instance, register).await? {
+                return Ok(());
+            }
+        }
+        let op = if register {
+            Op::Register(key, instance)
+        } else {
+            Op::Deregister(key, instance)
+        };
+        let (server, api, body) = self.call(op).await?;
+        expect_ok(&server, api, &body)
+    }
+
     /// Deregisters `instance` (v1 `DELETE /v1/ns/instance`, v3 `DELETE
     /// /v3/client/ns/instance`). Unknown instances answer success too.
     ///
     /// # Errors
     /// As [`register`](Self::register).
     pub async fn deregister(&self, key: &ServiceKey, instance: &Instance) -> Result<()> {
+        if !instance.ephemeral {
+            return self.persistent(key, instance, false).await;
+        }
         self.routed(
             || async {
                 #[cfg(feature = "grpc")]

@@ -447,6 +447,11 @@ impl<C: Naming> Task<C> {
                 };
                 run.step = Step::Held;
             }
+            Outcome::Registered(Ok(Kept::Server)) => {
+                crate::metrics::registration("ok");
+                self.registered(run);
+                run.step = Step::Idle;
+            }
             Outcome::Registered(Ok(Kept::Beats)) => {
                 crate::metrics::registration("ok");
                 self.registered(run);

@@ -24,6 +24,7 @@ pub(crate) const CONNECTION_SETUP: &str = "ConnectionSetupRequest";
 pub(crate) const HEALTH_CHECK: &str = "HealthCheckRequest";
 pub(crate) const INSTANCE: &str = "InstanceRequest";
 pub(crate) const BATCH_INSTANCE: &str = "BatchInstanceRequest";
+pub(crate) const PERSISTENT_INSTANCE: &str = "PersistentInstanceRequest";
 pub(crate) const SUBSCRIBE: &str = "SubscribeServiceRequest";
 pub(crate) const SERVICE_QUERY: &str = "ServiceQueryRequest";
 
@@ -65,13 +66,19 @@ impl<'a> Internal<'a> {
 #[derive(Serialize, Default)]
 pub(crate) struct Empty {}
 
+/// The server ability (Nacos 2.3+, `AbilityKey.SERVER_SUPPORT_PERSISTENT_INSTANCE_BY_GRPC`)
+/// that says `PersistentInstanceRequest` is taken over gRPC.
+pub(crate) const PERSISTENT_BY_GRPC: &str = "supportPersistentInstanceByGrpc";
+
 /// `ConnectionSetupRequest`, the first message on the bi-stream. The `module: naming`
-/// label makes the server create a naming client for the connection.
+/// label makes the server create a naming client for the connection. An `abilityTable`
+/// (even empty) asks a Nacos 2.3+ server for its own abilities in a `SetupAckRequest`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ConnectionSetup<'a> {
     pub(crate) client_version: &'static str,
     pub(crate) abilities: serde_json::Value,
+    pub(crate) ability_table: Empty,
     pub(crate) tenant: &'a str,
     pub(crate) labels: std::collections::BTreeMap<&'static str, &'a str>,
     pub(crate) request_id: &'a str,
@@ -92,6 +99,7 @@ impl<'a> ConnectionSetup<'a> {
                 "configAbility": {"supportRemoteMetrics": false},
                 "namingAbility": {"supportDeltaPush": false, "supportRemoteMetric": false},
             }),
+            ability_table: Empty {},
             tenant: "",
             labels,
             request_id,
@@ -139,7 +147,9 @@ impl<'a> From<&'a Instance> for WireInstance<'a> {
     }
 }
 
-/// `InstanceRequest`: `registerInstance` or `deregisterInstance` of one instance.
+/// `InstanceRequest`: `registerInstance` or `deregisterInstance` of one instance. The
+/// same body is a `PersistentInstanceRequest` under that type (an `InstanceRequest` is
+/// taken as ephemeral by the official servers whatever the instance says).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct InstanceRequest<'a> {
@@ -251,6 +261,10 @@ pub(crate) struct Response {
     /// `ServerCheckResponse`.
     #[serde(default)]
     pub(crate) connection_id: Option<String>,
+    /// `ServerCheckResponse` (Nacos 2.3+): the server answers an `abilityTable` with a
+    /// `SetupAckRequest` carrying its own.
+    #[serde(default)]
+    pub(crate) support_ability_negotiation: bool,
     /// `InstanceResponse`, `BatchInstanceResponse`: what the server did. A batch answered
     /// `batchRegisterInstance` replaced the set (official servers); answered
     /// `registerInstance`, every instance was registered on its own (r-nacos).
@@ -309,6 +323,9 @@ pub(crate) struct ServerRequest {
     /// `ConnectResetRequest`: its main (HTTP) port, as text.
     #[serde(default)]
     pub(crate) server_port: Option<serde_json::Value>,
+    /// `SetupAckRequest`: the server's abilities by name.
+    #[serde(default)]
+    pub(crate) ability_table: Option<std::collections::HashMap<String, bool>>,
 }
 
 /// The answer to a server request.

@@ -26,6 +26,10 @@
 //!   `InstanceRequest`, or `BatchInstanceRequest` when the process holds several instances
 //!   of a service, since a connection otherwise keeps one instance per service) and every
 //!   subscription is renewed. Only then do other requests go out.
+//! - **Persistent instances** (`ephemeral: false`) are the server's to keep: a
+//!   `PersistentInstanceRequest` where the server lists `supportPersistentInstanceByGrpc`
+//!   in the abilities it sends after the set-up (`SetupAckRequest`, Nacos 2.3+, asked for by
+//!   an `abilityTable` in the set-up), HTTP otherwise, as the Java client decides; no redo.
 //! - **Many instances of one service**: the registrations of a burst are gathered into one
 //!   `BatchInstanceRequest` (servers take one large batch far faster than many), and a
 //!   failed send fails every registration it carried instead of being sent again by each.
@@ -140,6 +144,10 @@ struct Link {
     channel: Channel,
     target: Target,
     generation: u64,
+    /// The server said it takes `PersistentInstanceRequest` (its `SetupAckRequest`,
+    /// Nacos 2.3+); persistent instances go over HTTP otherwise, as the Java client sends
+    /// them.
+    persistent_by_grpc: bool,
 }
 
 /// Where an instance is: `ip`, `port`, `cluster`.
@@ -532,6 +540,37 @@ impl Grpc {
         Box::pin(self.shared.send_set(&link, key, &mut synced, true))
             .await
             .map(drop)
+    }
+
+    /// Registers (`register`) or deregisters a persistent instance with a
+    /// `PersistentInstanceRequest` when the server takes one over gRPC; `false` when it
+    /// does not (the caller goes over HTTP). The server keeps the instance: it is no part
+    /// of the connection or of its redo.
+    ///
+    /// # Errors
+    /// No connection within the request timeout, or the request failed or was refused.
+    pub(crate) async fn persistent(
+        &self,
+        key: &ServiceKey,
+        instance: &Instance,
+        register: bool,
+    ) -> Result<bool> {
+        self.start();
+        let link = self.shared.wait_link().await?;
+        if !link.persistent_by_grpc {
+            return Ok(false);
+        }
+        let id = self.shared.request_id();
+        let (kind, what) = if register {
+            ("registerInstance", "register")
+        } else {
+            ("deregisterInstance", "deregister")
+        };
+        let body = InstanceRequest::new(key, kind, instance, &id);
+        self.shared
+            .call_on(&link, PERSISTENT_INSTANCE, what, &body)
+            .await?;
+        Ok(true)
     }
 
     /// The outcome of the last redo of `key`'s registrations.
@@ -1155,10 +1194,11 @@ async fn connect(shared: &Shared, target: &Target, generation: u64) -> Result<Co
             }),
         })?
         .map_err(|e| refused("cannot connect", &e))?;
-    let link = Link {
+    let mut link = Link {
         channel,
         target: target.clone(),
         generation,
+        persistent_by_grpc: false,
     };
     // 1. ServerCheckRequest: the connection's id.
     let id = shared.request_id();
@@ -1170,9 +1210,9 @@ async fn connect(shared: &Shared, target: &Target, generation: u64) -> Result<Co
     )
     .await
     .map_err(|e| transport(&server, e))?;
-    let connection_id = parse_response(&server, &check)?
-        .connection_id
-        .unwrap_or_default();
+    let check = parse_response(&server, &check)?;
+    let negotiates = check.support_ability_negotiation;
+    let connection_id = check.connection_id.unwrap_or_default();
     // 2. The bi-stream, its first message the set-up.
     let (outbound, rx) = mpsc::channel::<Payload>(64);
     let id = shared.request_id();
@@ -1195,21 +1235,32 @@ async fn connect(shared: &Shared, target: &Target, generation: u64) -> Result<Co
     };
     let mut inbound = Inbound::Pending(Box::pin(stream));
     // 3. Health checks until the server knows the connection (the Java client sleeps
-    //    100 ms instead).
+    //    100 ms instead). A Nacos 2.3+ server sends its abilities meanwhile.
     let deadline = tokio::time::Instant::now() + shared.timeout;
+    let set_up_failed = |early: std::result::Result<Option<Payload>, tonic::Status>| {
+        let why = match early {
+            Ok(Some(p)) => format!("the server sent {} before the set-up ended", p.kind()),
+            Ok(None) => "the server closed the stream".to_owned(),
+            Err(status) => GrpcStatus(status).to_string(),
+        };
+        Error::Transport {
+            server: server.clone(),
+            what: "the set-up failed",
+            source: Arc::new(GrpcStatus(tonic::Status::unavailable(why))),
+        }
+    };
+    let mut abilities: Option<HashMap<String, bool>> = None;
     loop {
         let id = shared.request_id();
         let json = serde_json::to_vec(&Internal::new(&id)).unwrap_or_default();
         let answer = tokio::select! {
             answer = unary(&link.channel, Payload::new(HEALTH_CHECK, json, HashMap::new()), shared.timeout) => answer,
             early = inbound.next() => {
-                let why = match early {
-                    Ok(Some(p)) => format!("the server sent {} before the set-up ended", p.kind()),
-                    Ok(None) => "the server closed the stream".to_owned(),
-                    Err(status) => GrpcStatus(status).to_string(),
-                };
-                return Err(Error::Transport { server: server.clone(), what: "the set-up failed",
-                    source: Arc::new(GrpcStatus(tonic::Status::unavailable(why))) });
+                if let Some(table) = setup_ack(&early) {
+                    abilities = Some(table);
+                    continue;
+                }
+                return Err(set_up_failed(early));
             }
         };
         let answer = answer.map_err(|e| transport(&server, e))?;
@@ -1219,12 +1270,41 @@ async fn connect(shared: &Shared, target: &Target, generation: u64) -> Result<Co
             Err(_) => tokio::time::sleep(SETUP_POLL).await,
         }
     }
+    // The abilities come right after the server took the set-up; without them (an older
+    // server, or late) persistent instances go over HTTP.
+    if negotiates && abilities.is_none() {
+        match tokio::time::timeout_at(deadline, inbound.next()).await {
+            Ok(early) => match setup_ack(&early) {
+                Some(table) => abilities = Some(table),
+                None => return Err(set_up_failed(early)),
+            },
+            Err(_) => tracing::debug!(server = %server,
+                "nacos server sent no abilities during the set-up: persistent instances go over HTTP"),
+        }
+    }
+    link.persistent_by_grpc = abilities
+        .as_ref()
+        .and_then(|table| table.get(PERSISTENT_BY_GRPC).copied())
+        .unwrap_or(false);
     Ok(Connection {
         link,
         inbound,
         outbound,
         id: connection_id,
     })
+}
+
+/// The abilities of a `SetupAckRequest`; `None` when `message` is something else.
+fn setup_ack(
+    message: &std::result::Result<Option<Payload>, tonic::Status>,
+) -> Option<HashMap<String, bool>> {
+    match message {
+        Ok(Some(payload)) if payload.kind() == SETUP_ACK => {
+            let request: ServerRequest = serde_json::from_slice(payload.json()).unwrap_or_default();
+            Some(request.ability_table.unwrap_or_default())
+        }
+        _ => None,
+    }
 }
 
 /// The connection task: connect, redo, serve, and again when the connection ends.
@@ -1552,7 +1632,9 @@ async fn on_server_request(
             }
             None => ok = false,
         },
-        CLIENT_DETECTION | SETUP_ACK => {}
+        // Sent without waiting for an answer (the Java client gives none).
+        SETUP_ACK => return None,
+        CLIENT_DETECTION => {}
         CONNECT_RESET => {
             let port = parsed.server_port.as_ref().and_then(|p| match p {
                 serde_json::Value::Number(n) => n.as_u64(),

@@ -35,7 +35,8 @@ use tonic_prost::ProstCodec;
 
 use super::messages::{
     BATCH_INSTANCE, CLIENT_DETECTION, CONNECT_RESET, CONNECTION_SETUP, HEALTH_CHECK, INSTANCE,
-    NOTIFY_SUBSCRIBER, SERVER_CHECK, SERVICE_QUERY, SUBSCRIBE, ServerRequest, answer_type,
+    NOTIFY_SUBSCRIBER, PERSISTENT_INSTANCE, SERVER_CHECK, SERVICE_QUERY, SETUP_ACK, SUBSCRIBE,
+    ServerRequest, answer_type,
 };
 use super::parse_response;
 use super::proto::Payload;
@@ -115,6 +116,9 @@ struct State {
     scripted: Mutex<HashMap<String, VecDeque<Answer>>>,
     /// Every stream opened, with the sender of its server half (`None` once ended).
     streams: Mutex<Vec<(SocketAddr, Option<Outbound>)>>,
+    /// The abilities a Nacos 2.3+ server announces: `supportAbilityNegotiation` in its
+    /// `ServerCheckResponse`, then a `SetupAckRequest` with this table after the set-up.
+    abilities: Mutex<Option<Value>>,
 }
 
 impl State {
@@ -167,7 +171,10 @@ impl State {
             "requestId": asked["requestId"].clone(),
         });
         match kind.as_str() {
-            SERVER_CHECK => body["connectionId"] = json!(format!("conn-{}", fastrand::u64(..))),
+            SERVER_CHECK => {
+                body["connectionId"] = json!(format!("conn-{}", fastrand::u64(..)));
+                body["supportAbilityNegotiation"] = json!(self.abilities.lock().unwrap().is_some());
+            }
             HEALTH_CHECK if !set_up => {
                 let refused = json!({"resultCode": 500, "errorCode": 301,
                     "message": "Connection is unregistered.", "success": false});
@@ -290,6 +297,25 @@ impl tonic::server::StreamingService<Payload> for Bidi {
             tokio::spawn(async move {
                 while let Ok(Some(payload)) = inbound.message().await {
                     let _ = state.record(conn, true, &payload);
+                    let abilities = state.abilities.lock().unwrap().clone();
+                    if let (CONNECTION_SETUP, Some(table)) = (payload.kind(), abilities) {
+                        let ack = json!({"abilityTable": table, "requestId": "1", "headers": {}});
+                        let ack =
+                            Payload::new(SETUP_ACK, ack.to_string().into_bytes(), HashMap::new());
+                        // The stream's sender from the table (held here, it would keep
+                        // the stream open past `end_stream`).
+                        let tx = state
+                            .streams
+                            .lock()
+                            .unwrap()
+                            .iter()
+                            .rev()
+                            .find(|(c, _)| *c == conn)
+                            .and_then(|(_, tx)| tx.clone());
+                        if let Some(tx) = tx {
+                            let _ = tx.send(Ok(ack)).await;
+                        }
+                    }
                 }
             });
             Ok(tonic::Response::new(ReceiverStream::new(rx)))
@@ -318,6 +344,7 @@ impl Fake {
             log: watch::Sender::new(Vec::new()),
             scripted: Mutex::new(HashMap::new()),
             streams: Mutex::new(Vec::new()),
+            abilities: Mutex::new(None),
         });
         let router = tonic::transport::Server::builder()
             .add_service(RequestService(state.clone()))
@@ -1483,5 +1510,73 @@ async fn a_failed_first_subscription_then_a_new_one_leaves_the_service_subscribe
             (subscriptions(log) > before).then_some(())
         })
         .await;
+    }
+}
+
+fn persistent(ip: &str, port: u16) -> Instance {
+    Instance {
+        ephemeral: false,
+        ..instance(ip, port)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_instances_go_as_persistent_requests_where_the_server_takes_them() {
+    let fake = Fake::start().await;
+    *fake.state.abilities.lock().unwrap() = Some(json!({"supportPersistentInstanceByGrpc": true}));
+    let client = fake.client();
+    let orders = persistent("10.0.0.1", 8080);
+    client.register(&key("orders"), &orders).await.unwrap();
+    client.deregister(&key("orders"), &orders).await.unwrap();
+    let log = fake.log();
+    let sent: Vec<(String, Value)> = log
+        .iter()
+        .filter(|s| s.unary(PERSISTENT_INSTANCE))
+        .map(|s| (s.json()["type"].as_str().unwrap_or("").to_owned(), s.json()))
+        .collect();
+    assert_eq!(sent.len(), 2, "{}", summary(&log));
+    assert_eq!(sent[0].0, "registerInstance");
+    assert_eq!(sent[1].0, "deregisterInstance");
+    assert_eq!(sent[0].1["instance"]["ephemeral"], false, "{}", sent[0].1);
+    assert_eq!(sent[0].1["serviceName"], "orders");
+    // Not the ephemeral path: no InstanceRequest, and nothing for the redo to send again.
+    assert!(
+        !log.iter()
+            .any(|s| s.unary(INSTANCE) || s.unary(BATCH_INSTANCE)),
+        "{}",
+        summary(&log)
+    );
+    // The set-up asked for the server's abilities (an `abilityTable`, even empty).
+    let setup = log.iter().find(|s| s.streamed(CONNECTION_SETUP)).unwrap();
+    assert!(setup.json()["abilityTable"].is_object(), "{}", setup.json());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_instances_go_over_http_where_the_server_does_not_say_it_takes_them() {
+    for abilities in [
+        None,
+        Some(json!({})),
+        Some(json!({"supportPersistentInstanceByGrpc": false})),
+    ] {
+        let fake = Fake::start().await;
+        *fake.state.abilities.lock().unwrap() = abilities.clone();
+        let client = fake.client_with_timeout(Duration::from_millis(500));
+        up(&client).await;
+        // The fake has no HTTP port (`127.0.0.1:1` refuses): the request fails over HTTP.
+        let error = client
+            .register(&key("orders"), &persistent("10.0.0.1", 8080))
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("127.0.0.1:1"),
+            "{abilities:?}: {error}"
+        );
+        let log = fake.log();
+        assert!(
+            !log.iter()
+                .any(|s| s.unary(PERSISTENT_INSTANCE) || s.unary(INSTANCE)),
+            "{abilities:?}: {}",
+            summary(&log)
+        );
     }
 }
