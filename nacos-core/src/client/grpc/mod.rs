@@ -36,9 +36,11 @@
 //!   How the server takes batches is learnt from its answers: official servers replace the
 //!   set and get it whole on every change; r-nacos registers instance by instance and gets
 //!   only what changed, and a deregistration by name.
-//! - **Failover**: servers are tried in turn from a random one, with a wait of
-//!   `min(100 ms * 2^n, 1 s)` between failed attempts; the first failure of an outage is
-//!   logged as a warning, the next ones at debug level, and the recovery once.
+//! - **Failover**: servers are tried in turn from a random one; after the n-th round
+//!   that failed (every server tried once) a wait of `min(n × 100 ms, 5 s)`, jittered
+//!   down to half (the Java client's ramp: 1 s after about 5 s of outage, 5 s after about
+//!   two minutes); the first failure of an outage is logged as a warning, the next ones at
+//!   debug level, and the recovery once.
 //! - **Auth**: the HTTP login of [`NamingClient`]; the token goes in the `accessToken`
 //!   header of every request; an answer refusing it (`errorCode` 403) logs in again and
 //!   retries once.
@@ -90,8 +92,21 @@ pub const HEALTH_CHECK_TRIES: u32 = 3;
 /// limit (`nacos.remote.server.grpc.maxinbound.message.size`).
 pub const MAX_MESSAGE_SIZE: usize = 10 * 1024 * 1024;
 
-/// The longest wait between two connection attempts.
-const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(1);
+/// The wait after the first failed round of connection attempts (every server tried
+/// once); each further round of an outage waits this much longer, up to
+/// [`MAX_RECONNECT_WAIT`] (the Java client's `RpcClient` ramp).
+const RECONNECT_STEP: Duration = Duration::from_millis(100);
+/// The longest wait between two rounds of connection attempts: 5 s, reached after about
+/// two minutes of outage (the Java client's).
+const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(5);
+
+/// The wait after `round` rounds of an outage failed: `min(round × 100 ms, 5 s)`, jittered
+/// down to half of that so that the clients of a restarted server do not come back in
+/// step.
+fn reconnect_wait(round: u32) -> Duration {
+    let wait = (RECONNECT_STEP * round.max(1)).min(MAX_RECONNECT_WAIT);
+    wait.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
 
 /// A registration after the first of its service waits until no other registration of the
 /// service came for this long, so that a burst goes out in one request (the first
@@ -357,7 +372,7 @@ impl Grpc {
                 }));
             }
         }
-        let bound = self.shared.timeout * self.shared.targets.len() as u32 + MAX_RECONNECT_WAIT;
+        let bound = self.shared.timeout * self.shared.targets.len() as u32 + RECONNECT_STEP;
         let wait = rx.wait_for(|s| s.up || s.rounds_failed > seen);
         let state = match tokio::time::timeout(bound, wait).await {
             Ok(Ok(state)) => state.clone(),
@@ -1411,9 +1426,8 @@ async fn connection_task(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
                 });
                 // The next server at once within a round, a wait after a whole round.
                 if round_done {
-                    let wait = (Duration::from_millis(100) * 2u32.pow(failures.min(8)))
-                        .min(MAX_RECONNECT_WAIT);
-                    let wait = wait.mul_f64(0.5 + fastrand::f64() * 0.5);
+                    let round = failures.div_ceil(u32::try_from(n).unwrap_or(1).max(1));
+                    let wait = reconnect_wait(round);
                     tokio::select! {
                         _ = stop.changed() => return,
                         _ = tokio::time::sleep(wait) => {}
@@ -1711,3 +1725,32 @@ fn configured_port(shared: &Shared, target: &Target) -> u16 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod ramp_tests {
+    use super::*;
+
+    #[test]
+    fn the_reconnect_wait_ramps_up_to_5s() {
+        for _ in 0..100 {
+            let first = reconnect_wait(1);
+            assert!(
+                first >= Duration::from_millis(50) && first <= RECONNECT_STEP,
+                "{first:?}"
+            );
+            let tenth = reconnect_wait(10);
+            assert!(
+                tenth >= Duration::from_millis(500) && tenth <= Duration::from_secs(1),
+                "{tenth:?}"
+            );
+            let late = reconnect_wait(500);
+            assert!(
+                late >= MAX_RECONNECT_WAIT / 2 && late <= MAX_RECONNECT_WAIT,
+                "{late:?}"
+            );
+        }
+        // The outage it takes to reach the longest wait: the sum of the waits before it.
+        let ramp: Duration = (1..50).map(|n| RECONNECT_STEP * n).sum();
+        assert_eq!(ramp, Duration::from_millis(122_500));
+    }
+}
