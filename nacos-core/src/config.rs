@@ -20,7 +20,7 @@
 //! | `NACOS_PREFERRED_NETWORKS` | comma-separated CIDRs (`10.0.0.0/8`) or prefixes (`192.168.`) | none |
 //! | `NACOS_WEIGHT` | weight, 0 to 10000 | `1` |
 //! | `NACOS_METADATA` | JSON object or `k=v,k2=v2` | none |
-//! | `NACOS_EPHEMERAL` | ephemeral instance (kept alive by beats) | `true` |
+//! | `NACOS_EPHEMERAL` | ephemeral instance (kept alive by the connection or beats); `false`: persistent, kept by the server until deregistered | `true` |
 //! | `NACOS_INSTANCE_ENABLED` | instance accepts traffic | `true` |
 //! | `NACOS_REGISTER_ENABLED` | `false` turns registration off | `true` |
 //! | `NACOS_HEARTBEAT_INTERVAL` | sent as `preserved.heart.beat.interval` | server default (5s) |
@@ -30,6 +30,7 @@
 //! | `NACOS_PASSWORD` (alias `NACOS_CLIENT_PASSWORD`) | login password | none |
 //! | `NACOS_API` | `auto` (gRPC, then HTTP v3, then v1), `grpc`, `v3` or `v1` | `auto` |
 //! | `NACOS_GRPC_PORT_OFFSET` | the gRPC port's distance from each server's port | `1000` |
+//! | `NACOS_GRPC_PROBE_INTERVAL` | with `NACOS_API=auto` on HTTP because no gRPC port answered, how often gRPC is tried again (`0s`: never) | `60s` |
 //! | `NACOS_DEREGISTER_GRACE` | the least time the app serves on after its deregistration on a signal, before it drains (`0s` opts out of serving on) | `2s` |
 //! | `NACOS_DEREGISTER_QUIET` | after the grace, the app serves on until no caller's request came for this long (widened for slow callers) | `2s` |
 //! | `NACOS_DEREGISTER_GRACE_MAX` | the most time it serves on after its deregistration | `40s` |
@@ -52,6 +53,10 @@ use crate::metadata::{
     Metadata, PRESERVED_HEART_BEAT_INTERVAL, PRESERVED_HEART_BEAT_TIMEOUT,
     PRESERVED_IP_DELETE_TIMEOUT,
 };
+
+/// How often `NACOS_API=auto`, once on HTTP because no server's gRPC port answered, tries
+/// gRPC again when `NACOS_GRPC_PROBE_INTERVAL` is not set: 60 s.
+pub const DEFAULT_GRPC_PROBE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Nacos's default HTTP port, used for a server entry without a port.
 pub const DEFAULT_SERVER_PORT: u16 = 8848;
@@ -332,6 +337,7 @@ pub struct Config {
     password: Option<Secret>,
     api: ApiVersion,
     grpc_port_offset: u16,
+    grpc_probe_interval: Duration,
     deregister_grace: Duration,
     deregister_quiet: Duration,
     deregister_grace_max: Duration,
@@ -484,6 +490,12 @@ impl Config {
     pub fn probe_paths(&self) -> &[String] {
         &self.probe_paths
     }
+    /// With `NACOS_API=auto` on HTTP because no gRPC port answered, how often gRPC is
+    /// tried again (`NACOS_GRPC_PROBE_INTERVAL`, [`DEFAULT_GRPC_PROBE_INTERVAL`]); zero:
+    /// never.
+    pub fn grpc_probe_interval(&self) -> Duration {
+        self.grpc_probe_interval
+    }
     /// The timeout of one HTTP request to Nacos.
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
@@ -527,6 +539,7 @@ pub struct ConfigBuilder {
     password: Option<Secret>,
     api: Option<ApiVersion>,
     grpc_port_offset: Option<u16>,
+    grpc_probe_interval: Option<Duration>,
     deregister_grace: Option<Duration>,
     deregister_quiet: Option<Duration>,
     deregister_grace_max: Option<Duration>,
@@ -746,6 +759,7 @@ impl ConfigBuilder {
                 |s| s.parse::<u16>().ok(),
                 "a number from 0 to 65535",
             )?,
+            grpc_probe_interval: env.duration("NACOS_GRPC_PROBE_INTERVAL")?,
             deregister_grace: env.duration("NACOS_DEREGISTER_GRACE")?,
             deregister_quiet: env.duration("NACOS_DEREGISTER_QUIET")?,
             deregister_grace_max: env.duration("NACOS_DEREGISTER_GRACE_MAX")?,
@@ -839,6 +853,11 @@ impl ConfigBuilder {
     setter!(
         /// The gRPC port's distance from each server's port (`NACOS_GRPC_PORT_OFFSET`).
         grpc_port_offset: u16
+    );
+    setter!(
+        /// With `NACOS_API=auto` on HTTP because no gRPC port answered, how often gRPC is
+        /// tried again (`NACOS_GRPC_PROBE_INTERVAL`; zero: never).
+        grpc_probe_interval: Duration
     );
     setter!(
         /// The least time the app serves on after its deregistration on a signal
@@ -1162,6 +1181,9 @@ impl ConfigBuilder {
             grpc_port_offset: self
                 .grpc_port_offset
                 .unwrap_or(crate::config::DEFAULT_GRPC_PORT_OFFSET),
+            grpc_probe_interval: self
+                .grpc_probe_interval
+                .unwrap_or(DEFAULT_GRPC_PROBE_INTERVAL),
             deregister_grace,
             deregister_quiet,
             deregister_grace_max,
@@ -1386,6 +1408,7 @@ mod tests {
             ),
             ("NACOS_API", "v2", "auto, grpc, v3 or v1"),
             ("NACOS_GRPC_PORT_OFFSET", "-1", "a number from 0 to 65535"),
+            ("NACOS_GRPC_PROBE_INTERVAL", "hourly", "a duration"),
             ("NACOS_DEREGISTER_GRACE", "soon", "a duration"),
             ("NACOS_DEREGISTER_QUIET", "later", "a duration"),
             (

@@ -6,6 +6,7 @@
 //! serves `GET /health` with its registration status, and stops on SIGTERM/SIGINT.
 
 use std::os::unix::process::ExitStatusExt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -396,6 +397,124 @@ pub fn grpc_port_elsewhere(bin: &str) {
         "[e2e] {bin}: gRPC port elsewhere: listed over HTTP {} ms after start; with NACOS_GRPC_PORT_OFFSET over gRPC",
         took.as_millis()
     );
+}
+
+/// `NACOS_API=auto` on HTTP because the gRPC port did not answer (r-nacos's gRPC port is
+/// 2000 above its HTTP port, the app looks 1000 above): once that port answers (a TCP
+/// forwarder to the real one starts there), the app's next try of gRPC
+/// (`NACOS_GRPC_PROBE_INTERVAL`, 2 s here) finds it, and at its next beat (r-nacos asks for
+/// one every 5 s) the instance moves to one gRPC connection: listed throughout (its HTTP
+/// registration is taken off once the connection is up, and the gRPC one follows at
+/// once), then delisted within 2 s of a `kill -9` (an instance kept by HTTP beats stays
+/// listed for 15 s).
+pub fn auto_moves_to_grpc_when_its_port_answers(bin: &str) {
+    if crate::skip_without(ServerKind::RNacos) {
+        return;
+    }
+    let server = crate::RNacos::start_with(crate::RNacosOptions {
+        grpc_offset: Some(2000),
+        ..crate::RNacosOptions::default()
+    });
+    let service = "e2e-moves-to-grpc";
+    let listed_on = |port: u16| {
+        server
+            .instances("public", "DEFAULT_GROUP", service)
+            .ok()
+            .and_then(|hosts| find_port(&hosts, port))
+    };
+    let env = vec![
+        ("NACOS_SERVER_ADDR", server.addr()),
+        ("NACOS_SERVICE_NAME", service.to_owned()),
+        ("PORT", "0".into()),
+        ("NACOS_GRPC_PROBE_INTERVAL", "2s".into()),
+    ];
+    let (app, port) = start_app(bin, &env);
+    wait_for(Duration::from_secs(5), || listed_on(port))
+        .unwrap_or_else(|| panic!("not listed over HTTP:\n{}", app.output()));
+    assert!(app.output().contains("using HTTP"), "{}", app.output());
+    // The gRPC port answers from now on.
+    let http = server.http_port();
+    let _forwarder = forward(http + 1000, http + 2000);
+    let opened = Instant::now();
+    let mut absent = 0;
+    let moved = wait_for(Duration::from_secs(15), || {
+        if listed_on(port).is_none() {
+            absent += 1;
+        }
+        app.output()
+            .contains("nacos gRPC connection up")
+            .then(Instant::now)
+    })
+    .unwrap_or_else(|| panic!("never moved to gRPC:\n{}", app.output()));
+    // Its instance is sent on the connection at the next beat.
+    let back = wait_for(Duration::from_secs(5), || {
+        (app.output().matches("registered with nacos again").count() >= 1).then_some(())
+    });
+    back.unwrap_or_else(|| panic!("not registered over gRPC:\n{}", app.output()));
+    for _ in 0..20 {
+        if listed_on(port).is_none() {
+            absent += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        absent <= 1,
+        "absent from the list {absent} times while moving:\n{}",
+        app.output()
+    );
+    let (_, health) = get_text(&format!("http://127.0.0.1:{port}/health")).expect("/health");
+    assert!(health.contains("\"api\":\"grpc\""), "{health}");
+    app.signal("KILL");
+    let killed = Instant::now();
+    wait_for(Duration::from_secs(2), || {
+        listed_on(port).is_none().then_some(())
+    })
+    .unwrap_or_else(|| panic!("still listed 2 s after kill -9: not kept by the connection"));
+    eprintln!(
+        "[e2e] {bin}: on gRPC {} ms after its port answered; gone {} ms after kill -9",
+        (moved - opened).as_millis(),
+        killed.elapsed().as_millis()
+    );
+}
+
+/// Listens on `port` and forwards every connection to `upstream` (both on loopback)
+/// until dropped.
+fn forward(port: u16, upstream: u16) -> impl Drop {
+    use std::net::{TcpListener, TcpStream};
+    struct Stop(Arc<std::sync::atomic::AtomicBool>, u16);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            drop(TcpStream::connect(("127.0.0.1", self.1)));
+        }
+    }
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("the forwarded port is free");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            let Ok(mut client) = conn else { continue };
+            let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else {
+                continue;
+            };
+            // Either side's end (a killed app) ends both, as a direct connection would.
+            std::thread::spawn(move || {
+                drop(std::io::copy(&mut c2, &mut s2));
+                drop(s2.shutdown(std::net::Shutdown::Both));
+            });
+            std::thread::spawn(move || {
+                drop(std::io::copy(&mut server, &mut client));
+                drop(client.shutdown(std::net::Shutdown::Both));
+            });
+        }
+    });
+    Stop(stop, port)
 }
 
 /// `kill -9` of the app: over gRPC (the default) the server drops the instance with its

@@ -175,6 +175,11 @@ fn grpc_port_elsewhere_falls_back_or_is_configured() {
     xtask::e2e::grpc_port_elsewhere(DEMO);
 }
 
+#[test]
+fn auto_on_http_moves_to_grpc_when_its_port_answers() {
+    xtask::e2e::auto_moves_to_grpc_when_its_port_answers(DEMO);
+}
+
 /// The official server moves the gRPC connection away (`ConnectResetRequest`).
 #[test]
 fn nacos2_server_reset_moves_the_connection() {

@@ -359,6 +359,9 @@ impl NamingClient {
         );
         #[cfg(feature = "grpc")]
         let offset = config.grpc_port_offset();
+        // A forced gRPC never settles on HTTP: nothing to probe for.
+        #[cfg(feature = "grpc")]
+        let probe_interval = config.grpc_probe_interval();
         let auth = match (config.username(), config.password()) {
             (Some(username), Some(password)) => Some(Auth::new(username, password)),
             _ => None,
@@ -372,8 +375,15 @@ impl NamingClient {
             request_timeout,
             auth,
             #[cfg(feature = "grpc")]
-            grpc: grpc_wanted
-                .then(|| grpc::Grpc::new(_me.clone(), &grpc_servers, offset, request_timeout)),
+            grpc: grpc_wanted.then(|| {
+                grpc::Grpc::new(
+                    _me.clone(),
+                    &grpc_servers,
+                    offset,
+                    request_timeout,
+                    probe_interval,
+                )
+            }),
         }))
     }
 
@@ -462,6 +472,7 @@ impl NamingClient {
             }
             return match grpc.decided() {
                 Some(true) => Route::Grpc,
+                Some(false) if grpc.probe_again() => Route::Grpc,
                 Some(false) => Route::Http,
                 None => match grpc.connect_round().await {
                     Ok(()) => Route::Grpc,
@@ -470,6 +481,51 @@ impl NamingClient {
             };
         }
         Route::Http
+    }
+
+    /// Whether instances registered over HTTP are to move to the gRPC connection: `auto`
+    /// settled on HTTP (no gRPC port answered) and a later try found one
+    /// (`NACOS_GRPC_PROBE_INTERVAL`). Makes that try when it is due; cheap otherwise.
+    pub(crate) fn grpc_found(&self) -> bool {
+        #[cfg(feature = "grpc")]
+        if let Some(grpc) = &self.grpc {
+            return match grpc.decided() {
+                Some(false) => grpc.probe_again(),
+                Some(true) => true,
+                None => false,
+            };
+        }
+        false
+    }
+
+    /// Moves an instance registered over HTTP (kept by beats) to the gRPC connection: its
+    /// HTTP registration is taken off first (the official servers keep it apart from the
+    /// connection's and would list both until its beats time out; r-nacos would take the
+    /// gRPC one off with it if it came second), then it is registered on the connection
+    /// at once, within the servers' push delay, so callers see no change.
+    ///
+    /// # Errors
+    /// As [`register`](Self::register) over gRPC (the task registers again).
+    pub(crate) async fn move_to_grpc(
+        &self,
+        key: &ServiceKey,
+        instance: &Arc<Instance>,
+    ) -> Result<Kept> {
+        // The connection first, so that the instance is off the list no longer than a
+        // request takes.
+        #[cfg(feature = "grpc")]
+        if let Some(grpc) = &self.grpc {
+            grpc.ready().await?;
+        }
+        let off = self
+            .call(Op::Deregister(key, instance))
+            .await
+            .and_then(|(server, api, body)| expect_ok(&server, api, &body));
+        if let Err(e) = off {
+            tracing::debug!(service = %key.service_name, error = %crate::error::Chain(&e),
+                "nacos HTTP deregistration before moving to gRPC failed: the server drops it when its beats stop");
+        }
+        self.register_kept(key, instance).await
     }
 
     /// Starts the gRPC connection (when requests may go over gRPC and it has not started),

@@ -133,6 +133,19 @@ pub(crate) trait Naming: Send + Sync + 'static {
     fn api_in_use(&self) -> Option<&'static str> {
         None
     }
+    /// Whether an instance kept by beats is to move to the gRPC connection (checked before
+    /// each beat).
+    fn grpc_found(&self) -> bool {
+        false
+    }
+    /// Moves an instance kept by beats to the gRPC connection.
+    fn move_to_grpc(
+        &self,
+        key: &ServiceKey,
+        instance: &Arc<Instance>,
+    ) -> impl Future<Output = Result<Kept>> + Send {
+        self.register(key, instance)
+    }
     /// Opens the connection to Nacos ahead of the first request, where there is one to open.
     fn prepare(&self) {}
 }
@@ -143,6 +156,16 @@ impl Naming for NamingClient {
     }
     fn api_in_use(&self) -> Option<&'static str> {
         NamingClient::api_in_use(self)
+    }
+    fn grpc_found(&self) -> bool {
+        NamingClient::grpc_found(self)
+    }
+    fn move_to_grpc(
+        &self,
+        key: &ServiceKey,
+        instance: &Arc<Instance>,
+    ) -> impl Future<Output = Result<Kept>> + Send {
+        NamingClient::move_to_grpc(self, key, instance)
     }
     fn prepare(&self) {
         NamingClient::prepare(self);
@@ -347,7 +370,13 @@ impl<C: Naming> Task<C> {
                 events.registering(handle_signals);
             }
             let slot = Box::pin(client.admit()).await;
+            let moving = matches!(step, Step::Beat { .. }) && client.grpc_found();
             let request: Pin<Box<dyn Future<Output = Outcome> + Send>> = match step {
+                Step::Beat { .. } if moving => {
+                    Box::pin(
+                        async move { Outcome::Registered(client.move_to_grpc(&key, &inst).await) },
+                    )
+                }
                 Step::Beat { full } => Box::pin(async move {
                     let body = full.then(|| BeatInfo::new(&inst, period_ms));
                     Outcome::Beat(client.beat(&key, &inst, body.as_ref()).await)

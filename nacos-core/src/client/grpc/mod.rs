@@ -241,6 +241,10 @@ const HTTP: u8 = 2;
 pub(crate) struct Grpc {
     shared: Arc<Shared>,
     started: AtomicBool,
+    /// On HTTP in auto mode: how often the gRPC ports are tried again (zero: never).
+    probe_interval: Duration,
+    /// When the next try is due (set once auto settled on HTTP).
+    next_probe: Mutex<Option<tokio::time::Instant>>,
     /// Request slots for [`slot`](Self::slot): as many as a semaphore holds.
     slots: Arc<tokio::sync::Semaphore>,
     /// Dropped with the client: the connection task ends and the connection closes.
@@ -264,6 +268,8 @@ struct Shared {
     /// A caller saw the connection fail: the generation it saw fail.
     lost: watch::Sender<u64>,
     decided: AtomicU8,
+    /// A try of the gRPC ports after auto settled on HTTP found one answering.
+    found: AtomicBool,
     registrations: Mutex<HashMap<ServiceKey, ServiceSet>>,
     /// What the connection of this generation showed of its server's batches.
     batches: Mutex<(u64, Batches)>,
@@ -283,6 +289,7 @@ impl Grpc {
         servers: &[(String, u16)],
         offset: u16,
         timeout: Duration,
+        probe_interval: Duration,
     ) -> Self {
         let targets = servers
             .iter()
@@ -305,6 +312,7 @@ impl Grpc {
                 link: Mutex::new(None),
                 lost: watch::Sender::new(0),
                 decided: AtomicU8::new(UNDECIDED),
+                found: AtomicBool::new(false),
                 registrations: Mutex::new(HashMap::new()),
                 batches: Mutex::new((0, Batches::Unknown)),
                 subscriptions: Mutex::new(HashMap::new()),
@@ -312,6 +320,8 @@ impl Grpc {
                 next_request: AtomicU64::new(fastrand::u64(..1 << 40)),
             }),
             started: AtomicBool::new(false),
+            probe_interval,
+            next_probe: Mutex::new(None),
             slots: Arc::new(tokio::sync::Semaphore::new(
                 tokio::sync::Semaphore::MAX_PERMITS,
             )),
@@ -347,7 +357,38 @@ impl Grpc {
             .is_ok()
         {
             self.stop.send_replace(());
+            *lock(&self.next_probe) = Some(tokio::time::Instant::now() + self.probe_interval);
         }
+    }
+
+    /// On HTTP in auto mode: once the probe interval passed, tries the gRPC ports again in
+    /// the background; once one answered, settles on gRPC and starts the connection.
+    /// Returns whether requests go over gRPC now. Cheap when nothing is due (a lock and a
+    /// clock read): called before each beat.
+    pub(crate) fn probe_again(&self) -> bool {
+        if self.shared.found.swap(false, Ordering::AcqRel) {
+            self.shared.decided.store(GRPC, Ordering::Release);
+            self.started.store(false, Ordering::Release);
+            self.start();
+            tracing::info!(servers = ?self.shared.targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "nacos gRPC port answers now: moving registrations and watches to one gRPC connection");
+            return true;
+        }
+        if self.decided() != Some(false) || self.probe_interval.is_zero() {
+            return self.decided() == Some(true);
+        }
+        let now = tokio::time::Instant::now();
+        {
+            let mut next = lock(&self.next_probe);
+            match *next {
+                Some(at) if now < at => return false,
+                _ => *next = Some(now + self.probe_interval.mul_f64(0.75 + fastrand::f64() * 0.5)),
+            }
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(probe(Arc::downgrade(&self.shared)));
+        }
+        false
     }
 
     /// Starts connecting and waits for a connection, or for the first round of attempts
@@ -555,6 +596,15 @@ impl Grpc {
         Box::pin(self.shared.send_set(&link, key, &mut synced, true))
             .await
             .map(drop)
+    }
+
+    /// Waits until the connection is up (and its redo done), up to the request timeout.
+    ///
+    /// # Errors
+    /// No connection within the request timeout.
+    pub(crate) async fn ready(&self) -> Result<()> {
+        self.start();
+        self.shared.wait_link().await.map(drop)
     }
 
     /// Registers (`register`) or deregisters a persistent instance with a
@@ -1322,6 +1372,28 @@ fn setup_ack(
     }
 }
 
+/// One try of every gRPC port (auto mode on HTTP): a full set-up, then the connection is
+/// closed; one that answers marks gRPC found.
+async fn probe(shared: Weak<Shared>) {
+    let Some(shared) = shared.upgrade() else {
+        return;
+    };
+    for target in &shared.targets {
+        match connect(&shared, target, 0).await {
+            Ok(connection) => {
+                drop(connection);
+                shared.found.store(true, Ordering::Release);
+                tracing::debug!(server = %target, "nacos gRPC port answers now");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(server = %target, error = %Chain(&e),
+                    "nacos gRPC port still does not answer: staying on HTTP");
+            }
+        }
+    }
+}
+
 /// The connection task: connect, redo, serve, and again when the connection ends.
 async fn connection_task(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
     let n = shared.targets.len();
@@ -1329,7 +1401,8 @@ async fn connection_task(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
     let mut failures = 0u32;
     let mut tried_in_round = 0usize;
     let mut reset_to: Option<Target> = None;
-    let mut generation = 0u64;
+    // Going on from an earlier task's connections (auto mode back on gRPC).
+    let mut generation = shared.state.borrow().generation;
     let mut outage_logged = false;
     // A connection the server asked to leave, kept until the next attempt is over so that
     // the answer to its `ConnectResetRequest` goes out (dropped at once, the stream is
