@@ -30,6 +30,7 @@
 //! | `NACOS_PASSWORD` (alias `NACOS_CLIENT_PASSWORD`) | login password | none |
 //! | `NACOS_API` | `auto` (gRPC, then HTTP v3, then v1), `grpc`, `v3` or `v1` | `auto` |
 //! | `NACOS_GRPC_PORT_OFFSET` | the gRPC port's distance from each server's port | `1000` |
+//! | `NACOS_INSTANCE_CHECK` | over gRPC, watch the app's own service and register an instance again when the server no longer lists it | `true` |
 //! | `NACOS_GRPC_PROBE_INTERVAL` | with `NACOS_API=auto` on HTTP because no gRPC port answered, how often gRPC is tried again (`0s`: never) | `60s` |
 //! | `NACOS_DEREGISTER_GRACE` | the least time the app serves on after its deregistration on a signal, before it drains (`0s` opts out of serving on) | `2s` |
 //! | `NACOS_DEREGISTER_QUIET` | after the grace, the app serves on until no caller's request came for this long (widened for slow callers) | `2s` |
@@ -338,6 +339,7 @@ pub struct Config {
     api: ApiVersion,
     grpc_port_offset: u16,
     grpc_probe_interval: Duration,
+    instance_check: bool,
     deregister_grace: Duration,
     deregister_quiet: Duration,
     deregister_grace_max: Duration,
@@ -496,6 +498,11 @@ impl Config {
     pub fn grpc_probe_interval(&self) -> Duration {
         self.grpc_probe_interval
     }
+    /// Whether, over gRPC, the app's own service is watched and an instance the server no
+    /// longer lists is registered again (`NACOS_INSTANCE_CHECK`, default `true`).
+    pub fn instance_check(&self) -> bool {
+        self.instance_check
+    }
     /// The timeout of one HTTP request to Nacos.
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
@@ -540,6 +547,7 @@ pub struct ConfigBuilder {
     api: Option<ApiVersion>,
     grpc_port_offset: Option<u16>,
     grpc_probe_interval: Option<Duration>,
+    instance_check: Option<bool>,
     deregister_grace: Option<Duration>,
     deregister_quiet: Option<Duration>,
     deregister_grace_max: Option<Duration>,
@@ -760,6 +768,7 @@ impl ConfigBuilder {
                 "a number from 0 to 65535",
             )?,
             grpc_probe_interval: env.duration("NACOS_GRPC_PROBE_INTERVAL")?,
+            instance_check: env.bool("NACOS_INSTANCE_CHECK")?,
             deregister_grace: env.duration("NACOS_DEREGISTER_GRACE")?,
             deregister_quiet: env.duration("NACOS_DEREGISTER_QUIET")?,
             deregister_grace_max: env.duration("NACOS_DEREGISTER_GRACE_MAX")?,
@@ -858,6 +867,11 @@ impl ConfigBuilder {
         /// With `NACOS_API=auto` on HTTP because no gRPC port answered, how often gRPC is
         /// tried again (`NACOS_GRPC_PROBE_INTERVAL`; zero: never).
         grpc_probe_interval: Duration
+    );
+    setter!(
+        /// Over gRPC, watch the app's own service and register an instance the server no
+        /// longer lists again (`NACOS_INSTANCE_CHECK`).
+        instance_check: bool
     );
     setter!(
         /// The least time the app serves on after its deregistration on a signal
@@ -1184,6 +1198,7 @@ impl ConfigBuilder {
             grpc_probe_interval: self
                 .grpc_probe_interval
                 .unwrap_or(DEFAULT_GRPC_PROBE_INTERVAL),
+            instance_check: self.instance_check.unwrap_or(true),
             deregister_grace,
             deregister_quiet,
             deregister_grace_max,
@@ -1409,6 +1424,7 @@ mod tests {
             ("NACOS_API", "v2", "auto, grpc, v3 or v1"),
             ("NACOS_GRPC_PORT_OFFSET", "-1", "a number from 0 to 65535"),
             ("NACOS_GRPC_PROBE_INTERVAL", "hourly", "a duration"),
+            ("NACOS_INSTANCE_CHECK", "maybe", "true or false"),
             ("NACOS_DEREGISTER_GRACE", "soon", "a duration"),
             ("NACOS_DEREGISTER_QUIET", "later", "a duration"),
             (

@@ -629,6 +629,70 @@ pub fn persistent_instance(bin: &str, kind: ServerKind) {
     );
 }
 
+/// The instance deleted behind the app's back over HTTP (`DELETE /nacos/v1/ns/instance`,
+/// 3.x: the v3 client API), the app on gRPC (the default): r-nacos removes it, and the
+/// app's watch of its own service sees it missing and registers it again within a few
+/// seconds. The official servers keep a gRPC instance apart from HTTP ones (an HTTP delete
+/// reaches only an instance registered over HTTP): it stays listed and nothing is sent.
+pub fn lost_instance_comes_back(bin: &str, kind: ServerKind) {
+    if crate::skip_without(kind) {
+        return;
+    }
+    let service = "e2e-lost";
+    let (server, app, port) = start_listed(bin, kind, service, &[]);
+    let host = must_be_listed(&server, service, port, &app);
+    let ip = host["ip"].as_str().expect("ip").to_owned();
+    server
+        .remove_instance(service, &ip, port)
+        .unwrap_or_else(|e| panic!("cannot remove the instance: {e}"));
+    let removed = Instant::now();
+    let marker = "nacos no longer lists some of this process's instances";
+    if let ServerKind::Official(_) = kind {
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(
+            listed(
+                &server,
+                "public",
+                "DEFAULT_GROUP",
+                service,
+                port,
+                Duration::ZERO
+            )
+            .is_some(),
+            "an HTTP delete took a gRPC instance off:\n{}",
+            app.output()
+        );
+        assert!(!app.output().contains(marker), "{}", app.output());
+        eprintln!("[e2e] {bin} on {kind}: an HTTP delete leaves a gRPC instance listed");
+        return;
+    }
+    assert!(
+        unlisted(
+            &server,
+            "public",
+            "DEFAULT_GROUP",
+            service,
+            port,
+            Duration::from_secs(1)
+        ),
+        "the server did not remove it"
+    );
+    listed_within(
+        &server,
+        service,
+        port,
+        Duration::from_secs(5),
+        &app,
+        "not back after removal",
+    );
+    let took = removed.elapsed();
+    assert!(app.output().contains(marker), "{}", app.output());
+    eprintln!(
+        "[e2e] {bin} on {kind}: a gRPC instance deleted over HTTP listed again {} ms later",
+        took.as_millis()
+    );
+}
+
 /// The official server moves the app's gRPC connection (`GET
 /// /nacos/v2/core/loader/reloadClient`, its own rebalancing tool): the app gets a
 /// `ConnectResetRequest` naming the server, answers it, reconnects there and registers
@@ -1452,6 +1516,10 @@ macro_rules! e2e_suite {
             fn persistent_instance_outlives_a_crash() {
                 suite::persistent_instance($bin, KIND);
             }
+            #[test]
+            fn lost_instance_comes_back() {
+                suite::lost_instance_comes_back($bin, KIND);
+            }
         });
         $crate::e2e_suite!(@server nacos2,
             $crate::server::ServerKind::Official($crate::official::OfficialVersion::V2_3_2), $bin,
@@ -1464,6 +1532,10 @@ macro_rules! e2e_suite {
             fn persistent_instance_outlives_a_crash() {
                 suite::persistent_instance($bin, KIND);
             }
+            #[test]
+            fn lost_instance_comes_back() {
+                suite::lost_instance_comes_back($bin, KIND);
+            }
         });
         $crate::e2e_suite!(@server nacos3,
             $crate::server::ServerKind::Official($crate::official::OfficialVersion::V3_1_0), $bin,
@@ -1475,6 +1547,10 @@ macro_rules! e2e_suite {
             #[test]
             fn persistent_instance_outlives_a_crash() {
                 suite::persistent_instance($bin, KIND);
+            }
+            #[test]
+            fn lost_instance_comes_back() {
+                suite::lost_instance_comes_back($bin, KIND);
             }
         });
         // The same lifecycle over the HTTP fallbacks.

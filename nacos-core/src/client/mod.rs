@@ -362,6 +362,8 @@ impl NamingClient {
         // A forced gRPC never settles on HTTP: nothing to probe for.
         #[cfg(feature = "grpc")]
         let probe_interval = config.grpc_probe_interval();
+        #[cfg(feature = "grpc")]
+        let instance_check = config.instance_check();
         let auth = match (config.username(), config.password()) {
             (Some(username), Some(password)) => Some(Auth::new(username, password)),
             _ => None,
@@ -382,6 +384,7 @@ impl NamingClient {
                     offset,
                     request_timeout,
                     probe_interval,
+                    instance_check,
                 )
             }),
         }))

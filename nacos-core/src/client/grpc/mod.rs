@@ -190,6 +190,8 @@ struct ServiceSet {
     gone: Vec<Arc<Instance>>,
     /// The outcome of the last redo for this service.
     redo_error: Option<Error>,
+    /// Held while the set exists: its own-service watch ([`watch_own`]) ends when it drops.
+    watched: Option<watch::Sender<()>>,
 }
 
 /// What the server has of a [`ServiceSet`], as far as this process knows.
@@ -270,6 +272,9 @@ struct Shared {
     decided: AtomicU8,
     /// A try of the gRPC ports after auto settled on HTTP found one answering.
     found: AtomicBool,
+    /// Whether each registered service is watched for instances the server lost
+    /// (`NACOS_INSTANCE_CHECK`).
+    instance_check: bool,
     registrations: Mutex<HashMap<ServiceKey, ServiceSet>>,
     /// What the connection of this generation showed of its server's batches.
     batches: Mutex<(u64, Batches)>,
@@ -290,6 +295,7 @@ impl Grpc {
         offset: u16,
         timeout: Duration,
         probe_interval: Duration,
+        instance_check: bool,
     ) -> Self {
         let targets = servers
             .iter()
@@ -313,6 +319,7 @@ impl Grpc {
                 lost: watch::Sender::new(0),
                 decided: AtomicU8::new(UNDECIDED),
                 found: AtomicBool::new(false),
+                instance_check,
                 registrations: Mutex::new(HashMap::new()),
                 batches: Mutex::new((0, Batches::Unknown)),
                 subscriptions: Mutex::new(HashMap::new()),
@@ -469,6 +476,11 @@ impl Grpc {
         {
             let mut table = lock(&self.shared.registrations);
             let set = table.entry(key.clone()).or_default();
+            if set.watched.is_none() && self.shared.instance_check {
+                let (held, stop) = watch::channel(());
+                set.watched = Some(held);
+                tokio::spawn(watch_own(Arc::downgrade(&self.shared), key.clone(), stop));
+            }
             set.version += 1;
             let version = set.version;
             set.instances
@@ -651,8 +663,25 @@ impl Grpc {
     /// The subscription's request failed (the caller retries).
     pub(crate) async fn subscribe(&self, key: &ServiceKey) -> Result<Subscribed> {
         self.start();
+        subscribe(&self.shared, key).await
+    }
+
+    /// Lists `key`'s instances (`ServiceQueryRequest`).
+    pub(crate) async fn query(&self, key: &ServiceKey, healthy_only: bool) -> Result<InstanceList> {
+        self.start();
+        self.shared.query(key, healthy_only).await
+    }
+}
+
+/// Subscribes to `key` on `shared`'s connection: the answer's list first, then every list
+/// the server pushes.
+///
+/// # Errors
+/// The subscription's request failed (the caller retries).
+async fn subscribe(shared: &Arc<Shared>, key: &ServiceKey) -> Result<Subscribed> {
+    {
         let (rx, first) = {
-            let mut table = lock(&self.shared.subscriptions);
+            let mut table = lock(&shared.subscriptions);
             match table.get_mut(key) {
                 Some(sub) => {
                     sub.watchers += 1;
@@ -668,23 +697,24 @@ impl Grpc {
         let subscribed = Subscribed {
             rx,
             key: key.clone(),
-            shared: Arc::downgrade(&self.shared),
+            shared: Arc::downgrade(shared),
         };
         if first {
             // On failure the guard drops and takes the entry with it. The connection
             // first: the lock is never held while waiting for it (its redo takes the lock).
-            let link = self.shared.wait_link().await?;
-            let key_lock = self.shared.subscription_lock(key);
+            let link = shared.wait_link().await?;
+            let key_lock = shared.subscription_lock(key);
             let _order = key_lock.lock().await;
-            self.shared.subscribe_on(&link, key, true).await?;
+            shared.subscribe_on(&link, key, true).await?;
         }
         Ok(subscribed)
     }
+}
 
+impl Shared {
     /// Lists `key`'s instances (`ServiceQueryRequest`).
-    pub(crate) async fn query(&self, key: &ServiceKey, healthy_only: bool) -> Result<InstanceList> {
-        self.start();
-        let id = self.shared.request_id();
+    async fn query(&self, key: &ServiceKey, healthy_only: bool) -> Result<InstanceList> {
+        let id = self.request_id();
         let body = QueryRequest {
             namespace: &key.namespace_id,
             service_name: &key.service_name,
@@ -696,15 +726,52 @@ impl Grpc {
             module: "naming",
             headers: Empty {},
         };
-        let (_, answer) = self
-            .shared
-            .call(SERVICE_QUERY, "instance_list", &body)
-            .await?;
+        let (_, answer) = self.call(SERVICE_QUERY, "instance_list", &body).await?;
         let info = answer.service_info.unwrap_or_default();
         Ok(InstanceList {
             hosts: info.hosts,
             reach_protection_threshold: info.reach_protection_threshold,
         })
+    }
+
+    /// How many of this process's enabled instances of `key` `hosts` lacks, counted only
+    /// while the server should have them all: the connection up and every change of the
+    /// set sent and taken (0 otherwise: a send in flight or failed is seen to by its
+    /// sender or the redo).
+    fn lost(&self, key: &ServiceKey, hosts: &[Instance]) -> usize {
+        if lock(&self.link).is_none() {
+            return 0;
+        }
+        let table = lock(&self.registrations);
+        let Some(set) = table.get(key) else {
+            return 0;
+        };
+        let Ok(synced) = set.sync.try_lock() else {
+            return 0;
+        };
+        if synced.version < set.version || synced.failed.is_some() {
+            return 0;
+        }
+        let listed: std::collections::HashSet<(&str, u16, &str)> = hosts
+            .iter()
+            .map(|h| (h.ip.as_str(), h.port, h.cluster_name.as_str()))
+            .collect();
+        set.instances
+            .values()
+            .filter(|(i, _)| i.enabled)
+            .filter(|(i, _)| !listed.contains(&(i.ip.as_str(), i.port, i.cluster_name.as_str())))
+            .count()
+    }
+
+    /// Sends `key`'s whole set again on the current connection.
+    async fn send_again(&self, key: &ServiceKey) -> Result<usize> {
+        let link = self.wait_link().await?;
+        let sync = match lock(&self.registrations).get(key) {
+            Some(set) => set.sync.clone(),
+            None => return Ok(0),
+        };
+        let mut synced = sync.lock().await;
+        self.send_set(&link, key, &mut synced, true).await
     }
 }
 
@@ -1369,6 +1436,100 @@ fn setup_ack(
             Some(request.ability_table.unwrap_or_default())
         }
         _ => None,
+    }
+}
+
+/// How long a pushed list that lacks some of this process's instances is given before the
+/// server is asked again: a list computed before a registration landed may arrive after
+/// its answer.
+const LOST_CONFIRM: Duration = Duration::from_secs(1);
+
+/// Watches `key`, a service this process registers instances of, until `stop`'s sender
+/// (held by the service's set) drops: when the server's list lacks some of them while it
+/// should have them all (an operator deleted one, a server lost it), and a query a moment
+/// later confirms it, the set is sent again. If they are still not listed after that (an
+/// instance disabled in the console is left out of the lists), it is logged once and left
+/// as it is until they are listed again. Subscribing shares the service's subscription
+/// with the app's own watches of it.
+async fn watch_own(shared: Weak<Shared>, key: ServiceKey, mut stop: watch::Receiver<()>) {
+    let mut wait = SUBSCRIBE_RETRY_FIRST;
+    let mut subscription = loop {
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        let subscribed = tokio::select! {
+            _ = stop.changed() => return,
+            subscribed = subscribe(&strong, &key) => subscribed,
+        };
+        drop(strong);
+        match subscribed {
+            Ok(subscription) => break subscription,
+            Err(e) => {
+                tracing::debug!(service = %key.service_name, error = %Chain(&e),
+                    "nacos subscription to this process's own service failed: trying again");
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    () = tokio::time::sleep(wait.mul_f64(0.5 + fastrand::f64() * 0.5)) => {}
+                }
+                wait = (wait * 2).min(SUBSCRIBE_RETRY_MAX);
+            }
+        }
+    };
+    // Whether the set was sent again for the current absence; and whether the watch
+    // stopped acting on it, until the instances are listed again.
+    let mut sent_again = false;
+    let mut resting = false;
+    loop {
+        let Some(info) = subscription.rx.borrow_and_update().clone() else {
+            tokio::select! {
+                _ = stop.changed() => return,
+                changed = subscription.rx.changed() => if changed.is_err() { return },
+            }
+            continue;
+        };
+        let lost = shared.upgrade().map_or(0, |s| s.lost(&key, &info.hosts));
+        if lost == 0 {
+            if resting {
+                tracing::info!(service = %key.service_name,
+                    "nacos lists this process's instances again");
+            }
+            sent_again = false;
+            resting = false;
+        } else if !resting {
+            tokio::select! {
+                _ = stop.changed() => return,
+                () = tokio::time::sleep(LOST_CONFIRM) => {}
+            }
+            let Some(strong) = shared.upgrade() else {
+                return;
+            };
+            let lost = match strong.query(&key, false).await {
+                Ok(list) => strong.lost(&key, &list.hosts),
+                Err(_) => 0,
+            };
+            if lost > 0 && sent_again {
+                tracing::info!(service = %key.service_name, lost,
+                    "nacos still does not list some of this process's instances after they were registered again (disabled in the console?): leaving them as they are until they are listed again");
+                resting = true;
+            } else if lost > 0 {
+                tracing::warn!(service = %key.service_name, lost,
+                    "nacos no longer lists some of this process's instances (deleted by an operator, or lost by the server): registering them again");
+                match strong.send_again(&key).await {
+                    Ok(sent) => {
+                        for _ in 0..sent {
+                            crate::metrics::reregistration("lost");
+                        }
+                    }
+                    Err(e) => tracing::warn!(service = %key.service_name, error = %Chain(&e),
+                        "nacos registration of lost instances failed; trying again at the next list"),
+                }
+                sent_again = true;
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            changed = subscription.rx.changed() => if changed.is_err() { return },
+        }
     }
 }
 

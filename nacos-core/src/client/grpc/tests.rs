@@ -370,14 +370,26 @@ impl Fake {
         self.client_with_timeout(Duration::from_secs(3))
     }
 
-    /// The same, with another request timeout.
+    /// The same, with another request timeout. Its own services are not watched (the
+    /// fake lists no instance; see [`Fake::checking_client`]).
     fn client_with_timeout(&self, timeout: Duration) -> Arc<NamingClient> {
+        self.client_with(timeout, false)
+    }
+
+    /// A client that watches the services it registers instances of
+    /// (`NACOS_INSTANCE_CHECK`).
+    fn checking_client(&self) -> Arc<NamingClient> {
+        self.client_with(Duration::from_secs(3), true)
+    }
+
+    fn client_with(&self, timeout: Duration, instance_check: bool) -> Arc<NamingClient> {
         let config = Config::builder()
             .service_name("svc")
             .server_addr("127.0.0.1:1")
             .api(ApiVersion::Grpc)
             .grpc_port_offset(self.port - 1)
             .request_timeout(timeout)
+            .instance_check(instance_check)
             .build()
             .unwrap();
         NamingClient::new(&config).unwrap()
@@ -1579,4 +1591,123 @@ async fn persistent_instances_go_over_http_where_the_server_does_not_say_it_take
             summary(&log)
         );
     }
+}
+
+/// A `NotifySubscriberRequest` of `orders` listing `ips` (port 8080).
+fn orders_list(ips: &[&str]) -> Value {
+    json!({
+        "requestId": format!("n{}", fastrand::u32(..)),
+        "namespace": "public",
+        "serviceInfo": {
+            "name": "DEFAULT_GROUP@@orders",
+            "groupName": "DEFAULT_GROUP",
+            "hosts": ips.iter().map(|ip| json!({"ip": ip, "port": 8080, "healthy": true, "clusterName": "DEFAULT"})).collect::<Vec<_>>(),
+        },
+    })
+}
+
+fn registrations_of(fake: &Fake, ip: &str) -> usize {
+    fake.log()
+        .iter()
+        .filter(|s| {
+            s.unary(INSTANCE)
+                && s.json()["type"] == "registerInstance"
+                && s.json()["instance"]["ip"] == ip
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_the_server_no_longer_lists_is_registered_again_once() {
+    let fake = Fake::start().await;
+    // The subscription's answer lists the instance.
+    fake.script(
+        SUBSCRIBE,
+        Answer::body(
+            "SubscribeServiceResponse",
+            json!({"resultCode": 200, "serviceInfo": orders_list(&["10.0.0.1"])["serviceInfo"]})
+                .to_string(),
+        ),
+    );
+    let client = fake.checking_client();
+    client
+        .register(&key("orders"), &instance("10.0.0.1", 8080))
+        .await
+        .unwrap();
+    fake.wait("the own-service subscription", |log| {
+        log.iter()
+            .find(|s| s.unary(SUBSCRIBE) && s.json()["serviceName"] == "orders")
+            .map(drop)
+    })
+    .await;
+    // A list with another instance only does nothing while the query confirms nothing...
+    fake.script(SERVICE_QUERY, Answer::body("QueryServiceResponse",
+        json!({"resultCode": 200, "serviceInfo": orders_list(&["10.0.0.1", "10.0.0.2"])["serviceInfo"]}).to_string()));
+    fake.push(NOTIFY_SUBSCRIBER, orders_list(&["10.0.0.2"]).to_string())
+        .await;
+    fake.wait("the confirming query", |log| {
+        log.iter().find(|s| s.unary(SERVICE_QUERY)).map(drop)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        registrations_of(&fake, "10.0.0.1"),
+        1,
+        "{}",
+        summary(&fake.log())
+    );
+    // ... and when the server confirms it lost the instance, it is registered again.
+    fake.push(NOTIFY_SUBSCRIBER, orders_list(&["10.0.0.2"]).to_string())
+        .await;
+    fake.wait("the registration again", |log| {
+        (log.iter()
+            .filter(|s| s.unary(INSTANCE) && s.json()["instance"]["ip"] == "10.0.0.1")
+            .count()
+            >= 2)
+            .then_some(())
+    })
+    .await;
+    // Still not listed after that (disabled in the console): left alone, not a loop.
+    fake.push(NOTIFY_SUBSCRIBER, orders_list(&["10.0.0.2"]).to_string())
+        .await;
+    let queries = |fake: &Fake| fake.log().iter().filter(|s| s.unary(SERVICE_QUERY)).count();
+    fake.wait("the third query", |log| {
+        (log.iter().filter(|s| s.unary(SERVICE_QUERY)).count() >= 3).then_some(())
+    })
+    .await;
+    fake.push(NOTIFY_SUBSCRIBER, orders_list(&["10.0.0.2"]).to_string())
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        registrations_of(&fake, "10.0.0.1"),
+        2,
+        "{}",
+        summary(&fake.log())
+    );
+    assert_eq!(queries(&fake), 3, "{}", summary(&fake.log()));
+    // Listed again: the watch acts on the next loss.
+    fake.push(NOTIFY_SUBSCRIBER, orders_list(&["10.0.0.1"]).to_string())
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    fake.push(NOTIFY_SUBSCRIBER, orders_list(&[]).to_string())
+        .await;
+    fake.wait("a registration after the next loss", |log| {
+        (log.iter()
+            .filter(|s| s.unary(INSTANCE) && s.json()["instance"]["ip"] == "10.0.0.1")
+            .count()
+            >= 3)
+            .then_some(())
+    })
+    .await;
+    // Deregistered: the watch unsubscribes.
+    client
+        .deregister(&key("orders"), &instance("10.0.0.1", 8080))
+        .await
+        .unwrap();
+    fake.wait("the unsubscribe", |log| {
+        log.iter()
+            .find(|s| s.unary(SUBSCRIBE) && s.json()["subscribe"] == false)
+            .map(drop)
+    })
+    .await;
 }
