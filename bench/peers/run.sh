@@ -3,10 +3,11 @@
 #
 #   bench/peers/run.sh SERVER_ADDR N SECONDS [PEER...]
 #
-# PEER is any of: nacos-core nacos-core-http java java2 python node
+# PEER is any of: nacos-core nacos-core-nocheck nacos-core-http java java2 python node
 # rust-nacos-rust-client rust-nacos-sdk (default: all, in that order, one at a time).
 # nacos-core is our engine with its default API (gRPC on r-nacos and Nacos 2.x/3.x),
-# nacos-core-http the same binary with PEER_API=v1 (HTTP beats); java is nacos-client
+# nacos-core-nocheck the same with NACOS_INSTANCE_CHECK=false (its own services not
+# watched), nacos-core-http the same binary with PEER_API=v1 (HTTP beats); java is nacos-client
 # 1.4.8 (HTTP beats), java2 nacos-client 2.3.2 (gRPC, batchRegisterInstance). For each peer: set up its environment (cached
 # under ${NACOS_DEV_CACHE:-$HOME/.cache/nacos-dev}/peers/), start its runner
 # with `SERVER_ADDR N WARMUP+SECONDS+GRACE PREFIX`, wait for `ready <n>`, wait
@@ -56,7 +57,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${NACOS_DEV_CACHE:-$HOME/.cache/nacos-dev}/peers
-all_peers=(nacos-core nacos-core-http java java2 python node rust-nacos-rust-client rust-nacos-sdk)
+all_peers=(nacos-core nacos-core-nocheck nacos-core-http java java2 python node rust-nacos-rust-client rust-nacos-sdk)
 
 usage() { echo "usage: $0 SERVER_ADDR N SECONDS [PEER...]   (peers: ${all_peers[*]})" >&2; exit 2; }
 [[ $# -ge 3 ]] || usage
@@ -101,6 +102,13 @@ setup_nacos-core() {
   (cd "$root" && cargo build -q --release -p nacos-bench --bin peer-nacos-core) || return 1
   peer_version="nacos-core:$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)"
   peer_cmd=(env PEER_API="${PEER_API:-auto}" PEER_NAME=nacos-core "${CARGO_TARGET_DIR:-$root/target}/release/peer-nacos-core")
+}
+
+setup_nacos-core-nocheck() {
+  # The same binary with NACOS_INSTANCE_CHECK=false: its own service not watched.
+  setup_nacos-core || return 1
+  peer_version+="/nocheck"
+  peer_cmd=(env PEER_INSTANCE_CHECK=false PEER_API="${PEER_API:-auto}" PEER_NAME=nacos-core-nocheck "${peer_cmd[@]:3}")
 }
 
 setup_nacos-core-http() {

@@ -649,6 +649,12 @@ pub fn reset_rust_connections(addr: &str) -> Result<usize, String> {
 /// A free loopback port `p` whose `p + 1000` is free too: a server's HTTP port and the
 /// gRPC port every Nacos 2.x/3.x client derives from it.
 ///
+/// Both below the kernel's ephemeral range (32768+ here): a server restarted on its ports
+/// must find them free, and a port in that range can be taken meanwhile by an outgoing
+/// connection, even by a client's own reconnection to the dead server (a TCP
+/// self-connect). Above the official servers' range (`official.rs`, 11000..30001), so
+/// that neither harness picks a port the other's stopped server is about to take again.
+///
 /// # Panics
 /// When no such pair is found in 500 tries.
 pub fn free_port_pair() -> (u16, u16) {
@@ -658,7 +664,7 @@ pub fn free_port_pair() -> (u16, u16) {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let bindable = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
     for _ in 0..500 {
-        let main = fastrand::u16(30_000..40_000);
+        let main = fastrand::u16(30_200..31_700);
         let pair = [main, main + 1000];
         if pair.iter().all(|p| !taken.contains(p) && bindable(*p)) {
             taken.extend(pair);

@@ -45,6 +45,8 @@ fn main() {
         "PEER_SERVICES must be in 1..=N"
     );
     let peer = env_or("PEER_NAME", "nacos-core");
+    // NACOS_INSTANCE_CHECK: each registered service watched for lost instances.
+    let instance_check = env_or("PEER_INSTANCE_CHECK", "true") != "false";
     let service_of = |i: u32| {
         if services == 1 {
             format!("{prefix}-{peer}")
@@ -60,6 +62,7 @@ fn main() {
                 .server_addr(server.clone())
                 .service_name(service_of(i))
                 .api(api)
+                .instance_check(instance_check)
                 .ip(ip)
                 .build()
                 .expect("config");
