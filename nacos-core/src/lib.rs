@@ -127,7 +127,9 @@ mod hostile_input;
 pub use addr::{advertised_addr, detect_ip};
 #[cfg(feature = "grpc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
-pub use client::grpc::{HEALTH_CHECK_IDLE, HEALTH_CHECK_TRIES, MAX_MESSAGE_SIZE};
+pub use client::grpc::{
+    HEALTH_CHECK_IDLE, HEALTH_CHECK_TRIES, INSTANCE_CHECK_MAX_OTHERS, MAX_MESSAGE_SIZE,
+};
 pub use client::{LOGIN_RETRY, MAX_IN_FLIGHT, MAX_LOGIN_RETRY, NamingClient, USER_AGENT};
 pub use config::{
     ApiVersion, Config, ConfigBuilder, DEFAULT_BEAT_INTERVAL, DEFAULT_DEREGISTER_GRACE,

@@ -696,8 +696,9 @@ impl NamingClient {
         instance: &Arc<Instance>,
     ) -> Result<Kept> {
         if !instance.ephemeral {
-            return self
-                .persistent(key, instance, true)
+            // Boxed, as the HTTP route below: a burst of registrations waiting on the
+            // connection does not carry room for an HTTP exchange each.
+            return Box::pin(self.persistent(key, instance, true))
                 .await
                 .map(|()| Kept::Server);
         }
@@ -753,7 +754,7 @@ impl NamingClient {
     /// As [`register`](Self::register).
     pub async fn deregister(&self, key: &ServiceKey, instance: &Instance) -> Result<()> {
         if !instance.ephemeral {
-            return self.persistent(key, instance, false).await;
+            return Box::pin(self.persistent(key, instance, false)).await;
         }
         self.routed(
             || async {

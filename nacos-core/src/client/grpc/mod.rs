@@ -705,7 +705,13 @@ async fn subscribe(shared: &Arc<Shared>, key: &ServiceKey) -> Result<Subscribed>
             let link = shared.wait_link().await?;
             let key_lock = shared.subscription_lock(key);
             let _order = key_lock.lock().await;
-            shared.subscribe_on(&link, key, true).await?;
+            // The connection's redo came first and subscribed the entry: done.
+            let listed = lock(&shared.subscriptions)
+                .get(key)
+                .is_some_and(|sub| sub.tx.borrow().is_some());
+            if !listed {
+                shared.subscribe_on(&link, key, true).await?;
+            }
         }
         Ok(subscribed)
     }
@@ -761,6 +767,13 @@ impl Shared {
             .filter(|(i, _)| i.enabled)
             .filter(|(i, _)| !listed.contains(&(i.ip.as_str(), i.port, i.cluster_name.as_str())))
             .count()
+    }
+
+    /// How many instances of `key` this process holds.
+    fn own(&self, key: &ServiceKey) -> usize {
+        lock(&self.registrations)
+            .get(key)
+            .map_or(0, |set| set.instances.len())
     }
 
     /// Sends `key`'s whole set again on the current connection.
@@ -1439,6 +1452,12 @@ fn setup_ack(
     }
 }
 
+/// The most instances of other processes a service may list for this process to keep
+/// watching it for lost instances of its own: every change of a watched service pushes its
+/// whole list to every watching process, so a fleet of thousands of instances of one
+/// service, each watching it, would cost the servers a list per instance per change.
+pub const INSTANCE_CHECK_MAX_OTHERS: usize = 1_000;
+
 /// How long a pushed list that lacks some of this process's instances is given before the
 /// server is asked again: a list computed before a registration landed may arrive after
 /// its answer.
@@ -1450,7 +1469,8 @@ const LOST_CONFIRM: Duration = Duration::from_secs(1);
 /// later confirms it, the set is sent again. If they are still not listed after that (an
 /// instance disabled in the console is left out of the lists), it is logged once and left
 /// as it is until they are listed again. Subscribing shares the service's subscription
-/// with the app's own watches of it.
+/// with the app's own watches of it. A service listing more than
+/// [`INSTANCE_CHECK_MAX_OTHERS`] instances of other processes is not watched (logged once).
 async fn watch_own(shared: Weak<Shared>, key: ServiceKey, mut stop: watch::Receiver<()>) {
     let mut wait = SUBSCRIBE_RETRY_FIRST;
     let mut subscription = loop {
@@ -1487,7 +1507,17 @@ async fn watch_own(shared: Weak<Shared>, key: ServiceKey, mut stop: watch::Recei
             }
             continue;
         };
-        let lost = shared.upgrade().map_or(0, |s| s.lost(&key, &info.hosts));
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        let others = info.hosts.len().saturating_sub(strong.own(&key));
+        if others > INSTANCE_CHECK_MAX_OTHERS {
+            tracing::info!(service = %key.service_name, others, max = INSTANCE_CHECK_MAX_OTHERS,
+                "nacos service lists too many instances of other processes to watch it for lost instances of this one (each change would push the whole list to every instance): not watched");
+            return;
+        }
+        let lost = strong.lost(&key, &info.hosts);
+        drop(strong);
         if lost == 0 {
             if resting {
                 tracing::info!(service = %key.service_name,

@@ -1711,3 +1711,43 @@ async fn an_instance_the_server_no_longer_lists_is_registered_again_once() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_with_many_other_instances_is_not_watched_for_lost_ones() {
+    let fake = Fake::start().await;
+    let others: Vec<String> = (0..=super::INSTANCE_CHECK_MAX_OTHERS)
+        .map(|i| format!("10.1.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    let mut listed: Vec<&str> = others.iter().map(String::as_str).collect();
+    listed.push("10.0.0.1");
+    fake.script(
+        SUBSCRIBE,
+        Answer::body(
+            "SubscribeServiceResponse",
+            json!({"resultCode": 200, "serviceInfo": orders_list(&listed)["serviceInfo"]})
+                .to_string(),
+        ),
+    );
+    let client = fake.checking_client();
+    client
+        .register(&key("orders"), &instance("10.0.0.1", 8080))
+        .await
+        .unwrap();
+    // The watch gives the service up: its subscription goes.
+    fake.wait("the unsubscribe", |log| {
+        log.iter()
+            .find(|s| s.unary(SUBSCRIBE) && s.json()["subscribe"] == false)
+            .map(drop)
+    })
+    .await;
+    fake.push(NOTIFY_SUBSCRIBER, orders_list(&["10.0.0.2"]).to_string())
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let log = fake.log();
+    assert!(
+        !log.iter().any(|s| s.unary(SERVICE_QUERY)),
+        "{}",
+        summary(&log)
+    );
+    assert_eq!(registrations_of(&fake, "10.0.0.1"), 1, "{}", summary(&log));
+}
