@@ -30,6 +30,11 @@
 //! | `NACOS_PASSWORD` (alias `NACOS_CLIENT_PASSWORD`) | login password | none |
 //! | `NACOS_API` | `auto` (gRPC, then HTTP v3, then v1), `grpc`, `v3` or `v1` | `auto` |
 //! | `NACOS_GRPC_PORT_OFFSET` | the gRPC port's distance from each server's port | `1000` |
+//! | `NACOS_GRPC_TLS` | gRPC over TLS (feature `rustls`) | `true` with `https://` servers or a `NACOS_TLS_*` variable set, else `false` |
+//! | `NACOS_TLS_CA_FILE` | PEM certificates to trust for gRPC over TLS | the system's roots |
+//! | `NACOS_TLS_CERT_FILE`, `NACOS_TLS_KEY_FILE` | PEM certificate chain and private key of this client (mutual TLS) | none |
+//! | `NACOS_TLS_SERVER_NAME` | the name the server's certificate must carry | each server's host |
+//! | `NACOS_TLS_TRUST_ALL` | trust any server certificate (tests only: anyone on the path can read and change the traffic) | `false` |
 //! | `NACOS_INSTANCE_CHECK` | over gRPC, watch the app's own service and register an instance again when the server no longer lists it | `true` |
 //! | `NACOS_GRPC_PROBE_INTERVAL` | with `NACOS_API=auto` on HTTP because no gRPC port answered, how often gRPC is tried again (`0s`: never) | `60s` |
 //! | `NACOS_DEREGISTER_GRACE` | the least time the app serves on after its deregistration on a signal, before it drains (`0s` opts out of serving on) | `2s` |
@@ -58,6 +63,40 @@ use crate::metadata::{
 /// How often `NACOS_API=auto`, once on HTTP because no server's gRPC port answered, tries
 /// gRPC again when `NACOS_GRPC_PROBE_INTERVAL` is not set: 60 s.
 pub const DEFAULT_GRPC_PROBE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// TLS settings of the gRPC connection (`NACOS_TLS_*`; needs the `rustls` feature).
+///
+/// The server's certificate is checked against [`ca_file`](Self::ca_file) (else the
+/// system's roots) and must carry [`server_name`](Self::server_name) (else the server's
+/// host, as `NACOS_SERVER_ADDR` names it). The Java client trusts every certificate unless
+/// told otherwise (`nacos.remote.client.rpc.tls.trustAll` is on by default); this client
+/// trusts all only when [`trust_all`](Self::trust_all) asks for it by name.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct GrpcTls {
+    /// PEM file of the certificates to trust (`NACOS_TLS_CA_FILE`).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM certificate chain this client presents, for mutual TLS (`NACOS_TLS_CERT_FILE`).
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of that certificate (`NACOS_TLS_KEY_FILE`).
+    pub key_file: Option<std::path::PathBuf>,
+    /// The name the server's certificate must carry (`NACOS_TLS_SERVER_NAME`).
+    pub server_name: Option<String>,
+    /// Trust any server certificate (`NACOS_TLS_TRUST_ALL`): for tests only.
+    pub trust_all: bool,
+}
+
+impl fmt::Debug for GrpcTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // File paths and names only: no key material is ever held here.
+        f.debug_struct("GrpcTls")
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("server_name", &self.server_name)
+            .field("trust_all", &self.trust_all)
+            .finish()
+    }
+}
 
 /// Nacos's default HTTP port, used for a server entry without a port.
 pub const DEFAULT_SERVER_PORT: u16 = 8848;
@@ -340,6 +379,7 @@ pub struct Config {
     grpc_port_offset: u16,
     grpc_probe_interval: Duration,
     instance_check: bool,
+    grpc_tls: Option<std::sync::Arc<GrpcTls>>,
     deregister_grace: Duration,
     deregister_quiet: Duration,
     deregister_grace_max: Duration,
@@ -498,6 +538,10 @@ impl Config {
     pub fn grpc_probe_interval(&self) -> Duration {
         self.grpc_probe_interval
     }
+    /// TLS for the gRPC connection, when it is on (`NACOS_GRPC_TLS`).
+    pub fn grpc_tls(&self) -> Option<&GrpcTls> {
+        self.grpc_tls.as_deref()
+    }
     /// Whether, over gRPC, the app's own service is watched and an instance the server no
     /// longer lists is registered again (`NACOS_INSTANCE_CHECK`, default `true`).
     pub fn instance_check(&self) -> bool {
@@ -548,6 +592,8 @@ pub struct ConfigBuilder {
     grpc_port_offset: Option<u16>,
     grpc_probe_interval: Option<Duration>,
     instance_check: Option<bool>,
+    grpc_tls_enabled: Option<bool>,
+    grpc_tls: Option<GrpcTls>,
     deregister_grace: Option<Duration>,
     deregister_quiet: Option<Duration>,
     deregister_grace_max: Option<Duration>,
@@ -769,6 +815,17 @@ impl ConfigBuilder {
             )?,
             grpc_probe_interval: env.duration("NACOS_GRPC_PROBE_INTERVAL")?,
             instance_check: env.bool("NACOS_INSTANCE_CHECK")?,
+            grpc_tls_enabled: env.bool("NACOS_GRPC_TLS")?,
+            grpc_tls: {
+                let tls = GrpcTls {
+                    ca_file: env.string(&["NACOS_TLS_CA_FILE"]).map(Into::into),
+                    cert_file: env.string(&["NACOS_TLS_CERT_FILE"]).map(Into::into),
+                    key_file: env.string(&["NACOS_TLS_KEY_FILE"]).map(Into::into),
+                    server_name: env.string(&["NACOS_TLS_SERVER_NAME"]),
+                    trust_all: env.bool("NACOS_TLS_TRUST_ALL")?.unwrap_or(false),
+                };
+                (tls != GrpcTls::default()).then_some(tls)
+            },
             deregister_grace: env.duration("NACOS_DEREGISTER_GRACE")?,
             deregister_quiet: env.duration("NACOS_DEREGISTER_QUIET")?,
             deregister_grace_max: env.duration("NACOS_DEREGISTER_GRACE_MAX")?,
@@ -867,6 +924,19 @@ impl ConfigBuilder {
         /// With `NACOS_API=auto` on HTTP because no gRPC port answered, how often gRPC is
         /// tried again (`NACOS_GRPC_PROBE_INTERVAL`; zero: never).
         grpc_probe_interval: Duration
+    );
+    /// gRPC over TLS with `tls` (`NACOS_GRPC_TLS=true` and the `NACOS_TLS_*` variables);
+    /// needs the `rustls` feature.
+    #[must_use]
+    pub fn grpc_tls(mut self, tls: GrpcTls) -> Self {
+        self.grpc_tls_enabled = Some(true);
+        self.grpc_tls = Some(tls);
+        self
+    }
+    setter!(
+        /// gRPC over TLS on or off (`NACOS_GRPC_TLS`); on by default with `https://`
+        /// servers or TLS settings.
+        grpc_tls_enabled: bool
     );
     setter!(
         /// Over gRPC, watch the app's own service and register an instance the server no
@@ -978,6 +1048,37 @@ impl ConfigBuilder {
                 if path == "/" { String::new() } else { path }
             }
         };
+
+        let https = server_addrs.iter().any(|a| a.scheme() == "https");
+        let grpc_tls = match self.grpc_tls_enabled {
+            Some(false) => None,
+            Some(true) => Some(self.grpc_tls.unwrap_or_default()),
+            None if https || self.grpc_tls.is_some() => Some(self.grpc_tls.unwrap_or_default()),
+            None => None,
+        };
+        if let Some(tls) = &grpc_tls {
+            match (&tls.cert_file, &tls.key_file) {
+                (Some(cert), None) => {
+                    return Err(Error::config(
+                        "NACOS_TLS_KEY_FILE",
+                        "",
+                        format!(
+                            "the private key of NACOS_TLS_CERT_FILE ({})",
+                            cert.display()
+                        ),
+                    ));
+                }
+                (None, Some(key)) => {
+                    return Err(Error::config(
+                        "NACOS_TLS_CERT_FILE",
+                        "",
+                        format!("the certificate of NACOS_TLS_KEY_FILE ({})", key.display()),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let grpc_tls = grpc_tls.map(std::sync::Arc::new);
 
         let service_name = self.service_name.ok_or(Error::Missing {
             variable: "NACOS_SERVICE_NAME",
@@ -1199,6 +1300,7 @@ impl ConfigBuilder {
                 .grpc_probe_interval
                 .unwrap_or(DEFAULT_GRPC_PROBE_INTERVAL),
             instance_check: self.instance_check.unwrap_or(true),
+            grpc_tls,
             deregister_grace,
             deregister_quiet,
             deregister_grace_max,
@@ -1266,6 +1368,61 @@ mod tests {
         assert!(cfg.probe_paths().iter().any(|p| p == "/actuator/health"));
         assert_eq!(cfg.api(), ApiVersion::Auto);
         assert!(cfg.metadata().is_empty());
+    }
+
+    #[test]
+    fn grpc_tls_is_on_with_https_servers_or_tls_settings_and_off_when_asked() {
+        let plain = from(&[("NACOS_SERVICE_NAME", "svc")]).unwrap();
+        assert!(plain.grpc_tls().is_none());
+        assert!(plain.instance_check());
+        assert_eq!(plain.grpc_probe_interval(), DEFAULT_GRPC_PROBE_INTERVAL);
+        let ca = from(&[
+            ("NACOS_SERVICE_NAME", "svc"),
+            ("NACOS_TLS_CA_FILE", "/etc/ca.pem"),
+        ])
+        .unwrap();
+        let tls = ca.grpc_tls().expect("TLS on with a CA file");
+        assert_eq!(
+            tls.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
+        assert!(!tls.trust_all);
+        let off = from(&[
+            ("NACOS_SERVICE_NAME", "svc"),
+            ("NACOS_TLS_CA_FILE", "/etc/ca.pem"),
+            ("NACOS_GRPC_TLS", "false"),
+        ])
+        .unwrap();
+        assert!(off.grpc_tls().is_none());
+        let on = from(&[("NACOS_SERVICE_NAME", "svc"), ("NACOS_GRPC_TLS", "true")]).unwrap();
+        assert_eq!(on.grpc_tls(), Some(&GrpcTls::default()));
+        let mutual = from(&[
+            ("NACOS_SERVICE_NAME", "svc"),
+            ("NACOS_TLS_CERT_FILE", "/etc/client.pem"),
+            ("NACOS_TLS_KEY_FILE", "/etc/client.key"),
+            ("NACOS_TLS_SERVER_NAME", "nacos.internal"),
+            ("NACOS_TLS_TRUST_ALL", "true"),
+        ])
+        .unwrap();
+        let tls = mutual.grpc_tls().unwrap();
+        assert_eq!(tls.server_name.as_deref(), Some("nacos.internal"));
+        assert!(tls.trust_all && tls.key_file.is_some());
+        // Paths only in Debug.
+        assert!(format!("{tls:?}").contains("client.key"));
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key_and_the_other_way_round() {
+        let e = err(&[("NACOS_TLS_CERT_FILE", "/etc/client.pem")]);
+        assert!(
+            e.contains("NACOS_TLS_KEY_FILE") && e.contains("client.pem"),
+            "{e}"
+        );
+        let e = err(&[("NACOS_TLS_KEY_FILE", "/etc/client.key")]);
+        assert!(
+            e.contains("NACOS_TLS_CERT_FILE") && e.contains("client.key"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -134,8 +134,8 @@ pub use client::{LOGIN_RETRY, MAX_IN_FLIGHT, MAX_LOGIN_RETRY, NamingClient, USER
 pub use config::{
     ApiVersion, Config, ConfigBuilder, DEFAULT_BEAT_INTERVAL, DEFAULT_DEREGISTER_GRACE,
     DEFAULT_DEREGISTER_GRACE_MAX, DEFAULT_DEREGISTER_QUIET, DEFAULT_GRPC_PORT_OFFSET,
-    DEFAULT_GRPC_PROBE_INTERVAL, DEFAULT_PROBE_PATHS, DEFAULT_SERVER_PORT, IpType, LeavePolicy,
-    Secret, ServerAddr,
+    DEFAULT_GRPC_PROBE_INTERVAL, DEFAULT_PROBE_PATHS, DEFAULT_SERVER_PORT, GrpcTls, IpType,
+    LeavePolicy, Secret, ServerAddr,
 };
 pub use discovery::{DEFAULT_REFRESH, Discovery, EJECT_FOR, EMPTY_HOLD, Instances, ServiceWatch};
 #[cfg(feature = "tower")]

@@ -693,6 +693,167 @@ pub fn lost_instance_comes_back(bin: &str, kind: ServerKind) {
     );
 }
 
+/// gRPC over TLS on the official 2.3.2 (`nacos.remote.server.rpc.tls.enableTls`, plain
+/// text refused with `compatibility=false`; certificates made by rcgen at the run):
+/// with `NACOS_TLS_CA_FILE` the demo registers over gRPC, a gateway watching it gets it
+/// pushed, and a `kill -9` delists it within 2 s and reaches the gateway's list; with the
+/// wrong CA nothing registers, the log names the certificate, and nothing falls back to
+/// plain HTTP. Mutual TLS (`mutualAuthEnable`): registered with a client certificate, not
+/// without one.
+pub fn grpc_over_tls(bin: &str, gateway: &str) {
+    use crate::official::{OfficialNacos, OfficialOptions, OfficialVersion};
+    let kind = ServerKind::Official(OfficialVersion::V2_3_2);
+    if crate::skip_without(kind) {
+        return;
+    }
+    let certs = crate::tls::make();
+    let start = |mutual: bool| {
+        // Nacos opens them as Spring resources: `file:` (else the classpath).
+        let path = |p: &std::path::Path| format!("file:{}", p.display());
+        let mut properties = vec![
+            ("nacos.remote.server.rpc.tls.enableTls", "true".to_owned()),
+            (
+                "nacos.remote.server.rpc.tls.compatibility",
+                "false".to_owned(),
+            ),
+            ("nacos.remote.server.rpc.tls.sslProvider", "JDK".to_owned()),
+            (
+                "nacos.remote.server.rpc.tls.certChainFile",
+                path(&certs.server_cert),
+            ),
+            (
+                "nacos.remote.server.rpc.tls.certPrivateKey",
+                path(&certs.server_key),
+            ),
+        ];
+        if mutual {
+            properties.push((
+                "nacos.remote.server.rpc.tls.mutualAuthEnable",
+                "true".to_owned(),
+            ));
+            properties.push((
+                "nacos.remote.server.rpc.tls.trustCollectionCertFile",
+                path(&certs.ca),
+            ));
+        }
+        Server::Official(OfficialNacos::start(
+            OfficialVersion::V2_3_2,
+            OfficialOptions {
+                properties: properties
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+                ..OfficialOptions::default()
+            },
+        ))
+    };
+    let server = start(false);
+    let service = "e2e-tls";
+    let ca = certs.ca.display().to_string();
+    let mut env = base_env(&server, service);
+    env.push(("NACOS_TLS_CA_FILE", ca.clone()));
+    let (app, port) = start_app(bin, &env);
+    must_be_listed(&server, service, port, &app);
+    let (_, health) = get_text(&format!("http://127.0.0.1:{port}/health")).expect("/health");
+    assert!(
+        health.contains("\"api\":\"grpc\""),
+        "{health}\n{}",
+        app.output()
+    );
+    // A caller watching the service over TLS gets it pushed (a second provider: a list
+    // left empty is held by callers for a while).
+    let (_second, second_port) = start_app(bin, &env);
+    must_be_listed(&server, service, second_port, &app);
+    let mut gateway_env = base_env(&server, "e2e-tls-gateway");
+    gateway_env.push(("NACOS_TLS_CA_FILE", ca.clone()));
+    gateway_env.push(("TARGET_SERVICE", service.to_owned()));
+    let (gw, gw_port) = start_app(gateway, &gateway_env);
+    let knows = |port: u16| {
+        get_text(&format!("http://127.0.0.1:{gw_port}/instances"))
+            .ok()
+            .is_some_and(|(_, body)| body.contains(&format!(":{port} weight")))
+    };
+    wait_for(Duration::from_secs(10), || {
+        (knows(port) && knows(second_port)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the gateway never listed the provider:\n{}", gw.output()));
+    app.signal("KILL");
+    let killed = Instant::now();
+    assert!(
+        unlisted(
+            &server,
+            "public",
+            "DEFAULT_GROUP",
+            service,
+            port,
+            Duration::from_secs(2)
+        ),
+        "still listed 2 s after kill -9 over TLS:\n{}",
+        app.output()
+    );
+    wait_for(Duration::from_secs(5), || (!knows(port)).then_some(()))
+        .unwrap_or_else(|| panic!("the gateway kept the crashed provider:\n{}", gw.output()));
+    let pushed = killed.elapsed();
+    // The wrong CA: nothing registers, the error names the certificate, no plain HTTP.
+    let mut wrong = base_env(&server, service);
+    wrong.push(("NACOS_TLS_CA_FILE", certs.other_ca.display().to_string()));
+    let (bad, bad_port) = start_app(bin, &wrong);
+    assert!(
+        listed(
+            &server,
+            "public",
+            "DEFAULT_GROUP",
+            service,
+            bad_port,
+            Duration::from_secs(6)
+        )
+        .is_none(),
+        "registered although its CA did not sign the server's certificate:\n{}",
+        bad.output()
+    );
+    let output = bad.output();
+    let refusal = output
+        .lines()
+        .find(|l| l.to_lowercase().contains("certificate"))
+        .unwrap_or_else(|| panic!("no line names the certificate:\n{output}"))
+        .to_owned();
+    assert!(!output.contains("using HTTP"), "{output}");
+    // Mutual TLS.
+    let mutual = start(true);
+    let with_cert = |cert: bool| {
+        let mut env = base_env(&mutual, "e2e-mtls");
+        env.push(("NACOS_TLS_CA_FILE", ca.clone()));
+        if cert {
+            env.push((
+                "NACOS_TLS_CERT_FILE",
+                certs.client_cert.display().to_string(),
+            ));
+            env.push(("NACOS_TLS_KEY_FILE", certs.client_key.display().to_string()));
+        }
+        start_app(bin, &env)
+    };
+    let (client, client_port) = with_cert(true);
+    must_be_listed(&mutual, "e2e-mtls", client_port, &client);
+    let (anonymous, anonymous_port) = with_cert(false);
+    assert!(
+        listed(
+            &mutual,
+            "public",
+            "DEFAULT_GROUP",
+            "e2e-mtls",
+            anonymous_port,
+            Duration::from_secs(6)
+        )
+        .is_none(),
+        "registered without a client certificate:\n{}",
+        anonymous.output()
+    );
+    eprintln!(
+        "[e2e] {bin} on {kind} over TLS: registered, pushed to a gateway, delisted and the gateway told {} ms after kill -9; mutual TLS with a client certificate only; the wrong CA: {refusal}",
+        pushed.as_millis()
+    );
+}
+
 /// The official server moves the app's gRPC connection (`GET
 /// /nacos/v2/core/loader/reloadClient`, its own rebalancing tool): the app gets a
 /// `ConnectResetRequest` naming the server, answers it, reconnects there and registers

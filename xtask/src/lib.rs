@@ -1060,6 +1060,7 @@ pub mod official;
 pub mod rolling;
 pub mod server;
 pub mod testrun;
+pub mod tls;
 
 /// Sends `method` to `url` with `params` in the query (a form body for `POST`/`PUT`) and
 /// returns the status and body (5 s timeout).

@@ -4,6 +4,7 @@
 const DEMO: &str = env!("CARGO_BIN_EXE_axum-demo");
 const MINIMAL: &str = env!("CARGO_BIN_EXE_axum-demo-minimal");
 const OWN_SHUTDOWN: &str = env!("CARGO_BIN_EXE_axum-demo-own-shutdown");
+const GATEWAY: &str = env!("CARGO_BIN_EXE_axum-gateway");
 
 xtask::e2e_suite!(DEMO);
 
@@ -173,6 +174,11 @@ fn metrics_over_grpc() {
 #[test]
 fn grpc_port_elsewhere_falls_back_or_is_configured() {
     xtask::e2e::grpc_port_elsewhere(DEMO);
+}
+
+#[test]
+fn nacos2_grpc_over_tls_and_mutual_tls() {
+    xtask::e2e::grpc_over_tls(DEMO, GATEWAY);
 }
 
 #[test]

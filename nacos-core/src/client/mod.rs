@@ -68,7 +68,7 @@ pub struct NamingClient {
     context_path: String,
     request_timeout: Duration,
     auth: Option<Auth>,
-    /// The gRPC transport, unless the API is forced to HTTP (or a server is `https://`).
+    /// The gRPC transport, unless the API is forced to HTTP.
     #[cfg(feature = "grpc")]
     grpc: Option<grpc::Grpc>,
 }
@@ -302,14 +302,15 @@ impl NamingClient {
     ///
     /// With the `grpc` feature (default) and `NACOS_API` `auto` or `grpc`, requests go over
     /// one gRPC connection (see the `grpc` module docs); `auto` falls back to HTTP when no
-    /// server's gRPC port answers but HTTP does. `https://` servers are spoken to over
-    /// HTTP only.
+    /// server's gRPC port answers but HTTP does. The connection is TLS when
+    /// [`Config::grpc_tls`] says so (by default with `https://` servers; feature `rustls`).
     ///
     /// # Errors
     /// [`Error::HttpClient`] when the HTTP client cannot be built (no TLS backend);
-    /// [`Error::Config`] naming `NACOS_CONTEXT_PATH` when a server's URL cannot be made, or
-    /// `NACOS_API` when `grpc` is asked for without the `grpc` feature or with `https://`
-    /// servers.
+    /// [`Error::Config`] naming `NACOS_CONTEXT_PATH` when a server's URL cannot be made,
+    /// `NACOS_API` when `grpc` is asked for without the `grpc` feature, `NACOS_GRPC_TLS`
+    /// when TLS is asked for without the `rustls` feature, or the `NACOS_TLS_*` variable
+    /// whose file cannot be read or holds no usable certificate or key.
     pub fn new(config: &Config) -> Result<Arc<Self>> {
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
@@ -326,25 +327,35 @@ impl NamingClient {
             .iter()
             .map(|addr| Server::new(addr, config.context_path()))
             .collect::<Result<_>>()?;
-        let tls = servers.iter().any(|s| s.addr.scheme() == "https");
         let grpc_wanted = match config.api() {
             ApiVersion::Grpc => {
-                if tls || !cfg!(feature = "grpc") {
+                if !cfg!(feature = "grpc") {
                     return Err(Error::config(
                         "NACOS_API",
                         "grpc",
-                        if tls {
-                            "auto, v3 or v1 with https:// servers (gRPC is spoken without TLS)"
-                        } else {
-                            "auto, v3 or v1 (this build has no `grpc` feature)"
-                        },
+                        "auto, v3 or v1 (this build has no `grpc` feature)",
                     ));
                 }
                 true
             }
-            ApiVersion::Auto => !tls,
+            ApiVersion::Auto => true,
             _ => false,
         };
+        // TLS under gRPC: its files are read now, so that a wrong path is an error at
+        // start, not a connection that never comes up.
+        #[cfg(all(feature = "grpc", feature = "rustls"))]
+        let grpc_tls = match config.grpc_tls() {
+            Some(settings) if grpc_wanted => Some(grpc::tls::tls(settings)?),
+            _ => None,
+        };
+        #[cfg(not(feature = "rustls"))]
+        if grpc_wanted && cfg!(feature = "grpc") && config.grpc_tls().is_some() {
+            return Err(Error::config(
+                "NACOS_GRPC_TLS",
+                "true",
+                "false, or a build with the `rustls` feature (gRPC over TLS needs it)",
+            ));
+        }
         #[cfg(not(feature = "grpc"))]
         let _ = grpc_wanted;
         #[cfg(feature = "grpc")]
@@ -352,8 +363,26 @@ impl NamingClient {
             .iter()
             .map(|s| (s.addr.host().to_owned(), s.addr.port()))
             .collect();
+        // gRPC over TLS with plain `http://` servers: `auto` never falls back to HTTP, which
+        // would carry the same data unencrypted (a wrong CA must fail, not downgrade).
+        let plain_http = servers.iter().any(|s| s.addr.scheme() == "http");
+        let mode = match config.api() {
+            ApiVersion::Auto if grpc_wanted && plain_http && config.grpc_tls().is_some() => {
+                ApiVersion::Grpc
+            }
+            other => other,
+        };
+        if mode == ApiVersion::Grpc
+            && plain_http
+            && config.grpc_tls().is_some()
+            && config.username().is_some()
+        {
+            tracing::warn!(
+                "gRPC goes over TLS but the login goes over plain HTTP (NACOS_SERVER_ADDR names http:// servers): name them https:// to encrypt it too"
+            );
+        }
         let (mode, context_path, request_timeout) = (
-            config.api(),
+            mode,
             config.context_path().to_owned(),
             config.request_timeout(),
         );
@@ -385,6 +414,8 @@ impl NamingClient {
                     request_timeout,
                     probe_interval,
                     instance_check,
+                    #[cfg(feature = "rustls")]
+                    grpc_tls,
                 )
             }),
         }))

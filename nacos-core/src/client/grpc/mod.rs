@@ -66,6 +66,8 @@ use super::NamingClient;
 
 mod messages;
 mod proto;
+#[cfg(feature = "rustls")]
+pub(crate) mod tls;
 
 /// Locks `mutex`, taking the data of a poisoned one as it is (the tables hold plain data
 /// that a panic cannot leave half-written).
@@ -275,6 +277,9 @@ struct Shared {
     /// Whether each registered service is watched for instances the server lost
     /// (`NACOS_INSTANCE_CHECK`).
     instance_check: bool,
+    /// TLS under the connection (`NACOS_GRPC_TLS`).
+    #[cfg(feature = "rustls")]
+    tls: Option<tls::Tls>,
     registrations: Mutex<HashMap<ServiceKey, ServiceSet>>,
     /// What the connection of this generation showed of its server's batches.
     batches: Mutex<(u64, Batches)>,
@@ -296,6 +301,7 @@ impl Grpc {
         timeout: Duration,
         probe_interval: Duration,
         instance_check: bool,
+        #[cfg(feature = "rustls")] tls: Option<tls::Tls>,
     ) -> Self {
         let targets = servers
             .iter()
@@ -320,6 +326,8 @@ impl Grpc {
                 decided: AtomicU8::new(UNDECIDED),
                 found: AtomicBool::new(false),
                 instance_check,
+                #[cfg(feature = "rustls")]
+                tls,
                 registrations: Mutex::new(HashMap::new()),
                 batches: Mutex::new((0, Batches::Unknown)),
                 subscriptions: Mutex::new(HashMap::new()),
@@ -1328,7 +1336,15 @@ async fn connect(shared: &Shared, target: &Target, generation: u64) -> Result<Co
         .map_err(|e| refused("invalid address", &e))?
         .tcp_nodelay(true)
         .connect_timeout(shared.timeout);
-    let channel = tokio::time::timeout(shared.timeout, endpoint.connect())
+    let connecting = async {
+        #[cfg(feature = "rustls")]
+        if let Some(tls) = &shared.tls {
+            let connector = tls::Connector { tls: tls.clone() };
+            return endpoint.connect_with_connector(connector).await;
+        }
+        endpoint.connect().await
+    };
+    let channel = tokio::time::timeout(shared.timeout, connecting)
         .await
         .map_err(|_| Error::Transport {
             server: server.clone(),
