@@ -317,11 +317,15 @@ impl NamingClient {
             .no_proxy()
             .connect_timeout(config.request_timeout())
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(MAX_IN_FLIGHT)
-            .build()
-            .map_err(|e| Error::HttpClient {
-                source: Arc::new(e.without_url()),
-            })?;
+            .pool_max_idle_per_host(MAX_IN_FLIGHT);
+        #[cfg(feature = "rustls")]
+        let http = match config.grpc_tls() {
+            Some(tls) => https_settings(http, tls)?,
+            None => http,
+        };
+        let http = http.build().map_err(|e| Error::HttpClient {
+            source: Arc::new(e.without_url()),
+        })?;
         let servers: Vec<Server> = config
             .server_addrs()
             .iter()
@@ -1023,6 +1027,61 @@ impl NamingClient {
 }
 
 /// The `api` label of a request's metrics.
+/// The TLS settings applied to HTTPS too (`https://` servers): the same CA file (in place
+/// of the system's roots), client certificate and trust-all as the gRPC connection.
+#[cfg(feature = "rustls")]
+fn https_settings(
+    mut http: reqwest::ClientBuilder,
+    tls: &crate::config::GrpcTls,
+) -> Result<reqwest::ClientBuilder> {
+    let read = |variable: &'static str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            Error::config(
+                variable,
+                path.display(),
+                format!("a readable PEM file: {e}"),
+            )
+        })
+    };
+    if let Some(ca) = &tls.ca_file {
+        let certs = reqwest::Certificate::from_pem_bundle(&read("NACOS_TLS_CA_FILE", ca)?)
+            .map_err(|e| {
+                Error::config(
+                    "NACOS_TLS_CA_FILE",
+                    ca.display(),
+                    format!("PEM certificates: {}", crate::error::Chain(&e)),
+                )
+            })?;
+        if certs.is_empty() {
+            return Err(Error::config(
+                "NACOS_TLS_CA_FILE",
+                ca.display(),
+                "a PEM file of certificates: no certificate in it",
+            ));
+        }
+        http = http.tls_certs_only(certs);
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        let mut pem = read("NACOS_TLS_CERT_FILE", cert)?;
+        pem.extend(read("NACOS_TLS_KEY_FILE", key)?);
+        let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+            Error::config(
+                "NACOS_TLS_KEY_FILE",
+                key.display(),
+                format!(
+                    "the PEM private key of NACOS_TLS_CERT_FILE: {}",
+                    crate::error::Chain(&e)
+                ),
+            )
+        })?;
+        http = http.identity(identity);
+    }
+    if tls.trust_all {
+        http = http.tls_danger_accept_invalid_certs(true);
+    }
+    Ok(http)
+}
+
 fn api_label(api: ApiVersion) -> &'static str {
     match api {
         ApiVersion::V1 => "v1",

@@ -271,6 +271,30 @@ mod tests {
     }
 
     #[test]
+    fn https_servers_take_the_same_files() {
+        let config = |ca: &str| {
+            crate::config::Config::builder()
+                .service_name("svc")
+                .server_addr("https://127.0.0.1:8443")
+                .grpc_tls(GrpcTls {
+                    ca_file: Some(ca.into()),
+                    ..GrpcTls::default()
+                })
+                .build()
+                .unwrap()
+        };
+        let e = crate::client::NamingClient::new(&config("/nonexistent/ca.pem")).unwrap_err();
+        assert!(e.to_string().contains("NACOS_TLS_CA_FILE"), "{e}");
+        let dir = std::env::temp_dir().join(format!("nacos-https-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let e = crate::client::NamingClient::new(&config(empty.to_str().unwrap())).unwrap_err();
+        assert!(e.to_string().contains("no certificate"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn the_connection_offers_h2() {
         let tls = tls(&GrpcTls {
             trust_all: true,
