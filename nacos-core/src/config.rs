@@ -532,6 +532,10 @@ impl Config {
     pub fn probe_paths(&self) -> &[String] {
         &self.probe_paths
     }
+    /// The same list, shared (a registration keeps it without copying it).
+    pub(crate) fn probe_paths_shared(&self) -> std::sync::Arc<[String]> {
+        self.probe_paths.clone()
+    }
     /// With `NACOS_API=auto` on HTTP because no gRPC port answered, how often gRPC is
     /// tried again (`NACOS_GRPC_PROBE_INTERVAL`, [`DEFAULT_GRPC_PROBE_INTERVAL`]); zero:
     /// never.
@@ -1264,10 +1268,20 @@ impl ConfigBuilder {
                 }
                 paths.into()
             }
-            None => DEFAULT_PROBE_PATHS
-                .iter()
-                .map(|p| (*p).to_owned())
-                .collect(),
+            // One list for every configuration that keeps the default: a process may hold
+            // thousands of them (each copy cost about 1 KB).
+            None => {
+                static DEFAULT: std::sync::OnceLock<std::sync::Arc<[String]>> =
+                    std::sync::OnceLock::new();
+                DEFAULT
+                    .get_or_init(|| {
+                        DEFAULT_PROBE_PATHS
+                            .iter()
+                            .map(|p| (*p).to_owned())
+                            .collect()
+                    })
+                    .clone()
+            }
         };
 
         Ok(Config {

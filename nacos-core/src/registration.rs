@@ -102,7 +102,7 @@ impl Registration {
                     leave: config.leave_policy(),
                     handle_signals: config.handle_signals(),
                     arrivals: None,
-                    probe_paths: config.probe_paths().into(),
+                    probe_paths: config.probe_paths_shared(),
                 }),
             });
         }
@@ -118,7 +118,7 @@ impl Registration {
         let timeout = config.request_timeout();
         let leave = config.leave_policy();
         let handle_signals = config.handle_signals();
-        let probe_paths: Arc<[String]> = config.probe_paths().into();
+        let probe_paths = config.probe_paths_shared();
         let id = engine.add(Entry {
             commands: commands.clone(),
             status: status.clone(),
