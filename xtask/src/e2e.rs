@@ -754,7 +754,12 @@ pub fn grpc_over_tls(bin: &str, gateway: &str) {
     env.push(("NACOS_TLS_CA_FILE", ca.clone()));
     let (app, port) = start_app(bin, &env);
     must_be_listed(&server, service, port, &app);
-    let (_, health) = get_text(&format!("http://127.0.0.1:{port}/health")).expect("/health");
+    // The server lists it as it takes the request; the app's status follows its answer.
+    let health = wait_for(Duration::from_secs(5), || {
+        let (_, health) = get_text(&format!("http://127.0.0.1:{port}/health")).ok()?;
+        health.contains("\"api\":\"grpc\"").then_some(health)
+    })
+    .unwrap_or_default();
     assert!(
         health.contains("\"api\":\"grpc\""),
         "{health}\n{}",

@@ -658,20 +658,30 @@ pub fn reset_rust_connections(addr: &str) -> Result<usize, String> {
 /// # Panics
 /// When no such pair is found in 500 tries.
 pub fn free_port_pair() -> (u16, u16) {
+    free_port_pair_at(1000)
+}
+
+/// A free loopback port `p` whose `p + offset` (and `p + 1000`) are free too, all below
+/// the ephemeral range (see [`free_port_pair`]); `offset` at most 2000.
+///
+/// # Panics
+/// When no such pair is found in 500 tries.
+pub fn free_port_pair_at(offset: u16) -> (u16, u16) {
     static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut taken = TAKEN
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let bindable = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
     for _ in 0..500 {
-        let main = fastrand::u16(30_200..31_700);
-        let pair = [main, main + 1000];
+        let main = fastrand::u16(30_200..(32_700 - offset).max(30_201));
+        // Also + 1000, where clients look by default: kept free for a test to use.
+        let pair = [main, main + offset, main + 1000];
         if pair.iter().all(|p| !taken.contains(p) && bindable(*p)) {
             taken.extend(pair);
-            return (main, main + 1000);
+            return (main, main + offset);
         }
     }
-    panic!("no free pair of loopback ports (P, P+1000)");
+    panic!("no free pair of loopback ports (P, P+{offset})");
 }
 
 /// How to start r-nacos.
@@ -745,10 +755,7 @@ impl RNacos {
         // The gRPC port is the HTTP port + 1000, where clients look for it.
         let (http_port, grpc_port) = match options.grpc_offset {
             None | Some(1000) => free_port_pair(),
-            Some(offset) => {
-                let (http, _) = free_port_pair();
-                (http, http + offset)
-            }
+            Some(offset) => free_port_pair_at(offset),
         };
         RNacos {
             child: None,
