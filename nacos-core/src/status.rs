@@ -68,6 +68,12 @@ pub struct Status {
     pub registrations: u64,
     /// The API the last registration went over: `"grpc"`, `"v3"` or `"v1"` (HTTP).
     pub api: Option<&'static str>,
+    /// Over gRPC, the Nacos server whose connection keeps the instance, as
+    /// `grpc://host:port` (its gRPC port): in a cluster, the node that owns the instance
+    /// and replicates it to the others. `None` over HTTP, where each beat may go to another
+    /// node.
+    #[serde(serialize_with = "opt_str")]
+    pub server: Option<Arc<str>>,
     /// Beats accepted since start (HTTP). Over gRPC no beats are sent: the connection keeps
     /// the instance, and this stays 0 with `last_beat` empty.
     pub beats: u64,
@@ -78,6 +84,13 @@ pub struct Status {
     /// When the last error happened.
     #[serde(serialize_with = "rfc3339")]
     pub last_error_at: Option<SystemTime>,
+}
+
+fn opt_str<S: Serializer>(text: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    match text {
+        Some(t) => s.serialize_str(t),
+        None => s.serialize_none(),
+    }
 }
 
 fn rfc3339<S: Serializer>(time: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
@@ -129,6 +142,7 @@ impl StatusHandle {
                     last_beat: None,
                     registrations: 0,
                     api: None,
+                    server: None,
                     beats: 0,
                     consecutive_failures: 0,
                     last_error: None,

@@ -1855,6 +1855,184 @@ pub fn cluster_node_killed(bin: &str) {
     );
 }
 
+/// A 3-node official Nacos 2.3.2 cluster (embedded storage), the demo given the address
+/// list, a gateway watching it:
+/// - `kill -9` of a second provider with no node lost: gone from every node within 3 s
+///   (1.0-1.7 s on an idle machine), and from the gateway's list;
+/// - `kill -9` of the node holding the demo's connection (`/health` names it): the instance
+///   never missing from the survivors' lists for 15 s, and the gateway keeps getting pushes
+///   (a provider started after the loss reaches it);
+/// - the node back: it lists the instance again, and no node and no gateway lists it twice.
+pub fn official_cluster_node_loss(bin: &str, gateway: &str) {
+    use crate::official::{OfficialCluster, OfficialNacos, OfficialOptions, OfficialVersion};
+    let kind = ServerKind::Official(OfficialVersion::V2_3_2);
+    if crate::skip_without(kind) {
+        return;
+    }
+    let mut cluster =
+        OfficialCluster::start(OfficialVersion::V2_3_2, 3, OfficialOptions::default());
+    let service = "e2e-official-cluster";
+    let addr = cluster.addr();
+    let env = |name: &str| {
+        vec![
+            ("NACOS_SERVER_ADDR", addr.clone()),
+            ("NACOS_SERVICE_NAME", name.to_owned()),
+            ("PORT", "0".to_owned()),
+        ]
+    };
+    // How many times a node lists `port` (None: it did not answer).
+    let count_on = |node: &OfficialNacos, port: u16| -> Option<usize> {
+        let hosts = node.instances("public", "DEFAULT_GROUP", service).ok()?;
+        Some(hosts.iter().filter(|h| h["port"] == port).count())
+    };
+    let on_every_node = |nodes: &[OfficialNacos], port: u16, times: usize| {
+        nodes.iter().all(|n| count_on(n, port) == Some(times))
+    };
+    let (app, port) = start_app(bin, &env(service));
+    wait_for(Duration::from_secs(20), || {
+        on_every_node(&cluster.nodes, port, 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not listed on every node:\n{}", app.output()));
+    let mut gateway_env = env("e2e-official-cluster-gateway");
+    gateway_env.push(("TARGET_SERVICE", service.to_owned()));
+    let (gw, gw_port) = start_app(gateway, &gateway_env);
+    // How many times the gateway lists `port`.
+    let gateway_lists = |port: u16| {
+        get_text(&format!("http://127.0.0.1:{gw_port}/instances"))
+            .ok()
+            .map(|(_, body)| body.matches(&format!(":{port} weight")).count())
+    };
+    // A crash with every node up.
+    let (second, second_port) = start_app(bin, &env(service));
+    wait_for(Duration::from_secs(20), || {
+        (on_every_node(&cluster.nodes, second_port, 1) && gateway_lists(second_port) == Some(1))
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the second provider never reached every node and the gateway:\n{}\n{}",
+            second.output(),
+            gw.output()
+        )
+    });
+    second.signal("KILL");
+    let killed = Instant::now();
+    // Distro sends the removal to the other nodes after its 1 s sync delay: 1.0-1.7 s seen
+    // on an idle machine; 3 s leaves room for a loaded one.
+    let gone = wait_for(Duration::from_secs(3), || {
+        on_every_node(&cluster.nodes, second_port, 0).then(|| killed.elapsed())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "a crashed provider still listed on a node 3 s after kill -9:\n{}",
+            second.output()
+        )
+    });
+    wait_for(Duration::from_secs(5), || {
+        (gateway_lists(second_port) == Some(0)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the gateway kept the crashed provider:\n{}", gw.output()));
+    let told = killed.elapsed();
+    // The node holding the demo's connection dies.
+    let health = || -> Value {
+        let (_, text) =
+            get_text(&format!("http://127.0.0.1:{port}/health")).expect("/health answers");
+        serde_json::from_str(&text).expect("/health is JSON")
+    };
+    let before = health();
+    let holder = before["nacos"]["server"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let dead = cluster
+        .nodes
+        .iter()
+        .position(|n| holder.ends_with(&format!(":{}", n.grpc_port())))
+        .unwrap_or_else(|| panic!("/health names no node of the cluster as its server: {before}"));
+    cluster.nodes[dead].stop();
+    let lost = Instant::now();
+    let survivors: Vec<&OfficialNacos> = cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| (i != dead).then_some(n))
+        .collect();
+    let mut third = None;
+    let mut polls = 0;
+    while lost.elapsed() < Duration::from_secs(15) {
+        for node in &survivors {
+            let times = count_on(node, port);
+            assert_eq!(
+                times,
+                Some(1),
+                "{} ms after the node holding its connection died, {} lists the instance {times:?} times\n{}",
+                lost.elapsed().as_millis(),
+                node.addr(),
+                app.output()
+            );
+        }
+        assert_eq!(
+            gateway_lists(port),
+            Some(1),
+            "the gateway lost the provider:\n{}",
+            gw.output()
+        );
+        polls += 1;
+        if third.is_none() && lost.elapsed() > Duration::from_secs(2) {
+            third = Some(start_app(bin, &env(service)));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (third, third_port) = third.expect("started during the loss");
+    let pushed = wait_for(Duration::from_secs(10), || {
+        (gateway_lists(third_port) == Some(1)).then_some(())
+    });
+    assert!(
+        pushed.is_some(),
+        "a provider started after the node loss never reached the gateway:\n{}\n{}",
+        third.output(),
+        gw.output()
+    );
+    let after = health();
+    assert_eq!(after["nacos"]["state"], "registered", "{after}");
+    assert_ne!(
+        after["nacos"]["server"], before["nacos"]["server"],
+        "{after}"
+    );
+    // The node comes back: listed there, never twice anywhere.
+    cluster.nodes[dead].restart();
+    let back = Instant::now();
+    wait_for(Duration::from_secs(30), || {
+        (count_on(&cluster.nodes[dead], port) == Some(1)).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the node back does not list the instance:\n{}",
+            app.output()
+        )
+    });
+    let relisted = back.elapsed();
+    for _ in 0..10 {
+        assert!(
+            on_every_node(&cluster.nodes, port, 1),
+            "listed twice or not at all on a node after the node came back"
+        );
+        assert!(
+            on_every_node(&cluster.nodes, third_port, 1),
+            "the third provider listed twice or not at all"
+        );
+        assert_eq!(gateway_lists(port), Some(1), "{}", gw.output());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    eprintln!(
+        "[e2e] official 2.3.2 cluster of 3: kill -9 of a provider gone from every node in {} ms, the gateway told in {} ms; the node holding the connection killed: listed once on both survivors at {polls} polls over 15 s, moved from {holder} to {}, a provider started after the loss pushed to the gateway; the node back listed it {} ms after its restart, once",
+        gone.as_millis(),
+        told.as_millis(),
+        after["nacos"]["server"],
+        relisted.as_millis()
+    );
+}
+
 /// `GET /metrics` of a demo: Prometheus's own `promtool check metrics` accepts it, and the
 /// counters move with the lifecycle: registered and beating, then Nacos down for more than
 /// a beat interval and back (a failed beat, a registration again).

@@ -181,17 +181,38 @@ fn msrv() -> Result<(), String> {
     }
 }
 
-/// `cargo xtask nacos run [official [2.3.2|3.1.0] [auth]]`: r-nacos, or the official
-/// server (2.3.2 unless named; with `auth`, user `nacos`, password `nacos`), in the
-/// foreground.
+/// `cargo xtask nacos run [official [2.3.2|3.1.0] [auth] [cluster]]`: r-nacos, or the
+/// official server (2.3.2 unless named; with `auth`, user `nacos`, password `nacos`; with
+/// `cluster`, three nodes), in the foreground.
 fn run_nacos(args: &[String]) -> Result<(), String> {
     let _server: Box<dyn std::fmt::Debug> = if args.first().is_some_and(|a| a == "official") {
-        let version = match args.get(1).filter(|a| *a != "auth") {
+        let version = match args.get(1).filter(|a| *a != "auth" && *a != "cluster") {
             Some(v) => v.parse()?,
             None => DEMO_OFFICIAL,
         };
         let auth = args.iter().any(|a| a == "auth");
         xtask::official::ensure_official(version)?;
+        if args.iter().any(|a| a == "cluster") {
+            let cluster = xtask::official::OfficialCluster::start(
+                version,
+                3,
+                xtask::official::OfficialOptions {
+                    auth,
+                    ..Default::default()
+                },
+            );
+            println!(
+                "A 3-node Nacos {version} cluster is up: NACOS_SERVER_ADDR={}",
+                cluster.addr()
+            );
+            for node in &cluster.nodes {
+                println!("  pid {:?}, home {}", node.pid(), node.home().display());
+            }
+            println!("Ctrl-C stops it.");
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
         let server = xtask::official::OfficialNacos::start(
             version,
             xtask::official::OfficialOptions {

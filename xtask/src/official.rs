@@ -450,6 +450,8 @@ pub struct OfficialNacos {
     ready_in: Option<Duration>,
     /// A token for the harness's own requests, with when it was issued.
     token: Mutex<Option<(String, Instant)>>,
+    /// The main ports of every member of its cluster (itself included); empty: standalone.
+    members: Vec<u16>,
 }
 
 impl OfficialNacos {
@@ -499,6 +501,7 @@ impl OfficialNacos {
             answered_in: None,
             ready_in: None,
             token: Mutex::new(None),
+            members: Vec::new(),
         }
     }
 
@@ -542,6 +545,12 @@ impl OfficialNacos {
     }
 
     fn spawn(&mut self) {
+        let started = self.launch();
+        self.wait_ready(started);
+    }
+
+    /// Starts the process (a child of the calling thread, see [`crate::child_command`]).
+    fn launch(&mut self) -> Instant {
         let home = self.home.path().to_path_buf();
         let conf = home.join("conf");
         let logs = home.join("logs");
@@ -549,6 +558,15 @@ impl OfficialNacos {
         std::fs::create_dir_all(&logs).expect("cannot create the logs dir");
         std::fs::write(conf.join("application.properties"), self.properties())
             .expect("cannot write application.properties");
+        let members: Vec<String> = self
+            .members
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        if !members.is_empty() {
+            std::fs::write(conf.join("cluster.conf"), members.join("\n") + "\n")
+                .expect("cannot write cluster.conf");
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -563,10 +581,15 @@ impl OfficialNacos {
                     .unwrap_or_default()
                     .split_whitespace(),
             )
-            .arg("-Dnacos.standalone=true")
-            .arg("-Dnacos.member.list=")
+            .arg(format!("-Dnacos.standalone={}", members.is_empty()))
+            .arg(format!("-Dnacos.member.list={}", members.join(",")))
             .arg(format!("-Dnacos.home={}", home.display()))
             .arg(format!("-Djava.io.tmpdir={}", home.display()));
+        if !members.is_empty() {
+            // Derby on every node, replicated by Nacos's own Raft (JRaft on port P - 1000),
+            // as the official `startup.sh -p embedded` does.
+            cmd.arg("-DembeddedStorage=true");
+        }
         if self.version.speaks_v3() {
             let deployment = if self.console_port.is_some() {
                 "merged"
@@ -590,6 +613,11 @@ impl OfficialNacos {
             cmd.spawn()
                 .unwrap_or_else(|e| panic!("cannot start java (is a JDK 17+ installed?): {e}")),
         );
+        started
+    }
+
+    /// Waits until the spawned server answers HTTP and user `nacos` logs in.
+    fn wait_ready(&mut self, started: Instant) {
         while !self.is_up() {
             self.check_alive("at start");
             if started.elapsed() > START_TIMEOUT {
@@ -893,5 +921,92 @@ impl Drop for OfficialNacos {
         ];
         ports.extend(self.console_port);
         release_ports(&ports);
+    }
+}
+
+/// An official Nacos cluster on loopback: every node lists the others in its
+/// `conf/cluster.conf` (`nacos.standalone=false`), with embedded storage (Derby replicated by
+/// Nacos's Raft on each node's port P - 1000) and ephemeral instances replicated by Distro
+/// over the cluster gRPC port P + 1001. Stopped on drop.
+///
+/// A client connection belongs to the node it reaches; the other nodes hold a copy of its
+/// instances (Distro), renewed by that node's verify messages (every 5 s). When the node dies
+/// the copies stay until they expire, `nacos.naming.client.expired.time` (180,000 ms by
+/// default) after their last renewal.
+#[derive(Debug)]
+pub struct OfficialCluster {
+    /// The nodes.
+    pub nodes: Vec<OfficialNacos>,
+}
+
+impl OfficialCluster {
+    /// Starts `n` nodes of `version` at once with `options` and waits until an instance
+    /// registered on the first node is listed by every node.
+    ///
+    /// # Panics
+    /// When the jars cannot be resolved, a node does not start (with its log), or the cluster
+    /// does not replicate within 60 s.
+    pub fn start(version: OfficialVersion, n: usize, options: OfficialOptions) -> OfficialCluster {
+        let mut nodes: Vec<OfficialNacos> = (0..n)
+            .map(|_| OfficialNacos::reserve(version, options.clone()))
+            .collect();
+        let members: Vec<u16> = nodes.iter().map(OfficialNacos::http_port).collect();
+        for node in &mut nodes {
+            node.members.clone_from(&members);
+        }
+        // Started from this thread, so that they live as long as it does; waited for in
+        // parallel (a node is not ready before a majority of them runs).
+        let started: Vec<Instant> = nodes.iter_mut().map(OfficialNacos::launch).collect();
+        std::thread::scope(|scope| {
+            for (node, started) in nodes.iter_mut().zip(started) {
+                scope.spawn(move || node.wait_ready(started));
+            }
+        });
+        let cluster = OfficialCluster { nodes };
+        let mut params = vec![
+            ("serviceName", "cluster-probe"),
+            ("ip", "10.255.255.1"),
+            ("port", "1"),
+            ("ephemeral", "true"),
+        ];
+        let token = if options.auth {
+            Some(cluster.nodes[0].login().unwrap_or_else(|e| panic!("{e}")))
+        } else {
+            None
+        };
+        if let Some(token) = &token {
+            params.push(("accessToken", token));
+        }
+        let path = "/nacos/v1/ns/instance";
+        let replicated = crate::wait_for(Duration::from_secs(60), || {
+            drop(cluster.nodes[0].send("POST", path, &params));
+            cluster
+                .nodes
+                .iter()
+                .all(|node| {
+                    node.instances("public", "DEFAULT_GROUP", "cluster-probe")
+                        .is_ok_and(|hosts| !hosts.is_empty())
+                })
+                .then_some(())
+        });
+        if replicated.is_none() {
+            let logs: Vec<String> = cluster
+                .nodes
+                .iter()
+                .map(|node| format!("{}:\n{}", node.addr(), tail(&node.log(), 30)))
+                .collect();
+            panic!(
+                "the official Nacos cluster does not replicate within 60 s:\n{}",
+                logs.join("\n")
+            );
+        }
+        drop(cluster.nodes[0].send("DELETE", path, &params));
+        cluster
+    }
+
+    /// Every node's address, comma-separated: the value for `NACOS_SERVER_ADDR`.
+    pub fn addr(&self) -> String {
+        let all: Vec<String> = self.nodes.iter().map(OfficialNacos::addr).collect();
+        all.join(",")
     }
 }

@@ -159,6 +159,13 @@ fn rnacos_cluster_one_node_killed() {
 }
 
 /// `/metrics` passes `promtool check metrics` and moves with the lifecycle.
+/// Nacos as users run it in production: a 3-node official Nacos 2.3.2 cluster, the node
+/// holding the connection killed.
+#[test]
+fn nacos2_cluster_node_holding_the_connection_killed() {
+    xtask::e2e::official_cluster_node_loss(DEMO, GATEWAY);
+}
+
 #[test]
 fn metrics_pass_promtool_and_move() {
     xtask::e2e::metrics_move_with_the_lifecycle(DEMO);

@@ -698,6 +698,16 @@ impl NamingClient {
         }
     }
 
+    /// Over gRPC, the server of the connection keeping the instances (`grpc://host:port`);
+    /// `None` over HTTP, where each request may go to another server.
+    pub(crate) fn grpc_server(&self) -> Option<Arc<str>> {
+        #[cfg(feature = "grpc")]
+        if let Some(grpc) = self.grpc() {
+            return grpc.server();
+        }
+        None
+    }
+
     /// The gRPC connection's state, when requests go over gRPC.
     #[cfg(feature = "grpc")]
     pub(crate) fn grpc(&self) -> Option<&grpc::Grpc> {

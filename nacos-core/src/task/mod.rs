@@ -133,6 +133,10 @@ pub(crate) trait Naming: Send + Sync + 'static {
     fn api_in_use(&self) -> Option<&'static str> {
         None
     }
+    /// Over gRPC, the server of the connection keeping the instance.
+    fn grpc_server(&self) -> Option<Arc<str>> {
+        None
+    }
     /// Whether an instance kept by beats is to move to the gRPC connection (checked before
     /// each beat).
     fn grpc_found(&self) -> bool {
@@ -156,6 +160,9 @@ impl Naming for NamingClient {
     }
     fn api_in_use(&self) -> Option<&'static str> {
         NamingClient::api_in_use(self)
+    }
+    fn grpc_server(&self) -> Option<Arc<str>> {
+        NamingClient::grpc_server(self)
     }
     fn grpc_found(&self) -> bool {
         NamingClient::grpc_found(self)
@@ -440,12 +447,14 @@ impl<C: Naming> Task<C> {
                     up: true,
                 };
                 let api = self.client.api_in_use();
+                let server = self.client.grpc_server();
                 self.status.update(|s| {
                     s.registrations += 1;
                     s.state = RegistrationState::Registered;
                     s.registered_since = Some(SystemTime::now());
                     s.consecutive_failures = 0;
                     s.api = api.or(s.api);
+                    s.server = server;
                 });
                 tracing::debug!(service = %self.config.service_name(),
                     instance = %run.instance.as_deref().map(Instance::addr).unwrap_or_default(),
@@ -572,8 +581,10 @@ impl<C: Naming> Task<C> {
         let registrations = {
             let mut n = 0;
             let api = self.client.api_in_use();
+            let server = self.client.grpc_server();
             self.status.update(|s| {
                 s.api = api.or(s.api);
+                s.server = server;
                 s.registrations += 1;
                 s.state = RegistrationState::Registered;
                 s.registered_since = Some(SystemTime::now());

@@ -153,6 +153,8 @@ pub(crate) struct LinkState {
     pub(crate) rounds_failed: u64,
     /// Why the last connection ended or the last attempt failed.
     pub(crate) error: Option<Error>,
+    /// The server of the connection up (or of the last one), as `grpc://host:port`.
+    pub(crate) server: Option<Arc<str>>,
 }
 
 /// The connection in use for unary calls.
@@ -462,6 +464,11 @@ impl Grpc {
         lock(&self.shared.link)
             .as_ref()
             .map(|l| l.target.to_string())
+    }
+
+    /// The server of the connection up, or of the last one (`grpc://host:port`).
+    pub(crate) fn server(&self) -> Option<Arc<str>> {
+        self.shared.state.borrow().server.clone()
     }
 
     /// The connection's state.
@@ -1640,10 +1647,12 @@ async fn connection_task(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
                     redone = redo(&shared, &connection.link) => redone,
                 };
                 *lock(&shared.link) = Some(connection.link.clone());
+                let server: Arc<str> = Arc::from(target.to_string());
                 shared.state.send_modify(|s| {
                     s.generation = generation;
                     s.up = true;
                     s.error = None;
+                    s.server = Some(server);
                 });
                 crate::metrics::connection_up(true);
                 if outage_logged || failures > 0 {
