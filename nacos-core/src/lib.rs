@@ -128,7 +128,8 @@ pub use addr::{advertised_addr, detect_ip};
 #[cfg(feature = "grpc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
 pub use client::grpc::{
-    HEALTH_CHECK_IDLE, HEALTH_CHECK_TRIES, INSTANCE_CHECK_MAX_OTHERS, MAX_MESSAGE_SIZE,
+    CLUSTER_COPY_EXPIRY, HEALTH_CHECK_IDLE, HEALTH_CHECK_TRIES, INSTANCE_CHECK_MAX_OTHERS,
+    MAX_MESSAGE_SIZE,
 };
 pub use client::{LOGIN_RETRY, MAX_IN_FLIGHT, MAX_LOGIN_RETRY, NamingClient, USER_AGENT};
 pub use config::{

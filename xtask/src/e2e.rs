@@ -2024,6 +2024,25 @@ pub fn official_cluster_node_loss(bin: &str, gateway: &str) {
         assert_eq!(gateway_lists(port), Some(1), "{}", gw.output());
         std::thread::sleep(Duration::from_millis(300));
     }
+    // Leaving: the demo whose node died says that the survivors may still list it; the one
+    // that connected after the loss says nothing of the kind.
+    let warning = "went away without closing it";
+    app.signal("TERM");
+    third.signal("TERM");
+    let said = wait_for(Duration::from_secs(10), || {
+        let out = app.output();
+        (out.contains("deregistered from nacos")
+            && third.output().contains("deregistered from nacos"))
+        .then_some(out)
+    })
+    .unwrap_or_else(|| panic!("no deregistration on SIGTERM:\n{}", app.output()));
+    let line = said
+        .lines()
+        .find(|l| l.contains(warning))
+        .unwrap_or_else(|| panic!("no warning about the copies on the survivors:\n{said}"))
+        .to_owned();
+    assert!(!third.output().contains(warning), "{}", third.output());
+    eprintln!("[e2e] leaving after the node loss: {line}");
     eprintln!(
         "[e2e] official 2.3.2 cluster of 3: kill -9 of a provider gone from every node in {} ms, the gateway told in {} ms; the node holding the connection killed: listed once on both survivors at {polls} polls over 15 s, moved from {holder} to {}, a provider started after the loss pushed to the gateway; the node back listed it {} ms after its restart, once",
         gone.as_millis(),

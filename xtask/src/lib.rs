@@ -1061,6 +1061,7 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
 pub mod e2e;
 pub mod external;
 pub mod faults;
+pub mod ghost;
 pub mod measure;
 pub mod msrv;
 pub mod official;

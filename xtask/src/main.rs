@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("msrv") => msrv(),
         Some("rolling-restart") => rolling_restart(args.get(1).map(String::as_str)),
+        Some("ghost-window") => ghost_window(args.get(1).map(String::as_str)),
         Some("faults") if args.get(1).is_some_and(|a| a == "frozen") => faults_frozen(),
         Some("faults") => faults(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(600)),
         Some("recovery") => recovery(
@@ -773,6 +774,86 @@ fn timings(which: &str, runs: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// `cargo xtask ghost-window [ghosts|rolling]`: on a 3-node official Nacos 2.3.2 cluster,
+/// how long providers stay listed when they stop after the node holding their connection
+/// died (ours by SIGTERM and kill -9, a Java nacos-client's by kill -9; the server's default
+/// expiry and `nacos.naming.client.expired.time=30000`), and what our gateway, a Java
+/// nacos-client caller and a Spring Cloud app see of a rolling restart in that window and,
+/// as a control, with every node up. About 15 minutes; tables on stdout.
+fn ghost_window(only: Option<&str>) -> Result<(), String> {
+    use xtask::rolling::Caller;
+    xtask::official::ensure_official(xtask::official::OfficialVersion::V2_3_2)?;
+    let class_path = xtask::ensure_java_peer("2.3.2")?;
+    let provider = build("axum-demo", "axum-demo", true)?;
+    let gateway = build("axum-demo", "axum-gateway", true)?;
+    let provider = provider.display().to_string();
+    let gateway = gateway.display().to_string();
+    if only != Some("rolling") {
+        println!(
+            "| server setting | provider, stop | stopped after the node loss | listed on the survivors after the stop |"
+        );
+        println!("|---|---|---|---|");
+        for (setting, properties) in [
+            ("default (180 s)", vec![]),
+            (
+                "`nacos.naming.client.expired.time=30000`",
+                vec![("nacos.naming.client.expired.time", "30000")],
+            ),
+        ] {
+            for ghost in xtask::ghost::ghosts(&provider, &class_path, &properties)? {
+                println!(
+                    "| {setting} | {} | {:.1} s | {} |",
+                    ghost.who,
+                    ghost.stopped_after_loss.as_secs_f64(),
+                    ghost
+                        .listed_for
+                        .map_or("more than 240 s".to_owned(), |d| format!(
+                            "{:.1} s",
+                            d.as_secs_f64()
+                        )),
+                );
+            }
+        }
+    }
+    if only != Some("ghosts") {
+        let jar = xtask::ensure_spring_caller()?;
+        let callers = vec![
+            (Caller::Gateway, gateway.clone()),
+            (
+                Caller::Java {
+                    class_path: class_path.clone(),
+                },
+                gateway.clone(),
+            ),
+            (
+                Caller::Spring {
+                    jar,
+                    args: Vec::new(),
+                },
+                gateway.clone(),
+            ),
+        ];
+        let rate = 20;
+        let phases = xtask::ghost::rolling(&provider, &callers, rate, Duration::from_secs(180))?;
+        println!();
+        println!("Rolling restart of 2 providers (SIGTERM), {rate} requests/s per caller:");
+        println!("| caller | phase | failed | last failure after the first SIGTERM |");
+        println!("|---|---|---|---|");
+        for p in phases {
+            println!(
+                "| {} | {} | {} of {} | {} |",
+                p.caller,
+                p.phase,
+                p.failed,
+                p.sent,
+                p.last_failure
+                    .map_or("-".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()))
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `cargo xtask rolling-restart [OUT_DIR]`: the rolling-restart benchmark at the defaults:
 /// our gateway, a Java nacos-client caller and a Spring Cloud caller, SIGTERM at 200 and 2
 /// requests/s, kill -9, the no-grace baseline, the providers' former fixed 2 s grace
@@ -1088,6 +1169,18 @@ fn faults(soak_seconds: u64) -> Result<(), String> {
         f::table(&rows),
     );
     let path = workspace_root().join("docs").join("RELIABILITY.md");
+    // The sections measured elsewhere (the e2e suite, `ghost-window`) stay, between the
+    // matrix and the list of what is not in it.
+    let trailer = "Not in the matrix yet:";
+    let kept = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|old| {
+            let from = old.find("\n## ")?;
+            let to = old.find(trailer)?;
+            (from < to).then(|| old[from + 1..to].to_owned())
+        })
+        .unwrap_or_default();
+    let doc = doc.replacen(trailer, &format!("{kept}{trailer}"), 1);
     std::fs::write(&path, doc).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("wrote {}", path.display());
     Ok(())

@@ -128,7 +128,11 @@ impl Report {
 /// 20 s for the drain.
 const LEAVE_BOUND: Duration = Duration::from_secs(60);
 
-fn start_app(exe: &str, envs: &[(&str, String)]) -> Result<(App, u16), String> {
+/// Starts `exe` with `envs` and waits (30 s) for the port it announces.
+///
+/// # Errors
+/// When it announces none in time, with its output.
+pub fn start_app(exe: &str, envs: &[(&str, String)]) -> Result<(App, u16), String> {
     let app = App::start(exe, envs);
     let port = wait_for(Duration::from_secs(30), || announced_port(&app.output()))
         .ok_or_else(|| format!("{exe} did not start:\n{}", app.output()))?;
@@ -136,7 +140,7 @@ fn start_app(exe: &str, envs: &[(&str, String)]) -> Result<(App, u16), String> {
 }
 
 /// The ports of the instances the gateway lists.
-fn listed_ports(agent: &ureq::Agent, gateway: u16) -> Option<Vec<u16>> {
+pub fn listed_ports(agent: &ureq::Agent, gateway: u16) -> Option<Vec<u16>> {
     let mut resp = agent
         .get(format!("http://127.0.0.1:{gateway}/instances"))
         .call()
@@ -154,6 +158,81 @@ fn listed_ports(agent: &ureq::Agent, gateway: u16) -> Option<Vec<u16>> {
             })
             .collect(),
     )
+}
+
+/// Starts `caller` calling `service` through the Nacos at `addr` (one address or a
+/// comma-separated list), with its Java home (if any) in `home`; returns it with the port of
+/// its `GET /call` and `GET /instances`. `refresh` is our gateway's
+/// `NACOS_DISCOVERY_REFRESH` (`None`: the default).
+///
+/// # Errors
+/// When the caller does not announce its port in time.
+pub fn start_caller(
+    caller: &Caller,
+    gateway_exe: &str,
+    addr: &str,
+    service: &str,
+    refresh: Option<Duration>,
+    home: &std::path::Path,
+) -> Result<(App, u16), String> {
+    Ok(match caller {
+        Caller::Gateway => {
+            let mut env = vec![
+                ("NACOS_SERVER_ADDR", addr.to_owned()),
+                ("NACOS_SERVICE_NAME", format!("{service}-caller")),
+                ("TARGET_SERVICE", service.to_owned()),
+                ("PORT", "0".to_owned()),
+                ("RUST_LOG", "error,axum_gateway=info".to_owned()),
+            ];
+            if let Some(refresh) = refresh {
+                env.push((
+                    "NACOS_DISCOVERY_REFRESH",
+                    format!("{}ms", refresh.as_millis()),
+                ));
+            }
+            start_app(gateway_exe, &env)?
+        }
+        Caller::Spring { jar, args } => {
+            std::fs::create_dir_all(home).map_err(|e| format!("{}: {e}", home.display()))?;
+            let mut all = vec![
+                format!("-Duser.home={}", home.display()),
+                format!("-Djava.io.tmpdir={}", home.display()),
+                "-jar".to_owned(),
+                jar.clone(),
+                format!("--spring.cloud.nacos.discovery.server-addr={addr}"),
+                format!("--target.service={service}"),
+                "--server.port=0".to_owned(),
+                "--server.address=127.0.0.1".to_owned(),
+            ];
+            all.extend(args.iter().cloned());
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            let app = App::start_with_args("java", &all, &[]);
+            let port = wait_for(Duration::from_secs(120), || announced_port(&app.output()))
+                .ok_or_else(|| {
+                    format!("the Spring Cloud caller did not start:\n{}", app.output())
+                })?;
+            (app, port)
+        }
+        Caller::Java { class_path } => {
+            let app = App::start_with_args(
+                "java",
+                &[
+                    &format!("-Duser.home={}", home.display()),
+                    "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+                    "-cp",
+                    class_path,
+                    "peerbench.Caller",
+                    addr,
+                    service,
+                    "0",
+                ],
+                &[],
+            );
+            let port = wait_for(Duration::from_secs(60), || announced_port(&app.output()))
+                .ok_or_else(|| format!("the Java caller did not start:\n{}", app.output()))?;
+            (app, port)
+        }
+    })
 }
 
 /// Runs the benchmark once.
@@ -178,67 +257,14 @@ pub fn run(provider_exe: &str, gateway_exe: &str, options: &Options) -> Result<R
         providers.push(start_app(provider_exe, &provider_env)?);
     }
     let home = std::env::temp_dir().join(format!("rolling-java-home-{}", std::process::id()));
-    let (_caller, gw) = match &options.caller {
-        Caller::Gateway => {
-            let mut env = vec![
-                ("NACOS_SERVER_ADDR", server.addr()),
-                ("NACOS_SERVICE_NAME", "rolling-caller".to_owned()),
-                ("TARGET_SERVICE", service.to_owned()),
-                ("PORT", "0".to_owned()),
-                ("RUST_LOG", "error,axum_gateway=info".to_owned()),
-            ];
-            if let Some(refresh) = options.refresh {
-                env.push((
-                    "NACOS_DISCOVERY_REFRESH",
-                    format!("{}ms", refresh.as_millis()),
-                ));
-            }
-            start_app(gateway_exe, &env)?
-        }
-        Caller::Spring { jar, args } => {
-            std::fs::create_dir_all(&home).map_err(|e| format!("{}: {e}", home.display()))?;
-            let mut all = vec![
-                format!("-Duser.home={}", home.display()),
-                format!("-Djava.io.tmpdir={}", home.display()),
-                "-jar".to_owned(),
-                jar.clone(),
-                format!(
-                    "--spring.cloud.nacos.discovery.server-addr={}",
-                    server.addr()
-                ),
-                format!("--target.service={service}"),
-                "--server.port=0".to_owned(),
-                "--server.address=127.0.0.1".to_owned(),
-            ];
-            all.extend(args.iter().cloned());
-            let all: Vec<&str> = all.iter().map(String::as_str).collect();
-            let app = App::start_with_args("java", &all, &[]);
-            let port = wait_for(Duration::from_secs(120), || announced_port(&app.output()))
-                .ok_or_else(|| {
-                    format!("the Spring Cloud caller did not start:\n{}", app.output())
-                })?;
-            (app, port)
-        }
-        Caller::Java { class_path } => {
-            let app = App::start_with_args(
-                "java",
-                &[
-                    &format!("-Duser.home={}", home.display()),
-                    "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-                    "-cp",
-                    class_path,
-                    "peerbench.Caller",
-                    &server.addr(),
-                    service,
-                    "0",
-                ],
-                &[],
-            );
-            let port = wait_for(Duration::from_secs(60), || announced_port(&app.output()))
-                .ok_or_else(|| format!("the Java caller did not start:\n{}", app.output()))?;
-            (app, port)
-        }
-    };
+    let (_caller, gw) = start_caller(
+        &options.caller,
+        gateway_exe,
+        &server.addr(),
+        service,
+        options.refresh,
+        &home,
+    )?;
     let agent = crate::agent(Duration::from_secs(5));
     let everyone: Vec<u16> = providers.iter().map(|(_, p)| *p).collect();
     wait_for(Duration::from_secs(20), || {

@@ -708,6 +708,17 @@ impl NamingClient {
         None
     }
 
+    /// See `Grpc::copies_may_remain`; `None` over HTTP.
+    pub(crate) fn copies_may_remain(
+        &self,
+    ) -> Option<(Arc<str>, std::time::Duration, std::time::Duration)> {
+        #[cfg(feature = "grpc")]
+        if let Some(grpc) = self.grpc() {
+            return grpc.copies_may_remain();
+        }
+        None
+    }
+
     /// The gRPC connection's state, when requests go over gRPC.
     #[cfg(feature = "grpc")]
     pub(crate) fn grpc(&self) -> Option<&grpc::Grpc> {

@@ -137,6 +137,11 @@ pub(crate) trait Naming: Send + Sync + 'static {
     fn grpc_server(&self) -> Option<Arc<str>> {
         None
     }
+    /// A lost connection whose server's cluster peers may still list the instance: that
+    /// server, how long ago, and how long its peers may keep the copy.
+    fn copies_may_remain(&self) -> Option<(Arc<str>, Duration, Duration)> {
+        None
+    }
     /// Whether an instance kept by beats is to move to the gRPC connection (checked before
     /// each beat).
     fn grpc_found(&self) -> bool {
@@ -163,6 +168,9 @@ impl Naming for NamingClient {
     }
     fn grpc_server(&self) -> Option<Arc<str>> {
         NamingClient::grpc_server(self)
+    }
+    fn copies_may_remain(&self) -> Option<(Arc<str>, Duration, Duration)> {
+        NamingClient::copies_may_remain(self)
     }
     fn grpc_found(&self) -> bool {
         NamingClient::grpc_found(self)
@@ -698,7 +706,12 @@ impl<C: Naming> Task<C> {
         match result {
             Ok(()) => {
                 tracing::info!(service = %self.config.service_name(), instance = %instance.addr(),
-                elapsed_ms, "deregistered from nacos")
+                elapsed_ms, "deregistered from nacos");
+                if let Some((server, ago, left)) = self.client.copies_may_remain() {
+                    tracing::warn!(service = %self.config.service_name(), instance = %instance.addr(),
+                        lost = %server, lost_s_ago = ago.as_secs(), may_stay_listed_s = left.as_secs(),
+                        "the nacos server that held this app's connection went away without closing it; if it was a node of a cluster, the other nodes keep listing this instance until their copy expires (nacos.naming.client.expired.time, 180 s by default after the loss), and callers without a retry may still be sent here");
+                }
             }
             Err(ref err) => {
                 self.status.failed(err);

@@ -94,6 +94,13 @@ pub const HEALTH_CHECK_TRIES: u32 = 3;
 /// limit (`nacos.remote.server.grpc.maxinbound.message.size`).
 pub const MAX_MESSAGE_SIZE: usize = 10 * 1024 * 1024;
 
+/// How long the other nodes of a Nacos cluster keep their copy of a connection's
+/// instances after the node holding it died: `nacos.naming.client.expired.time` (180,000 ms
+/// by default, `ConnectionBasedClient.isExpire`) plus the 5 s between the server's expiry
+/// checks. An app that deregisters within this time of losing a connection (not a reset)
+/// logs a warning that the survivors may still list it.
+pub const CLUSTER_COPY_EXPIRY: Duration = Duration::from_secs(185);
+
 /// The wait after the first failed round of connection attempts (every server tried
 /// once); each further round of an outage waits this much longer, up to
 /// [`MAX_RECONNECT_WAIT`] (the Java client's `RpcClient` ramp).
@@ -291,6 +298,9 @@ struct Shared {
     /// watch never lands after a new watch's subscribe).
     subscription_locks: Mutex<HashMap<ServiceKey, Arc<tokio::sync::Mutex<()>>>>,
     next_request: AtomicU64,
+    /// A connection that held registrations was lost (not closed) with several servers
+    /// configured: its server, and when. See [`Grpc::copies_may_remain`].
+    orphaned: Mutex<Option<(Arc<str>, tokio::time::Instant)>>,
 }
 
 impl Grpc {
@@ -335,6 +345,7 @@ impl Grpc {
                 subscriptions: Mutex::new(HashMap::new()),
                 subscription_locks: Mutex::new(HashMap::new()),
                 next_request: AtomicU64::new(fastrand::u64(..1 << 40)),
+                orphaned: Mutex::new(None),
             }),
             started: AtomicBool::new(false),
             probe_interval,
@@ -464,6 +475,19 @@ impl Grpc {
         lock(&self.shared.link)
             .as_ref()
             .map(|l| l.target.to_string())
+    }
+
+    /// When a connection that held registrations was lost (its server gone or unreachable,
+    /// not a reset) less than [`CLUSTER_COPY_EXPIRY`] ago and several servers are
+    /// configured: that server, how long ago, and how much of [`CLUSTER_COPY_EXPIRY`] is
+    /// left. If it was a node of a cluster that died,
+    /// the other nodes list the instances it held until their copies expire, whatever the
+    /// client does (a deregistration reaches the client's current connection only).
+    pub(crate) fn copies_may_remain(&self) -> Option<(Arc<str>, Duration, Duration)> {
+        let orphaned = lock(&self.shared.orphaned);
+        let (server, at) = orphaned.as_ref()?;
+        let ago = at.elapsed();
+        (ago < CLUSTER_COPY_EXPIRY).then(|| (server.clone(), ago, CLUSTER_COPY_EXPIRY - ago))
     }
 
     /// The server of the connection up, or of the last one (`grpc://host:port`).
@@ -1677,6 +1701,10 @@ async fn connection_task(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
                         tracing::warn!(server = %target, error = %Chain(&error),
                             "nacos gRPC connection lost: reconnecting");
                         outage_logged = true;
+                        if n > 1 && !lock(&shared.registrations).is_empty() {
+                            *lock(&shared.orphaned) =
+                                Some((Arc::from(target.to_string()), tokio::time::Instant::now()));
+                        }
                         error
                     }
                     End::Reset(to) => {
