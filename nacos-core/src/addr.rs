@@ -13,8 +13,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::config::{Config, IpType};
 use crate::error::{Error, Result};
+use crate::settings::{Config, IpType};
 
 /// Picks the IP to advertise when none is configured and the bind address is a wildcard or
 /// loopback.

@@ -18,10 +18,10 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::client::NamingClient;
-use crate::config::LeavePolicy;
-use crate::config::{ApiVersion, Config, Secret, ServerAddr};
 use crate::error::Result;
 use crate::instance::ServiceKey;
+use crate::settings::LeavePolicy;
+use crate::settings::{ApiVersion, Config, Secret, ServerAddr};
 use crate::signals::{Registrations, Signals};
 use crate::status::StatusHandle;
 use crate::task::{Command, Done, Mailbox, TaskEvents};

@@ -184,6 +184,27 @@ pub(crate) fn excerpt(body: &str) -> String {
     }
 }
 
+/// `text` with the value after every `accessToken` replaced by `<redacted>`.
+pub(crate) fn redact_token(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find("accessToken") {
+        let (head, tail) = rest.split_at(pos + "accessToken".len());
+        out.push_str(head);
+        let start = tail
+            .find(|c: char| c.is_alphanumeric())
+            .unwrap_or(tail.len());
+        let end = tail[start..]
+            .find(|c: char| !(c.is_alphanumeric() || "-_.+/=".contains(c)))
+            .map_or(tail.len(), |e| start + e);
+        out.push_str(&tail[..start]);
+        out.push_str("<redacted>");
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,8 +4,8 @@
 
 use proptest::prelude::*;
 
-use crate::config::ConfigBuilder;
 use crate::error::Error;
+use crate::settings::ConfigBuilder;
 
 /// Every variable the configuration reads.
 const VARIABLES: [&str; 31] = [

@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
 use crate::metadata::{Metadata, PRESERVED_REGISTER_SOURCE, metadata_as_map};
+use crate::settings::Config;
 
 /// Where an instance lives in Nacos: namespace, group and service.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::LeavePolicy;
+use crate::settings::LeavePolicy;
 
 /// `User-Agent` prefixes of programs that probe or scrape rather than call: the kubelet
 /// (`kube-probe/1.31`), Prometheus, AWS and Google Cloud load balancers' health checks,
@@ -213,7 +213,7 @@ pub(crate) async fn after_deregistration(arrivals: &Arrivals, policy: LeavePolic
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DEFAULT_PROBE_PATHS;
+    use crate::settings::DEFAULT_PROBE_PATHS;
     use std::sync::Arc;
 
     const POLICY: LeavePolicy = LeavePolicy {

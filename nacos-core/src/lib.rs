@@ -107,7 +107,6 @@
 
 mod addr;
 mod client;
-mod config;
 mod discovery;
 mod engine;
 mod error;
@@ -117,6 +116,9 @@ mod listener;
 mod metadata;
 pub mod metrics;
 mod registration;
+#[cfg(feature = "grpc")]
+mod remote;
+mod settings;
 mod signals;
 mod status;
 mod task;
@@ -127,17 +129,8 @@ mod hostile_input;
 pub use addr::{advertised_addr, detect_ip};
 #[cfg(feature = "grpc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
-pub use client::grpc::{
-    CLUSTER_COPY_EXPIRY, HEALTH_CHECK_IDLE, HEALTH_CHECK_TRIES, INSTANCE_CHECK_MAX_OTHERS,
-    MAX_MESSAGE_SIZE,
-};
+pub use client::grpc::{CLUSTER_COPY_EXPIRY, INSTANCE_CHECK_MAX_OTHERS};
 pub use client::{LOGIN_RETRY, MAX_IN_FLIGHT, MAX_LOGIN_RETRY, NamingClient, USER_AGENT};
-pub use config::{
-    ApiVersion, Config, ConfigBuilder, DEFAULT_BEAT_INTERVAL, DEFAULT_DEREGISTER_GRACE,
-    DEFAULT_DEREGISTER_GRACE_MAX, DEFAULT_DEREGISTER_QUIET, DEFAULT_GRPC_PORT_OFFSET,
-    DEFAULT_GRPC_PROBE_INTERVAL, DEFAULT_PROBE_PATHS, DEFAULT_SERVER_PORT, GrpcTls, IpType,
-    LeavePolicy, Secret, ServerAddr,
-};
 pub use discovery::{DEFAULT_REFRESH, Discovery, EJECT_FOR, EMPTY_HOLD, Instances, ServiceWatch};
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
@@ -154,5 +147,14 @@ pub use metadata::{
     PRESERVED_IP_DELETE_TIMEOUT, PRESERVED_REGISTER_SOURCE, metadata_json,
 };
 pub use registration::{AddrSource, Registration};
+#[cfg(feature = "grpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
+pub use remote::{HEALTH_CHECK_IDLE, HEALTH_CHECK_TRIES, MAX_MESSAGE_SIZE};
+pub use settings::{
+    ApiVersion, Config, ConfigBuilder, DEFAULT_BEAT_INTERVAL, DEFAULT_DEREGISTER_GRACE,
+    DEFAULT_DEREGISTER_GRACE_MAX, DEFAULT_DEREGISTER_QUIET, DEFAULT_GRPC_PORT_OFFSET,
+    DEFAULT_GRPC_PROBE_INTERVAL, DEFAULT_PROBE_PATHS, DEFAULT_SERVER_PORT, GrpcTls, IpType,
+    LeavePolicy, Secret, ServerAddr,
+};
 pub use signals::EXIT_WAIT;
 pub use status::{RegistrationState, Status, StatusHandle};

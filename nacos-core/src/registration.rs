@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::config::Config;
-use crate::config::LeavePolicy;
 use crate::engine::{ANSWER_MARGIN, Engine, Entry};
 use crate::error::Result;
 use crate::instance::ServiceKey;
 use crate::leaving::{Arrivals, is_probe};
 use crate::listener::{ListenerState, listener_state};
+use crate::settings::Config;
+use crate::settings::LeavePolicy;
 use crate::signals::{Shutdown, wait_for_signal};
 use crate::status::{RegistrationState, StatusHandle};
 use crate::task::{Command, Done, Mailbox, Task};

@@ -56,9 +56,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::LeavePolicy;
 use crate::leaving::Arrivals;
 use crate::listener::{ListenerState, listener_state};
+use crate::settings::LeavePolicy;
 
 /// How long, after the grace, the engine waits for an app that had no handler of its own
 /// for the signal to close its listener before it applies the signal's default action.

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::{NamingClient, Server, USER_AGENT, request_id, transport};
-use crate::config::{ApiVersion, Secret, ServerAddr};
-use crate::error::{Error, Result, excerpt};
+use crate::error::{Error, Result, excerpt, redact_token};
+use crate::settings::{ApiVersion, Secret, ServerAddr};
 
 /// The shortest time between two logins to the same cluster.
 pub const LOGIN_RETRY: Duration = Duration::from_secs(5);
@@ -262,27 +262,6 @@ impl NamingClient {
         }
         unreachable!("the last login path returns")
     }
-}
-
-/// `text` with the value after every `accessToken` replaced by `<redacted>`.
-pub(crate) fn redact_token(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.find("accessToken") {
-        let (head, tail) = rest.split_at(pos + "accessToken".len());
-        out.push_str(head);
-        let start = tail
-            .find(|c: char| c.is_alphanumeric())
-            .unwrap_or(tail.len());
-        let end = tail[start..]
-            .find(|c: char| !(c.is_alphanumeric() || "-_.+/=".contains(c)))
-            .map_or(tail.len(), |e| start + e);
-        out.push_str(&tail[..start]);
-        out.push_str("<redacted>");
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]

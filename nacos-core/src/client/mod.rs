@@ -25,9 +25,9 @@ use std::time::Duration;
 use reqwest::Method;
 use reqwest::header::HeaderValue;
 
-use crate::config::{ApiVersion, Config, ServerAddr};
 use crate::error::{Error, Result, excerpt};
 use crate::instance::{BeatInfo, BeatResult, Instance, ServiceKey};
+use crate::settings::{ApiVersion, Config, ServerAddr};
 
 pub(crate) mod auth;
 #[cfg(feature = "grpc")]
@@ -349,7 +349,7 @@ impl NamingClient {
         // start, not a connection that never comes up.
         #[cfg(all(feature = "grpc", feature = "rustls"))]
         let grpc_tls = match config.grpc_tls() {
-            Some(settings) if grpc_wanted => Some(grpc::tls::tls(settings)?),
+            Some(settings) if grpc_wanted => Some(crate::remote::tls::tls(settings)?),
             _ => None,
         };
         #[cfg(not(feature = "rustls"))]
@@ -632,6 +632,13 @@ impl NamingClient {
             Some(stale) => self.relogin(server, Some(stale)).await,
             None => self.token(server).await,
         }
+    }
+
+    /// The configured (HTTP) port of server `http` (an index of
+    /// [`servers`](Self::servers)).
+    #[cfg(feature = "grpc")]
+    pub(crate) fn configured_port(&self, http: usize) -> Option<u16> {
+        self.servers.get(http).map(|s| s.addr.port())
     }
 
     /// Resolves when a gRPC connection comes up after this call (the first one, or a new
@@ -1053,7 +1060,7 @@ impl NamingClient {
 #[cfg(feature = "rustls")]
 fn https_settings(
     mut http: reqwest::ClientBuilder,
-    tls: &crate::config::GrpcTls,
+    tls: &crate::settings::GrpcTls,
 ) -> Result<reqwest::ClientBuilder> {
     let read = |variable: &'static str, path: &std::path::Path| {
         std::fs::read(path).map_err(|e| {
@@ -1156,5 +1163,20 @@ fn transport(server: &str, err: reqwest::Error) -> Error {
         server: server.to_owned(),
         what,
         source: Arc::new(err.without_url()),
+    }
+}
+
+#[cfg(feature = "grpc")]
+impl crate::remote::Auth for NamingClient {
+    fn token<'a>(
+        &'a self,
+        http: usize,
+        stale: Option<&'a str>,
+    ) -> crate::remote::BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(self.grpc_token(http, stale))
+    }
+
+    fn configured_port(&self, http: usize) -> Option<u16> {
+        NamingClient::configured_port(self, http)
     }
 }

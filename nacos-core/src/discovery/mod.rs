@@ -16,10 +16,10 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::client::NamingClient;
-use crate::config::{Config, ConfigBuilder};
 use crate::engine::{Engine, lock};
 use crate::error::{Chain, Result};
 use crate::instance::ServiceKey;
+use crate::settings::{Config, ConfigBuilder};
 
 mod instances;
 #[cfg(feature = "reqwest-middleware")]
@@ -33,7 +33,7 @@ pub use load_balancer::{LoadBalancer, MAX_TRIES, NoInstance};
 #[cfg(feature = "tower")]
 pub use tower::{DiscoverInstances, InstanceKey};
 
-pub use crate::config::DEFAULT_REFRESH;
+pub use crate::settings::DEFAULT_REFRESH;
 
 /// How long an instance whose connection was refused or reset is left out of picks
 /// ([`ServiceWatch::eject`]): 10 s, long enough for the server's push or the next poll to

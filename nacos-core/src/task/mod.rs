@@ -37,10 +37,10 @@ use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::addr::advertised_addr;
 use crate::client::{ConnectionChange, Kept, NamingClient, Seen};
-use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::instance::{BeatInfo, BeatResult, Instance, ServiceKey};
 use crate::listener::{Listening, choose_listener, detect_pause, own_listeners};
+use crate::settings::Config;
 use crate::status::{RegistrationState, StatusHandle};
 
 pub(crate) mod mailbox;

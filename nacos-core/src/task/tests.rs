@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::timing::{BEAT_TICK, FIRST_RETRY};
 use super::*;
-use crate::config::Config;
+use crate::settings::Config;
 use crate::signals::SETTLE;
 
 /// A request the task sent.

@@ -1,113 +1,26 @@
-//! The JSON bodies of the gRPC payloads: the requests this client sends, the answers it
-//! reads and the requests the server pushes. Field names follow the Java classes of
+//! The JSON bodies of the naming payloads: the requests this client sends, the answers it
+//! reads and the lists the server pushes. Field names follow the Java classes of
 //! `com.alibaba.nacos.api` (camelCase), which every server deserializes.
 
 use serde::{Deserialize, Serialize};
 
 use crate::instance::{Instance, ServiceKey};
 use crate::metadata::metadata_as_map;
+use crate::remote::messages::Empty;
 
-/// The version this client announces in `ConnectionSetupRequest.clientVersion`.
-pub(crate) const CLIENT_VERSION: &str = concat!("Nacos-Rust-Client:v", env!("CARGO_PKG_VERSION"));
-
-/// `resultCode` of a successful answer.
-pub(crate) const SUCCESS: i64 = 200;
-/// `errorCode` of an answer on a connection the server does not know (any more):
-/// `NacosException.UN_REGISTER`.
-pub(crate) const UNREGISTERED: i64 = 301;
-/// `errorCode` of an answer refusing the access token: `NacosException.NO_RIGHT`.
-pub(crate) const NO_RIGHT: i64 = 403;
-
-/// Request types.
-pub(crate) const SERVER_CHECK: &str = "ServerCheckRequest";
-pub(crate) const CONNECTION_SETUP: &str = "ConnectionSetupRequest";
-pub(crate) const HEALTH_CHECK: &str = "HealthCheckRequest";
+/// Naming request types.
 pub(crate) const INSTANCE: &str = "InstanceRequest";
 pub(crate) const BATCH_INSTANCE: &str = "BatchInstanceRequest";
 pub(crate) const PERSISTENT_INSTANCE: &str = "PersistentInstanceRequest";
 pub(crate) const SUBSCRIBE: &str = "SubscribeServiceRequest";
 pub(crate) const SERVICE_QUERY: &str = "ServiceQueryRequest";
 
-/// Server -> client request types, and the answer each gets.
+/// The server's push of a subscribed service's list.
 pub(crate) const NOTIFY_SUBSCRIBER: &str = "NotifySubscriberRequest";
-pub(crate) const CLIENT_DETECTION: &str = "ClientDetectionRequest";
-pub(crate) const CONNECT_RESET: &str = "ConnectResetRequest";
-pub(crate) const SETUP_ACK: &str = "SetupAckRequest";
-
-/// The answer type of a server request (`FooRequest` -> `FooResponse`).
-pub(crate) fn answer_type(request: &str) -> String {
-    match request.strip_suffix("Request") {
-        Some(stem) => format!("{stem}Response"),
-        None => "ErrorResponse".to_owned(),
-    }
-}
-
-/// An internal request with no field of its own (`ServerCheckRequest`,
-/// `HealthCheckRequest`).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Internal<'a> {
-    pub(crate) request_id: &'a str,
-    pub(crate) module: &'static str,
-    pub(crate) headers: Empty,
-}
-
-impl<'a> Internal<'a> {
-    pub(crate) fn new(request_id: &'a str) -> Self {
-        Internal {
-            request_id,
-            module: "internal",
-            headers: Empty {},
-        }
-    }
-}
-
-/// `{}`.
-#[derive(Serialize, Default)]
-pub(crate) struct Empty {}
 
 /// The server ability (Nacos 2.3+, `AbilityKey.SERVER_SUPPORT_PERSISTENT_INSTANCE_BY_GRPC`)
 /// that says `PersistentInstanceRequest` is taken over gRPC.
 pub(crate) const PERSISTENT_BY_GRPC: &str = "supportPersistentInstanceByGrpc";
-
-/// `ConnectionSetupRequest`, the first message on the bi-stream. The `module: naming`
-/// label makes the server create a naming client for the connection. An `abilityTable`
-/// (even empty) asks a Nacos 2.3+ server for its own abilities in a `SetupAckRequest`.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct ConnectionSetup<'a> {
-    pub(crate) client_version: &'static str,
-    pub(crate) abilities: serde_json::Value,
-    pub(crate) ability_table: Empty,
-    pub(crate) tenant: &'a str,
-    pub(crate) labels: std::collections::BTreeMap<&'static str, &'a str>,
-    pub(crate) request_id: &'a str,
-    pub(crate) module: &'static str,
-    pub(crate) headers: Empty,
-}
-
-impl<'a> ConnectionSetup<'a> {
-    pub(crate) fn new(request_id: &'a str, app_name: &'a str) -> Self {
-        let mut labels = std::collections::BTreeMap::new();
-        labels.insert("source", "sdk");
-        labels.insert("module", "naming");
-        labels.insert("AppName", app_name);
-        ConnectionSetup {
-            client_version: CLIENT_VERSION,
-            abilities: serde_json::json!({
-                "remoteAbility": {"supportRemoteConnection": true},
-                "configAbility": {"supportRemoteMetrics": false},
-                "namingAbility": {"supportDeltaPush": false, "supportRemoteMetric": false},
-            }),
-            ability_table: Empty {},
-            tenant: "",
-            labels,
-            request_id,
-            module: "internal",
-            headers: Empty {},
-        }
-    }
-}
 
 /// An instance as a naming request carries it: no `serviceName` (the request names the
 /// service; r-nacos would take a grouped name here as the service's own name) and no id.
@@ -248,23 +161,10 @@ pub(crate) struct QueryRequest<'a> {
     pub(crate) headers: Empty,
 }
 
-/// Any answer: the common fields, and those of the answers this client reads.
+/// The fields of the naming answers this client reads.
 #[derive(Deserialize, Debug, Default)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct Response {
-    #[serde(default)]
-    pub(crate) result_code: i64,
-    #[serde(default)]
-    pub(crate) error_code: i64,
-    #[serde(default)]
-    pub(crate) message: Option<String>,
-    /// `ServerCheckResponse`.
-    #[serde(default)]
-    pub(crate) connection_id: Option<String>,
-    /// `ServerCheckResponse` (Nacos 2.3+): the server answers an `abilityTable` with a
-    /// `SetupAckRequest` carrying its own.
-    #[serde(default)]
-    pub(crate) support_ability_negotiation: bool,
+pub(crate) struct NamingAnswer {
     /// `InstanceResponse`, `BatchInstanceResponse`: what the server did. A batch answered
     /// `batchRegisterInstance` replaced the set (official servers); answered
     /// `registerInstance`, every instance was registered on its own (r-nacos).
@@ -305,37 +205,15 @@ impl ServiceInfo {
     }
 }
 
-/// A request the server pushes on the bi-stream: the fields of those this client reads.
+/// `NotifySubscriberRequest`: a subscribed service's list, pushed.
 #[derive(Deserialize, Debug, Default)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct ServerRequest {
-    #[serde(default)]
-    pub(crate) request_id: Option<String>,
-    /// `NotifySubscriberRequest`.
+pub(crate) struct NotifySubscriber {
     #[serde(default)]
     pub(crate) service_info: Option<ServiceInfo>,
-    /// `NotifySubscriberRequest`: the namespace of the service.
+    /// The namespace of the service.
     #[serde(default)]
     pub(crate) namespace: Option<String>,
-    /// `ConnectResetRequest`: the server to connect to instead, if any.
-    #[serde(default)]
-    pub(crate) server_ip: Option<String>,
-    /// `ConnectResetRequest`: its main (HTTP) port, as text.
-    #[serde(default)]
-    pub(crate) server_port: Option<serde_json::Value>,
-    /// `SetupAckRequest`: the server's abilities by name.
-    #[serde(default)]
-    pub(crate) ability_table: Option<std::collections::HashMap<String, bool>>,
-}
-
-/// The answer to a server request.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Ack<'a> {
-    pub(crate) result_code: i64,
-    pub(crate) error_code: i64,
-    pub(crate) request_id: &'a str,
-    pub(crate) success: bool,
 }
 
 #[cfg(test)]
@@ -359,13 +237,6 @@ mod tests {
                 ("ns", "G", "orders")
             );
         }
-    }
-
-    #[test]
-    fn answer_types_follow_the_request_types() {
-        assert_eq!(answer_type(NOTIFY_SUBSCRIBER), "NotifySubscriberResponse");
-        assert_eq!(answer_type(CLIENT_DETECTION), "ClientDetectionResponse");
-        assert_eq!(answer_type("Odd"), "ErrorResponse");
     }
 
     #[test]

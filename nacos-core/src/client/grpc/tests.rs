@@ -34,16 +34,18 @@ use tonic::{Status, Streaming};
 use tonic_prost::ProstCodec;
 
 use super::messages::{
-    BATCH_INSTANCE, CLIENT_DETECTION, CONNECT_RESET, CONNECTION_SETUP, HEALTH_CHECK, INSTANCE,
-    NOTIFY_SUBSCRIBER, PERSISTENT_INSTANCE, SERVER_CHECK, SERVICE_QUERY, SETUP_ACK, SUBSCRIBE,
-    ServerRequest, answer_type,
+    BATCH_INSTANCE, INSTANCE, NOTIFY_SUBSCRIBER, PERSISTENT_INSTANCE, SERVICE_QUERY, SUBSCRIBE,
 };
-use super::parse_response;
-use super::proto::Payload;
 use crate::client::NamingClient;
-use crate::config::{ApiVersion, Config};
 use crate::error::{Error, excerpt};
 use crate::instance::{Instance, ServiceKey};
+use crate::remote::messages::{
+    CLIENT_DETECTION, CONNECT_RESET, CONNECTION_SETUP, HEALTH_CHECK, SERVER_CHECK, SETUP_ACK,
+    ServerRequest, answer_type,
+};
+use crate::remote::parse_response;
+use crate::remote::proto::Payload;
+use crate::settings::{ApiVersion, Config};
 
 /// How long a test waits for something the fake should see.
 const WAIT: Duration = Duration::from_secs(10);

@@ -21,8 +21,8 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use tokio_rustls::TlsConnector;
 use tonic::codegen::http::Uri;
 
-use crate::config::GrpcTls;
 use crate::error::{Error, Result};
+use crate::settings::GrpcTls;
 
 /// What a TLS connection needs: the rustls configuration and the name to check.
 #[derive(Clone)]
@@ -273,7 +273,7 @@ mod tests {
     #[test]
     fn https_servers_take_the_same_files() {
         let config = |ca: &str| {
-            crate::config::Config::builder()
+            crate::settings::Config::builder()
                 .service_name("svc")
                 .server_addr("https://127.0.0.1:8443")
                 .grpc_tls(GrpcTls {

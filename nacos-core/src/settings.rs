@@ -1241,7 +1241,7 @@ impl ConfigBuilder {
 
         let deregister_grace = self
             .deregister_grace
-            .unwrap_or(crate::config::DEFAULT_DEREGISTER_GRACE);
+            .unwrap_or(crate::settings::DEFAULT_DEREGISTER_GRACE);
         let deregister_quiet = self.deregister_quiet.unwrap_or(DEFAULT_DEREGISTER_QUIET);
         let deregister_grace_max = match self.deregister_grace_max {
             Some(max) if max < deregister_grace => {
@@ -1309,7 +1309,7 @@ impl ConfigBuilder {
             api,
             grpc_port_offset: self
                 .grpc_port_offset
-                .unwrap_or(crate::config::DEFAULT_GRPC_PORT_OFFSET),
+                .unwrap_or(crate::settings::DEFAULT_GRPC_PORT_OFFSET),
             grpc_probe_interval: self
                 .grpc_probe_interval
                 .unwrap_or(DEFAULT_GRPC_PROBE_INTERVAL),
