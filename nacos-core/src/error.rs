@@ -67,6 +67,12 @@ pub enum Error {
         source: Cause,
     },
 
+    /// The operation needs a transport this client does not have: the configuration
+    /// center over HTTP (it speaks gRPC only), with `NACOS_API=v1`/`v3`, on a server without
+    /// gRPC, or with nacos-core built without its `grpc` feature.
+    #[error("{0}")]
+    Unsupported(&'static str),
+
     /// An operation did not finish within its bound (e.g. a deregistration within the
     /// request timeout, whatever the number of servers tried).
     #[error("{operation} timed out after {} ms", after.as_millis())]

@@ -41,9 +41,11 @@
 //!
 //! | step | module |
 //! |---|---|
-//! | configuration (`NACOS_*`, builder) | `config`, `metadata` |
+//! | the settings (`NACOS_*`, builder) | `settings`, `metadata` |
 //! | the instance model, beat bodies and answers | `instance` |
-//! | the Nacos APIs: request sending, API choice, retries | `client` (`client/grpc` for the gRPC connection, its redo and pushes; `client/v1`, `client/v3` for HTTP; `client/auth` for login and the token) |
+//! | the gRPC connection, knowing nothing of naming or configuration: set-up, health checks, failover, server requests, TLS | `remote` (`remote/proto`, `remote/messages`, `remote/tls`) |
+//! | the Nacos naming APIs: request sending, API choice, retries | `client` (`client/grpc` for naming on the connection: registrations, their redo, subscriptions and pushes; `client/v1`, `client/v3` for HTTP; `client/auth` for login and the token) |
+//! | the configuration center on the connection | `config` |
 //! | the app's listener: found, chosen, closed | `listener` |
 //! | the advertised IP and port | `addr` |
 //! | one registration's life: register, beat, register again, deregister | `task` (`task/mailbox`, `task/timing`) |
@@ -77,9 +79,15 @@
 //! balancer (`LoadBalancer`, feature `reqwest-middleware`). See the `discovery` module's
 //! docs on [`Discovery`] for the refresh, and what happens when Nacos blinks.
 //!
+//! # Configuration center
+//! [`ConfigService`] (feature `grpc`) reads configs from Nacos and follows their changes
+//! ([`ConfigWatch`]) over the process's gRPC connection, shared with naming. See its docs
+//! for how a config is listened to.
+//!
 //! # Features
 //! - `grpc` (default): the Nacos 2.x/3.x gRPC transport (tonic, prost), tried first by
-//!   `NACOS_API=auto`; without it the client speaks HTTP only.
+//!   `NACOS_API=auto`, and the configuration center on it; without it the client speaks
+//!   HTTP only.
 //! - `rustls`: `https://` servers in `NACOS_SERVER_ADDR` (spoken to over HTTP).
 //! - `tower`: `ServiceWatch::discover`, a `tower::discover::Discover` for
 //!   `tower::balance::p2c::Balance`.
@@ -107,6 +115,8 @@
 
 mod addr;
 mod client;
+#[cfg(feature = "grpc")]
+mod config;
 mod discovery;
 mod engine;
 mod error;
@@ -131,6 +141,9 @@ pub use addr::{advertised_addr, detect_ip};
 #[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
 pub use client::grpc::{CLUSTER_COPY_EXPIRY, INSTANCE_CHECK_MAX_OTHERS};
 pub use client::{LOGIN_RETRY, MAX_IN_FLIGHT, MAX_LOGIN_RETRY, NamingClient, USER_AGENT};
+#[cfg(feature = "grpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
+pub use config::{ConfigItem, ConfigKey, ConfigService, ConfigWatch, FULL_CHECK};
 pub use discovery::{DEFAULT_REFRESH, Discovery, EJECT_FOR, EMPTY_HOLD, Instances, ServiceWatch};
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]

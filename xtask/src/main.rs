@@ -61,7 +61,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    "usage: cargo xtask demo [axum|axum-minimal|actix|actix-handle|discovery] | test [cargo test args] | msrv | rolling-restart [OUT_DIR] | faults [SOAK_SECONDS|frozen] | recovery [APP] [ROUNDS] | timings [APP] [ROUNDS] | nacos install | nacos run [official [2.3.2|3.1.0] [auth]]"
+    "usage: cargo xtask demo [axum|axum-minimal|actix|actix-handle|discovery] | test [cargo test args] | msrv | rolling-restart [OUT_DIR] | faults [SOAK_SECONDS|frozen] | recovery [APP] [ROUNDS] | timings [APP] [ROUNDS] | nacos install | nacos run [official [2.3.2|3.1.0] [auth] [cluster]] | ghost-window [ghosts|rolling]"
         .into()
 }
 

@@ -250,3 +250,113 @@ impl Server {
         }
     }
 }
+
+impl Server {
+    /// See [`RNacos::ensure_config_store`](crate::RNacos::ensure_config_store); nothing to
+    /// do on the official servers.
+    pub fn ensure_config_store(&mut self) {
+        if let Server::RNacos(s) = self {
+            s.ensure_config_store();
+        }
+    }
+
+    /// Publishes a config the way another client or an operator does, over HTTP v1 (`POST
+    /// /nacos/v1/cs/configs`, which r-nacos and the official servers up to 3.1 serve),
+    /// logging in first when auth is on. `tenant` `""` is the public namespace.
+    ///
+    /// # Errors
+    /// When the server refuses (the status and body).
+    ///
+    /// Waits until a read (`GET /nacos/v1/cs/configs`) returns it, publishing again when it
+    /// does not within 2 s (see [`RNacos::ensure_config_store`](crate::RNacos::ensure_config_store)
+    /// for an r-nacos that keeps nothing).
+    pub fn publish_config(
+        &self,
+        data_id: &str,
+        group: &str,
+        content: &str,
+        content_type: &str,
+    ) -> Result<(), String> {
+        for _ in 0..5 {
+            self.config_call(
+                "POST",
+                &[
+                    ("dataId", data_id),
+                    ("group", group),
+                    ("content", content),
+                    ("type", content_type),
+                ],
+            )?;
+            let kept = crate::wait_for(std::time::Duration::from_secs(2), || {
+                (self.read_config(data_id, group).as_deref() == Some(content)).then_some(())
+            });
+            if kept.is_some() {
+                return Ok(());
+            }
+        }
+        Err(format!("{data_id} published five times, never read back"))
+    }
+
+    /// The content of a config (`GET /nacos/v1/cs/configs`); `None` when there is none.
+    pub fn read_config(&self, data_id: &str, group: &str) -> Option<String> {
+        let path = "/nacos/v1/cs/configs";
+        let token = match self {
+            Server::Official(s) if s.options().auth => Some(s.login().ok()?),
+            _ => None,
+        };
+        let mut all: Vec<(&str, &str)> = vec![("dataId", data_id), ("group", group)];
+        if let Some(token) = &token {
+            all.push(("accessToken", token));
+        }
+        let (status, body) = match self {
+            Server::RNacos(s) => {
+                crate::send("GET", &format!("http://{}{path}", s.addr()), &all).ok()?
+            }
+            Server::Official(s) => s.send("GET", path, &all).ok()?,
+        };
+        (status == 200).then_some(body)
+    }
+
+    /// Removes a config over HTTP v1 (`DELETE /nacos/v1/cs/configs`).
+    ///
+    /// # Errors
+    /// When the server refuses.
+    pub fn remove_config(&self, data_id: &str, group: &str) -> Result<(), String> {
+        self.config_call("DELETE", &[("dataId", data_id), ("group", group)])
+    }
+
+    fn config_call(&self, method: &str, params: &[(&str, &str)]) -> Result<(), String> {
+        let path = "/nacos/v1/cs/configs";
+        let token = match self {
+            Server::Official(s) if s.options().auth => Some(s.login()?),
+            _ => None,
+        };
+        let mut all: Vec<(&str, &str)> = params.to_vec();
+        if let Some(token) = &token {
+            all.push(("accessToken", token));
+        }
+        let (status, body) = match self {
+            Server::RNacos(s) => crate::send(method, &format!("http://{}{path}", s.addr()), &all)?,
+            Server::Official(s) => s.send(method, path, &all)?,
+        };
+        if status == 200 && body.trim() == "true" {
+            Ok(())
+        } else {
+            Err(format!("{method} {path}: {status} {body}"))
+        }
+    }
+}
+
+impl Server {
+    /// The user and password that log in: the official server's user `nacos` when auth is
+    /// on; `None` otherwise (r-nacos runs without auth here).
+    pub fn credentials(&self) -> Option<(String, String)> {
+        match self {
+            Server::Official(s) if s.options().auth => {
+                let (user, password) = s.credentials();
+                Some((user.to_owned(), password.to_owned()))
+            }
+            _ => None,
+        }
+    }
+}

@@ -634,6 +634,30 @@ impl NamingClient {
         }
     }
 
+    /// The gRPC connection, for the modules besides naming on it (the configuration
+    /// center); `None` without one (`NACOS_API=v1`/`v3`).
+    #[cfg(feature = "grpc")]
+    pub(crate) fn grpc_remote(&self) -> Option<&crate::remote::Remote> {
+        self.grpc.as_ref().map(grpc::Grpc::remote)
+    }
+
+    /// Waits until requests may go over the gRPC connection (in `auto` mode, finding out
+    /// first, as the first naming request does).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when the servers answer HTTP only (or `NACOS_API` is `v1` or
+    /// `v3`); the connection's error when no server answered yet.
+    #[cfg(feature = "grpc")]
+    pub(crate) async fn config_ready(&self) -> Result<()> {
+        match self.route().await {
+            Route::Grpc => Ok(()),
+            Route::Http => Err(Error::Unsupported(
+                "the Nacos configuration center is reached over gRPC only, and the servers answer HTTP only",
+            )),
+            Route::Probe(e) => Err(e),
+        }
+    }
+
     /// The configured (HTTP) port of server `http` (an index of
     /// [`servers`](Self::servers)).
     #[cfg(feature = "grpc")]

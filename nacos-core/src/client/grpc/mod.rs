@@ -205,6 +205,11 @@ impl Grpc {
         self.remote.start();
     }
 
+    /// The connection, for the other modules on it (the configuration center).
+    pub(crate) fn remote(&self) -> &Remote {
+        &self.remote
+    }
+
     /// `Some(true)` once the auto mode settled on gRPC, `Some(false)` on HTTP.
     pub(crate) fn decided(&self) -> Option<bool> {
         self.remote.decided()

@@ -1,0 +1,246 @@
+//! The configuration center against real servers: a config read at once, a change made by
+//! another client (HTTP v1, as an operator or a Java app publishes) reaching the watch by
+//! push, a deletion reaching it as no content, a config that does not exist, publish and
+//! remove through the crate, and on the official servers one gRPC connection for naming
+//! and configuration together.
+
+use std::time::{Duration, Instant};
+
+use nacos_core::{Config, ConfigService};
+use xtask::server::{Server, ServerKind, ServerOptions};
+use xtask::skip_without;
+
+fn nacos2() -> ServerKind {
+    ServerKind::Official(xtask::official::OfficialVersion::V2_3_2)
+}
+
+fn nacos3() -> ServerKind {
+    ServerKind::Official(xtask::official::OfficialVersion::V3_1_0)
+}
+
+fn settings(server: &Server) -> Config {
+    let mut builder = Config::builder()
+        .server_addr(server.addr())
+        .service_name("e2e-config");
+    if let Some((user, password)) = server.credentials() {
+        builder = builder.username(user).password(password);
+    }
+    builder.build().unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Waits up to `within` for the watch's content to be `expected`; returns how long it took
+/// from `started`.
+async fn content_becomes(
+    watch: &mut nacos_core::ConfigWatch,
+    expected: Option<&str>,
+    within: Duration,
+    started: Instant,
+) -> Option<Duration> {
+    let mut rx = watch.subscribe();
+    let reached = tokio::time::timeout(
+        within,
+        rx.wait_for(|item| {
+            item.as_ref()
+                .is_some_and(|i| i.content.as_deref() == expected)
+        }),
+    )
+    .await;
+    matches!(reached, Ok(Ok(_))).then(|| started.elapsed())
+}
+
+/// Restarts the server (same ports and data) and makes sure its config store works.
+fn restart(server: &mut Server) {
+    server.restart();
+    server.ensure_config_store();
+}
+
+fn follows_changes(kind: ServerKind) {
+    if skip_without(kind) {
+        return;
+    }
+    let auth = matches!(kind, ServerKind::Official(_));
+    let mut server = kind.start(&ServerOptions {
+        auth,
+        ..ServerOptions::default()
+    });
+    server.ensure_config_store();
+    let configs = ConfigService::new(&settings(&server)).unwrap();
+    let data_id = "e2e-greeting.txt";
+    server
+        .publish_config(data_id, "DEFAULT_GROUP", "hello", "text")
+        .unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut watch = configs.watch(data_id);
+        tokio::time::timeout(Duration::from_secs(15), watch.ready())
+            .await
+            .expect("no first answer within 15 s");
+        // r-nacos answers HTTP before a query sees the write (its first answer may still
+        // be "not found"); the change then comes by push.
+        if content_becomes(
+            &mut watch,
+            Some("hello"),
+            Duration::from_secs(5),
+            Instant::now(),
+        )
+        .await
+        .is_none()
+        {
+            let direct = configs.get(data_id).await;
+            panic!("never read: {:?}; a query now: {direct:?}", watch.current());
+        }
+        let first = watch.current().expect("read");
+        assert_eq!(first.md5, "5d41402abc4b2a76b9719d911017c592");
+        // A change by another client, pushed.
+        let started = Instant::now();
+        server
+            .publish_config(data_id, "DEFAULT_GROUP", "bonjour", "text")
+            .unwrap();
+        let pushed = content_becomes(
+            &mut watch,
+            Some("bonjour"),
+            Duration::from_secs(10),
+            started,
+        )
+        .await
+        .expect("the change never reached the watch");
+        // Deleted: no content.
+        let started = Instant::now();
+        server.remove_config(data_id, "DEFAULT_GROUP").unwrap();
+        let deleted = content_becomes(&mut watch, None, Duration::from_secs(10), started)
+            .await
+            .expect("the deletion never reached the watch");
+        // Through the crate.
+        configs
+            .publish(data_id, "hallo", Some("text"), None)
+            .await
+            .unwrap();
+        content_becomes(
+            &mut watch,
+            Some("hallo"),
+            Duration::from_secs(10),
+            Instant::now(),
+        )
+        .await
+        .expect("our own publish never reached the watch");
+        let read = configs.get(data_id).await.unwrap();
+        assert_eq!(read.content.as_deref(), Some("hallo"));
+        configs.remove(data_id).await.unwrap();
+        content_becomes(&mut watch, None, Duration::from_secs(10), Instant::now())
+            .await
+            .expect("our own remove never reached the watch");
+        // Nacos restarted: the watch listens again on the new connection, and a change made
+        // after the restart reaches it.
+        restart(&mut server);
+        let started = Instant::now();
+        server
+            .publish_config(data_id, "DEFAULT_GROUP", "after the restart", "text")
+            .unwrap();
+        let relistened =
+            content_becomes(&mut watch, Some("after the restart"), Duration::from_secs(20), started)
+                .await
+                .expect("a change after a Nacos restart never reached the watch");
+        // Never published.
+        let mut missing = configs.watch("e2e-never-published.yaml");
+        let none = tokio::time::timeout(Duration::from_secs(15), missing.ready())
+            .await
+            .expect("no answer for a missing config");
+        assert_eq!(none.content, None);
+        eprintln!(
+            "[e2e] {kind}: a change pushed to the watch in {} ms, a deletion in {} ms; after a Nacos restart a change reached it {} ms after it was published",
+            pushed.as_millis(),
+            deleted.as_millis(),
+            relistened.as_millis()
+        );
+    });
+}
+
+#[test]
+fn rnacos_config_follows_changes() {
+    follows_changes(ServerKind::RNacos);
+}
+
+#[test]
+fn nacos2_config_follows_changes() {
+    follows_changes(nacos2());
+}
+
+#[test]
+fn nacos3_config_follows_changes() {
+    follows_changes(nacos3());
+}
+
+/// One process watching a service and a config: both over one gRPC connection (the server
+/// lists one SDK connection, labelled `module: naming`), and both work on it.
+fn one_connection_for_naming_and_config(kind: ServerKind) {
+    let ServerKind::Official(version) = kind else {
+        unreachable!("the official servers list their connections")
+    };
+    if skip_without(kind) {
+        return;
+    }
+    let server = kind.start(&ServerOptions {
+        auth: true,
+        ..ServerOptions::default()
+    });
+    let settings = settings(&server);
+    let configs = ConfigService::new(&settings).unwrap();
+    let discovery = nacos_core::Discovery::new(&settings).unwrap();
+    server
+        .publish_config("e2e-one.properties", "DEFAULT_GROUP", "a=1", "properties")
+        .unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let services = discovery.watch("e2e-one-service");
+        let mut config = configs.watch("e2e-one.properties");
+        tokio::time::timeout(Duration::from_secs(15), config.ready())
+            .await
+            .expect("no config");
+        tokio::time::timeout(Duration::from_secs(15), services.ready())
+            .await
+            .expect("no service list");
+    });
+    let Server::Official(official) = &server else {
+        unreachable!()
+    };
+    let token = official.login().unwrap();
+    let path = if version.speaks_v3() {
+        "/nacos/v3/admin/core/loader/current"
+    } else {
+        "/nacos/v2/core/loader/current"
+    };
+    let (status, body) = official
+        .send("GET", path, &[("accessToken", &token)])
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let connections = json.get("data").unwrap_or(&json);
+    let sdk: Vec<&serde_json::Value> = connections
+        .as_object()
+        .map(|m| {
+            m.values()
+                .filter(|c| c["metaInfo"]["sdkSource"] == true)
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(sdk.len(), 1, "SDK connections: {body}");
+    assert_eq!(sdk[0]["metaInfo"]["labels"]["module"], "naming", "{body}");
+    eprintln!("[e2e] {kind}: one gRPC connection carried the service watch and the config watch");
+}
+
+#[test]
+fn nacos2_one_connection_for_naming_and_config() {
+    one_connection_for_naming_and_config(nacos2());
+}
+
+#[test]
+fn nacos3_one_connection_for_naming_and_config() {
+    one_connection_for_naming_and_config(nacos3());
+}

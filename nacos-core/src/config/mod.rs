@@ -1,0 +1,802 @@
+//! The Nacos configuration center: read a config, follow its changes, publish and remove
+//! configs, over the process's gRPC connection to Nacos (the one its registrations and
+//! watches use), as the Java client's `ConfigService` does over its own.
+//!
+//! - **One connection.** A [`ConfigService`] made with the same servers, namespace and
+//!   login as the app's registration shares its client, and so its connection (labelled
+//!   `module: naming`: the official servers and r-nacos route config requests by their type
+//!   on any connection, and only naming needs the label).
+//! - **Listening** (the Java client's `ClientWorker`): a watched config is listened to with
+//!   `ConfigBatchListenRequest`, carrying the md5 of the content this process has (`""`:
+//!   none); the server pushes `ConfigChangeNotifyRequest` (answered every time) when it
+//!   changes, and the config is then queried (`ConfigQueryRequest`). After every new
+//!   connection every watched config is listened to again (the server forgets listeners
+//!   with the connection), and every [`FULL_CHECK`] all of them are checked against the
+//!   server whatever was pushed.
+//! - **Deleted** configs reach watchers as an item without content (the server answers a
+//!   query with error 300).
+//! - Over gRPC only for now: with `NACOS_API=v1`/`v3`, or a server without gRPC, requests
+//!   fail with an error that says so.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::client::NamingClient;
+use crate::engine::Engine;
+use crate::error::{Chain, Error, Result};
+use crate::remote::messages::Empty;
+use crate::remote::{BoxFuture, Core, Link, Module, lock};
+use crate::settings::{Config, ConfigBuilder};
+
+mod messages;
+
+use messages::*;
+
+/// How often every watched config is checked against the server, pushes or not: 3 min, as
+/// the Java client since 2.2.4 (`ClientWorker.ALL_SYNC_INTERNAL`).
+pub const FULL_CHECK: Duration = Duration::from_secs(180);
+
+/// How long after a config changed (or was first read) it is listened to again with the
+/// new md5, which makes the server say whether it still differs: a node of a cluster, or
+/// r-nacos right after a write, may briefly answer with older content (the Java client
+/// checks again after a change for the same reason).
+const REVERIFY: Duration = Duration::from_secs(1);
+
+/// The first wait before a failed listen or query is tried again; it doubles up to
+/// [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+/// The longest wait between two tries.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// A config: namespace, group and data id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConfigKey {
+    /// Namespace id (`public` is Nacos's `""` tenant).
+    pub namespace_id: String,
+    /// Group name.
+    pub group_name: String,
+    /// Data id, e.g. `orders.yaml`.
+    pub data_id: String,
+}
+
+impl ConfigKey {
+    /// The `tenant` of the requests: `""` for `public`.
+    fn tenant(&self) -> &str {
+        if self.namespace_id == "public" {
+            ""
+        } else {
+            &self.namespace_id
+        }
+    }
+}
+
+impl fmt::Display for ConfigKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}",
+            self.namespace_id, self.group_name, self.data_id
+        )
+    }
+}
+
+/// A config as the server has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConfigItem {
+    /// Which config.
+    pub key: ConfigKey,
+    /// The content; `None` when the config does not exist (never published, or deleted).
+    pub content: Option<String>,
+    /// The lowercase hex MD5 of the content's UTF-8 bytes, as the server computes it; `""`
+    /// when there is no content.
+    pub md5: String,
+    /// The type the config was published with (`yaml`, `properties`, `json`, `text`, ...),
+    /// when the server says.
+    pub content_type: Option<String>,
+    /// When it was last changed, when the server says.
+    pub last_modified: Option<SystemTime>,
+}
+
+/// The Nacos configuration center. Cheap to clone.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), nacos_core::Error> {
+/// let configs = nacos_core::ConfigService::from_env()?;
+/// let mut greeting = configs.watch("greeting.txt");
+/// let first = greeting.ready().await;
+/// println!("greeting: {:?}", first.content);
+/// while greeting.changed().await.is_ok() {
+///     println!("now: {:?}", greeting.current().and_then(|c| c.content.clone()));
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ConfigService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    namespace_id: String,
+    group_name: String,
+    center: Arc<Center>,
+}
+
+impl fmt::Debug for ConfigService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigService")
+            .field("client", &self.inner.center.client)
+            .field("namespace_id", &self.inner.namespace_id)
+            .field("group_name", &self.inner.group_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConfigService {
+    /// The configuration center of the servers the `NACOS_*` variables name, in their
+    /// namespace and group (`NACOS_NAMESPACE`, `NACOS_GROUP`), with their login and TLS
+    /// settings. `NACOS_SERVICE_NAME` is not needed.
+    ///
+    /// # Errors
+    /// A malformed variable ([`Error::Config`]); the HTTP client cannot be built
+    /// ([`Error::HttpClient`]).
+    ///
+    /// # Panics
+    /// When the engine's thread cannot be started.
+    pub fn from_env() -> Result<Self> {
+        let builder = ConfigBuilder::from_env()?;
+        let builder = if builder.has_service_name() {
+            builder
+        } else {
+            builder.service_name("nacos-config")
+        };
+        Self::new(&builder.build()?)
+    }
+
+    /// The configuration center of `config`'s servers, namespace and group, with its login,
+    /// TLS and request timeout. Shares the client (and the gRPC connection) of registrations
+    /// and discovery made with the same servers, namespace and login.
+    ///
+    /// # Errors
+    /// [`Error::HttpClient`] when the HTTP client cannot be built.
+    ///
+    /// # Panics
+    /// When the engine's thread cannot be started.
+    pub fn new(config: &Config) -> Result<Self> {
+        let engine = Engine::get();
+        let client = engine.client_for(config)?;
+        let center = engine.center_for(&client);
+        Ok(ConfigService {
+            inner: Arc::new(Inner {
+                namespace_id: config.namespace_id().to_owned(),
+                group_name: config.group_name().to_owned(),
+                center,
+            }),
+        })
+    }
+
+    fn key(&self, group_name: &str, data_id: &str) -> ConfigKey {
+        ConfigKey {
+            namespace_id: self.inner.namespace_id.clone(),
+            group_name: group_name.to_owned(),
+            data_id: data_id.to_owned(),
+        }
+    }
+
+    /// Reads `data_id` in the configured group once (`ConfigQueryRequest`); an item without
+    /// content when it does not exist.
+    ///
+    /// # Errors
+    /// No connection, or the request failed or was refused (e.g. 403 without the right).
+    pub async fn get(&self, data_id: &str) -> Result<ConfigItem> {
+        self.get_in(&self.inner.group_name.clone(), data_id).await
+    }
+
+    /// [`get`](Self::get) in `group_name`.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub async fn get_in(&self, group_name: &str, data_id: &str) -> Result<ConfigItem> {
+        self.inner
+            .center
+            .query(&self.key(group_name, data_id))
+            .await
+    }
+
+    /// Publishes `content` as `data_id` in the configured group (`ConfigPublishRequest`),
+    /// with its `content_type` when given (`yaml`, `properties`, `json`, `text`, ...). With
+    /// `cas_md5`, only if the server's content still has that md5 (`""`: only if it does not
+    /// exist); official servers refuse otherwise (r-nacos ignores it).
+    ///
+    /// # Errors
+    /// No connection, the request failed, or the server refused it (empty content, over
+    /// its 10 MiB limit, a compare-and-set that failed).
+    pub async fn publish(
+        &self,
+        data_id: &str,
+        content: &str,
+        content_type: Option<&str>,
+        cas_md5: Option<&str>,
+    ) -> Result<()> {
+        let key = self.key(&self.inner.group_name, data_id);
+        self.inner
+            .center
+            .publish(&key, content, content_type, cas_md5)
+            .await
+    }
+
+    /// Removes `data_id` from the configured group (`ConfigRemoveRequest`); removing a
+    /// config that does not exist succeeds.
+    ///
+    /// # Errors
+    /// No connection, or the request failed or was refused.
+    pub async fn remove(&self, data_id: &str) -> Result<()> {
+        let key = self.key(&self.inner.group_name, data_id);
+        self.inner.center.remove(&key).await
+    }
+
+    /// Watches `data_id` in the configured group: its content now and every change the
+    /// server pushes, until the last clone of the watch drops.
+    pub fn watch(&self, data_id: &str) -> ConfigWatch {
+        self.watch_in(&self.inner.group_name.clone(), data_id)
+    }
+
+    /// [`watch`](Self::watch) in `group_name`.
+    pub fn watch_in(&self, group_name: &str, data_id: &str) -> ConfigWatch {
+        let key = self.key(group_name, data_id);
+        let rx = self.inner.center.listen(&key);
+        self.inner.center.wake();
+        ConfigWatch {
+            rx,
+            guard: Arc::new(Watcher {
+                center: self.inner.center.clone(),
+                key,
+            }),
+        }
+    }
+}
+
+/// One watched config: the item as the server has it, and its changes. Cheap to clone; the
+/// config is listened to while any clone lives.
+#[derive(Clone)]
+pub struct ConfigWatch {
+    rx: watch::Receiver<Option<Arc<ConfigItem>>>,
+    guard: Arc<Watcher>,
+}
+
+impl fmt::Debug for ConfigWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigWatch")
+            .field("key", &self.guard.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConfigWatch {
+    /// Which config.
+    pub fn key(&self) -> &ConfigKey {
+        &self.guard.key
+    }
+
+    /// The item as last read; `None` until the first answer.
+    pub fn current(&self) -> Option<Arc<ConfigItem>> {
+        self.rx.borrow().clone()
+    }
+
+    /// Waits for the first answer (the server's content, or none): as long as it takes
+    /// (a server that is down is tried again with a growing wait, up to 30 s).
+    pub async fn ready(&mut self) -> Arc<ConfigItem> {
+        loop {
+            if let Ok(item) = self.rx.wait_for(Option::is_some).await {
+                if let Some(item) = item.clone() {
+                    return item;
+                }
+            }
+            // The sender lives as long as the watch: not reached.
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Waits for the next change of the item (content, or its deletion).
+    ///
+    /// # Errors
+    /// Never while the watch lives (the sender lives as long as the listen).
+    pub async fn changed(&mut self) -> std::result::Result<(), watch::error::RecvError> {
+        self.rx.changed().await
+    }
+
+    /// A receiver of the item, for `tokio::select!` and the like.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<ConfigItem>>> {
+        self.rx.clone()
+    }
+}
+
+/// Ends the listen when the last clone of a watch drops (and keeps the center alive until
+/// then).
+struct Watcher {
+    center: Arc<Center>,
+    key: ConfigKey,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.center.unlisten(&self.key);
+    }
+}
+
+/// A listened config.
+struct Listen {
+    tx: watch::Sender<Option<Arc<ConfigItem>>>,
+    /// The md5 of the content this process has (`""`: none, or not known yet).
+    md5: String,
+    watchers: usize,
+    /// Whether the server knows of this listen on the current connection.
+    listened: bool,
+}
+
+/// What the configuration center keeps on one client's connection, shared with its task.
+pub(crate) struct Center {
+    client: Arc<NamingClient>,
+    /// The client's gRPC connection; `None` without one (HTTP only).
+    core: Option<Arc<Core>>,
+    listens: Mutex<HashMap<ConfigKey, Listen>>,
+    /// Configs the server said changed (pushes, listen answers), to query.
+    pending: Mutex<HashSet<ConfigKey>>,
+    /// Configs no longer watched, to stop listening to.
+    dropped: Mutex<Vec<ConfigKey>>,
+    /// Wakes the task (shared with it, so that it waits without holding the center).
+    wake: Arc<tokio::sync::Notify>,
+    /// When the configs read since the last round are to be listened to again.
+    reverify: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Drop for Center {
+    fn drop(&mut self) {
+        // The task ends at its next round.
+        self.wake.notify_one();
+    }
+}
+
+impl Center {
+    /// A center on `client`'s connection, with its task on `runtime`.
+    pub(crate) fn new(client: Arc<NamingClient>, runtime: &tokio::runtime::Handle) -> Arc<Self> {
+        let core = client.grpc_remote().map(|remote| remote.core().clone());
+        let center = Arc::new(Center {
+            client,
+            core,
+            listens: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashSet::new()),
+            dropped: Mutex::new(Vec::new()),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            reverify: Mutex::new(None),
+        });
+        if let Some(remote) = center.client.grpc_remote() {
+            let module: Weak<dyn Module> = Arc::downgrade(&center) as Weak<dyn Module>;
+            remote.add(module);
+        }
+        runtime.spawn(run(Arc::downgrade(&center), center.wake.clone()));
+        center
+    }
+
+    fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Adds a watcher of `key`; its first one makes the config listened to and queried.
+    fn listen(&self, key: &ConfigKey) -> watch::Receiver<Option<Arc<ConfigItem>>> {
+        let mut listens = lock(&self.listens);
+        if let Some(listen) = listens.get_mut(key) {
+            listen.watchers += 1;
+            return listen.tx.subscribe();
+        }
+        let (tx, rx) = watch::channel(None);
+        listens.insert(
+            key.clone(),
+            Listen {
+                tx,
+                md5: String::new(),
+                watchers: 1,
+                listened: false,
+            },
+        );
+        lock(&self.pending).insert(key.clone());
+        rx
+    }
+
+    fn unlisten(&self, key: &ConfigKey) {
+        let mut listens = lock(&self.listens);
+        let last = match listens.get_mut(key) {
+            Some(listen) if listen.watchers > 1 => {
+                listen.watchers -= 1;
+                false
+            }
+            Some(_) => {
+                listens.remove(key);
+                true
+            }
+            None => false,
+        };
+        drop(listens);
+        if last {
+            lock(&self.dropped).push(key.clone());
+            self.wake();
+        }
+    }
+
+    /// The connection.
+    fn core(&self) -> Result<&Arc<Core>> {
+        self.core.as_ref().ok_or(Error::Unsupported(
+            "the Nacos configuration center is reached over gRPC only, and this client has no gRPC connection (NACOS_API=v1 or v3)",
+        ))
+    }
+
+    /// The connection, once up (starting it, and in `auto` mode finding out first that the
+    /// servers speak gRPC).
+    async fn link(&self) -> Result<Link> {
+        let core = self.core()?;
+        self.client.config_ready().await?;
+        core.wait_link().await
+    }
+
+    /// Queries `key` once.
+    async fn query(&self, key: &ConfigKey) -> Result<ConfigItem> {
+        let link = self.link().await?;
+        self.query_on(&link, key).await
+    }
+
+    async fn query_on(&self, link: &Link, key: &ConfigKey) -> Result<ConfigItem> {
+        let core = self.core()?;
+        let id = core.request_id();
+        let body = QueryRequest {
+            data_id: &key.data_id,
+            group: &key.group_name,
+            tenant: key.tenant(),
+            tag: "",
+            request_id: &id,
+            module: "config",
+            headers: Empty {},
+        };
+        match core
+            .call_on(link, CONFIG_QUERY, "config_query", &body)
+            .await
+        {
+            Ok((server, answer)) => {
+                let answer: QueryAnswer = answer.body(&server)?;
+                let content = answer.content.filter(|c| !c.is_empty());
+                let md5 = match (&content, answer.md5) {
+                    (None, _) => String::new(),
+                    (Some(_), Some(md5)) if !md5.is_empty() => md5,
+                    (Some(content), _) => md5_hex(content),
+                };
+                Ok(ConfigItem {
+                    key: key.clone(),
+                    content,
+                    md5,
+                    content_type: answer.content_type.filter(|t| !t.is_empty()),
+                    last_modified: answer
+                        .last_modified
+                        .and_then(|ms| u64::try_from(ms).ok())
+                        .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+                })
+            }
+            Err(Error::Refused {
+                code: NOT_FOUND, ..
+            }) => Ok(ConfigItem {
+                key: key.clone(),
+                content: None,
+                md5: String::new(),
+                content_type: None,
+                last_modified: None,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn publish(
+        &self,
+        key: &ConfigKey,
+        content: &str,
+        content_type: Option<&str>,
+        cas_md5: Option<&str>,
+    ) -> Result<()> {
+        let core = self.core()?;
+        let id = core.request_id();
+        let mut addition_map = std::collections::BTreeMap::new();
+        if let Some(content_type) = content_type {
+            addition_map.insert("type", content_type);
+        }
+        let body = PublishRequest {
+            data_id: &key.data_id,
+            group: &key.group_name,
+            tenant: key.tenant(),
+            content,
+            cas_md5,
+            addition_map,
+            request_id: &id,
+            module: "config",
+            headers: Empty {},
+        };
+        core.call(CONFIG_PUBLISH, "config_publish", &body)
+            .await
+            .map(drop)
+    }
+
+    async fn remove(&self, key: &ConfigKey) -> Result<()> {
+        let core = self.core()?;
+        let id = core.request_id();
+        let body = RemoveRequest {
+            data_id: &key.data_id,
+            group: &key.group_name,
+            tenant: key.tenant(),
+            tag: "",
+            request_id: &id,
+            module: "config",
+            headers: Empty {},
+        };
+        core.call(CONFIG_REMOVE, "config_remove", &body)
+            .await
+            .map(drop)
+    }
+
+    /// Listens to (or stops listening to) `keys` on `link` with their md5s; the configs the
+    /// server says differ go to the pending queries.
+    async fn listen_on(
+        &self,
+        link: &Link,
+        keys: &[(ConfigKey, String)],
+        listen: bool,
+    ) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let core = self.core()?;
+        let id = core.request_id();
+        let body = BatchListenRequest {
+            listen,
+            config_listen_contexts: keys
+                .iter()
+                .map(|(key, md5)| ListenContext {
+                    data_id: &key.data_id,
+                    group: &key.group_name,
+                    tenant: key.tenant(),
+                    md5,
+                })
+                .collect(),
+            request_id: &id,
+            module: "config",
+            headers: Empty {},
+        };
+        let what = if listen {
+            "config_listen"
+        } else {
+            "config_unlisten"
+        };
+        let (server, answer) = core.call_on(link, CONFIG_BATCH_LISTEN, what, &body).await?;
+        if !listen {
+            return Ok(());
+        }
+        let answer: BatchListenAnswer = answer.body(&server)?;
+        let mut pending = lock(&self.pending);
+        let mut listens = lock(&self.listens);
+        for (key, _) in keys {
+            if let Some(l) = listens.get_mut(key) {
+                l.listened = true;
+            }
+        }
+        for changed in answer.changed_configs {
+            if let Some(key) = self.known(&listens, &changed) {
+                pending.insert(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// The listened config a server's `changed` names.
+    fn known(&self, listens: &HashMap<ConfigKey, Listen>, changed: &Changed) -> Option<ConfigKey> {
+        let tenant = changed.tenant.as_deref().unwrap_or("");
+        listens
+            .keys()
+            .find(|k| {
+                k.data_id == changed.data_id
+                    && k.group_name == changed.group
+                    && k.tenant() == tenant
+            })
+            .cloned()
+    }
+
+    /// One round of the task: listens not yet known to the server, the configs to stop
+    /// listening to, the pending queries (and, when `full`, a check of every listened
+    /// config).
+    async fn round(&self, full: bool) -> Result<()> {
+        let link = self.link().await?;
+        let reverify = {
+            let mut at = lock(&self.reverify);
+            if at.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                *at = None;
+                true
+            } else {
+                false
+            }
+        };
+        let dropped: Vec<(ConfigKey, String)> = std::mem::take(&mut *lock(&self.dropped))
+            .into_iter()
+            .filter(|k| !lock(&self.listens).contains_key(k))
+            .map(|k| (k, String::new()))
+            .collect();
+        if let Err(e) = self.listen_on(&link, &dropped, false).await {
+            tracing::debug!(error = %Chain(&e), "nacos config unlisten failed");
+        }
+        let to_listen: Vec<(ConfigKey, String)> = lock(&self.listens)
+            .iter()
+            .filter(|(_, l)| full || (!l.listened && (reverify || l.tx.borrow().is_none())))
+            .map(|(k, l)| (k.clone(), l.md5.clone()))
+            .collect();
+        self.listen_on(&link, &to_listen, true).await?;
+        let pending: Vec<ConfigKey> = lock(&self.pending).iter().cloned().collect();
+        for key in pending {
+            if !lock(&self.listens).contains_key(&key) {
+                lock(&self.pending).remove(&key);
+                continue;
+            }
+            let item = self.query_on(&link, &key).await?;
+            lock(&self.pending).remove(&key);
+            self.deliver(item);
+        }
+        Ok(())
+    }
+
+    /// Hands `item` to its watchers when it differs from what they have.
+    fn deliver(&self, item: ConfigItem) {
+        let mut listens = lock(&self.listens);
+        let Some(listen) = listens.get_mut(&item.key) else {
+            return;
+        };
+        let first = listen.tx.borrow().is_none();
+        if !first && listen.md5 == item.md5 {
+            return;
+        }
+        if !first {
+            tracing::info!(config = %item.key, md5 = %item.md5,
+                deleted = item.content.is_none(), "nacos config changed");
+        }
+        listen.md5.clone_from(&item.md5);
+        // Listened to again with the new md5 a moment later (see [`REVERIFY`]; some servers
+        // also drop a listen when its config is deleted).
+        listen.listened = false;
+        listen.tx.send_replace(Some(Arc::new(item)));
+        drop(listens);
+        lock(&self.reverify).get_or_insert(tokio::time::Instant::now() + REVERIFY);
+    }
+}
+
+impl Module for Center {
+    fn redo<'a>(&'a self, link: &'a Link) -> BoxFuture<'a, (usize, usize)> {
+        Box::pin(async move {
+            let keys: Vec<(ConfigKey, String)> = {
+                let mut listens = lock(&self.listens);
+                listens.values_mut().for_each(|l| l.listened = false);
+                listens
+                    .iter()
+                    .map(|(k, l)| (k.clone(), l.md5.clone()))
+                    .collect()
+            };
+            match self.listen_on(link, &keys, true).await {
+                Ok(()) => {
+                    self.wake();
+                    (0, keys.len())
+                }
+                Err(e) => {
+                    tracing::warn!(error = %Chain(&e),
+                        "nacos config listen on the new connection failed: trying again");
+                    *lock(&self.reverify) = Some(tokio::time::Instant::now());
+                    self.wake();
+                    (0, 0)
+                }
+            }
+        })
+    }
+
+    fn on_request(&self, kind: &str, json: &[u8]) -> Option<bool> {
+        if kind != CONFIG_CHANGE_NOTIFY {
+            return None;
+        }
+        let Ok(changed) = serde_json::from_slice::<Changed>(json) else {
+            return Some(false);
+        };
+        let key = {
+            let listens = lock(&self.listens);
+            self.known(&listens, &changed)
+        };
+        if let Some(key) = key {
+            lock(&self.pending).insert(key);
+            self.wake();
+        }
+        Some(true)
+    }
+}
+
+/// The task of a center: rounds when woken (a new watch, a push, a new connection), every
+/// [`FULL_CHECK`] a full one, and after a failure again with a growing wait.
+async fn run(center: Weak<Center>, wake: Arc<tokio::sync::Notify>) {
+    let mut next_full = tokio::time::Instant::now() + FULL_CHECK;
+    let mut wait = RETRY_FIRST;
+    let mut failed = false;
+    loop {
+        let Some(strong) = center.upgrade() else {
+            return;
+        };
+        let idle = lock(&strong.listens).is_empty() && lock(&strong.dropped).is_empty();
+        let full = tokio::time::Instant::now() >= next_full;
+        if !idle {
+            match strong.round(full).await {
+                Ok(()) => {
+                    if full {
+                        next_full = tokio::time::Instant::now() + FULL_CHECK;
+                    }
+                    if failed {
+                        tracing::info!("nacos config listening works again");
+                    }
+                    failed = false;
+                    wait = RETRY_FIRST;
+                }
+                Err(e) => {
+                    if !failed {
+                        tracing::warn!(error = %Chain(&e),
+                            "nacos config listen or query failed: trying again");
+                    }
+                    failed = true;
+                }
+            }
+        }
+        let woken = {
+            let notified = wake.notified();
+            let reverify = *lock(&strong.reverify);
+            drop(strong);
+            let until = if failed {
+                tokio::time::Instant::now() + wait.mul_f64(0.5 + fastrand::f64() * 0.5)
+            } else {
+                reverify.map_or(next_full, |at| at.min(next_full))
+            };
+            tokio::select! {
+                () = notified => true,
+                () = tokio::time::sleep_until(until) => false,
+            }
+        };
+        if failed && !woken {
+            wait = (wait * 2).min(RETRY_MAX);
+        }
+    }
+}
+
+/// The lowercase hex MD5 of `content`'s UTF-8 bytes, as Nacos computes it.
+fn md5_hex(content: &str) -> String {
+    use md5::{Digest, Md5};
+    let digest = Md5::digest(content.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn md5_is_lowercase_hex_of_the_utf8_bytes() {
+        assert_eq!(md5_hex("hello"), "5d41402abc4b2a76b9719d911017c592");
+        assert_eq!(md5_hex("héllo").len(), 32);
+    }
+
+    #[test]
+    fn public_is_the_empty_tenant() {
+        let key = |ns: &str| ConfigKey {
+            namespace_id: ns.to_owned(),
+            group_name: "G".to_owned(),
+            data_id: "d".to_owned(),
+        };
+        assert_eq!(key("public").tenant(), "");
+        assert_eq!(key("dev").tenant(), "dev");
+    }
+}
