@@ -75,10 +75,6 @@ pub(crate) struct Engine {
     entries: Mutex<HashMap<u64, Entry>>,
     keys: Mutex<HashMap<String, u64>>,
     service_keys: Mutex<HashMap<ServiceKey, Weak<ServiceKey>>>,
-    /// The configuration center of each client (by the client's address; a center keeps
-    /// its client alive).
-    #[cfg(feature = "grpc")]
-    centers: Mutex<HashMap<usize, Weak<crate::config::Center>>>,
     /// SIGTERM/SIGINT handling (see the `signals` module).
     pub(crate) signals: Signals,
 }
@@ -151,8 +147,6 @@ impl Engine {
             entries: Mutex::new(HashMap::new()),
             keys: Mutex::new(HashMap::new()),
             service_keys: Mutex::new(HashMap::new()),
-            #[cfg(feature = "grpc")]
-            centers: Mutex::new(HashMap::new()),
             signals: Signals::default(),
         }
     }
@@ -168,21 +162,6 @@ impl Engine {
 
     /// The key of `config`'s service, one `Arc` for every registration of the same
     /// service (a sidecar registers many instances of a few services).
-    /// The configuration center on `client`'s connection, made (with its task on this
-    /// engine's runtime) if there is none.
-    #[cfg(feature = "grpc")]
-    pub(crate) fn center_for(&self, client: &Arc<NamingClient>) -> Arc<crate::config::Center> {
-        let mut centers = lock(&self.centers);
-        let key = Arc::as_ptr(client) as usize;
-        if let Some(center) = centers.get(&key).and_then(Weak::upgrade) {
-            return center;
-        }
-        centers.retain(|_, c| c.strong_count() > 0);
-        let center = crate::config::Center::new(client.clone(), &self.runtime);
-        centers.insert(key, Arc::downgrade(&center));
-        center
-    }
-
     pub(crate) fn service_key(&self, config: &Config) -> Result<Arc<ServiceKey>> {
         shared(&self.service_keys, ServiceKey::from(config), |key| {
             Ok(Arc::new(key.clone()))

@@ -169,7 +169,7 @@ impl ConfigService {
     pub fn new(config: &Config) -> Result<Self> {
         let engine = Engine::get();
         let client = engine.client_for(config)?;
-        let center = engine.center_for(&client);
+        let center = center_for(&client, &engine.runtime);
         Ok(ConfigService {
             inner: Arc::new(Inner {
                 namespace_id: config.namespace_id().to_owned(),
@@ -258,6 +258,28 @@ impl ConfigService {
             }),
         }
     }
+}
+
+/// The configuration center of each client (by the client's address: a center keeps its
+/// client alive, so the address is not reused while the center lives).
+static CENTERS: Mutex<Vec<(usize, Weak<Center>)>> = Mutex::new(Vec::new());
+
+/// The configuration center on `client`'s connection, made (with its task on `runtime`) if
+/// there is none.
+fn center_for(client: &Arc<NamingClient>, runtime: &tokio::runtime::Handle) -> Arc<Center> {
+    let mut centers = lock(&CENTERS);
+    let key = Arc::as_ptr(client) as usize;
+    if let Some(center) = centers
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, c)| c.upgrade())
+    {
+        return center;
+    }
+    centers.retain(|(_, c)| c.strong_count() > 0);
+    let center = Center::new(client.clone(), runtime);
+    centers.push((key, Arc::downgrade(&center)));
+    center
 }
 
 /// One watched config: the item as the server has it, and its changes. Cheap to clone; the
