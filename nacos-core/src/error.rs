@@ -73,6 +73,17 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(&'static str),
 
+    /// A config's content does not read into the app's type (`TypedConfig`).
+    #[error("config {data_id} does not read as {format}: {message}")]
+    ConfigParse {
+        /// The config's data id.
+        data_id: String,
+        /// The format it was read as (`JSON`, `YAML`, `TOML`, `text`).
+        format: &'static str,
+        /// What did not read (the parser's message; never the content).
+        message: String,
+    },
+
     /// An operation did not finish within its bound (e.g. a deregistration within the
     /// request timeout, whatever the number of servers tried).
     #[error("{operation} timed out after {} ms", after.as_millis())]

@@ -143,7 +143,9 @@ pub use client::grpc::{CLUSTER_COPY_EXPIRY, INSTANCE_CHECK_MAX_OTHERS};
 pub use client::{LOGIN_RETRY, MAX_IN_FLIGHT, MAX_LOGIN_RETRY, NamingClient, USER_AGENT};
 #[cfg(feature = "grpc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
-pub use config::{ConfigItem, ConfigKey, ConfigService, ConfigWatch, FULL_CHECK};
+pub use config::{
+    ConfigFormat, ConfigItem, ConfigKey, ConfigService, ConfigWatch, FULL_CHECK, TypedConfig,
+};
 pub use discovery::{DEFAULT_REFRESH, Discovery, EJECT_FOR, EMPTY_HOLD, Instances, ServiceWatch};
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]

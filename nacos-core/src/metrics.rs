@@ -75,6 +75,10 @@ pub(crate) fn describe() {
         "nacos_client_requests_after_deregistration_total",
         "Requests that arrived from the signal until the app drained, by kind (caller, probe)."
     );
+    metrics::describe_counter!(
+        "nacos_client_config_rejected_total",
+        "Config contents that did not read into the app's type (the last good value kept)."
+    );
 }
 
 pub(crate) fn served_after_deregistration(after: Duration, callers: u64, probes: u64) {
@@ -132,4 +136,10 @@ pub(crate) fn discovery_instances(service: &str, count: usize) {
 pub(crate) fn discovery_refresh_failure(service: &str) {
     metrics::counter!("nacos_client_discovery_refresh_failures_total", "service" => service.to_owned())
         .increment(1);
+}
+
+/// A config's new content did not read into the app's type (the last good value is kept).
+#[cfg(feature = "grpc")]
+pub(crate) fn config_rejected() {
+    metrics::counter!("nacos_client_config_rejected_total").increment(1);
 }

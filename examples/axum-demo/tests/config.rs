@@ -244,3 +244,85 @@ fn nacos2_one_connection_for_naming_and_config() {
 fn nacos3_one_connection_for_naming_and_config() {
     one_connection_for_naming_and_config(nacos3());
 }
+
+#[derive(serde::Deserialize, Debug, PartialEq)]
+struct Greeting {
+    greeting: String,
+    count: u32,
+}
+
+/// A YAML config read into a type: the value, a bad edit kept out (the last good value
+/// stays, the error says why), the next good edit taken, the deletion read as `None`.
+fn typed_config_keeps_the_last_good_value(kind: ServerKind) {
+    if skip_without(kind) {
+        return;
+    }
+    let mut server = kind.start(&ServerOptions {
+        auth: matches!(kind, ServerKind::Official(_)),
+        ..ServerOptions::default()
+    });
+    server.ensure_config_store();
+    let configs = ConfigService::new(&settings(&server)).unwrap();
+    let data_id = "e2e-typed.yaml";
+    server
+        .publish_config(data_id, "DEFAULT_GROUP", "greeting: hi\ncount: 2\n", "yaml")
+        .unwrap();
+    runtime().block_on(async {
+        let mut typed = configs.watch_typed::<Greeting>(data_id);
+        let value = |typed: &nacos_core::TypedConfig<Greeting>| {
+            typed.current().map(|g| (g.greeting.clone(), g.count))
+        };
+        let until = |typed: nacos_core::TypedConfig<Greeting>, want: Option<(&'static str, u32)>| async move {
+            let mut rx = typed.subscribe();
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                rx.wait_for(|v| v.as_ref().map(|g| (g.greeting.as_str(), g.count)) == want),
+            )
+            .await
+            .is_ok()
+        };
+        tokio::time::timeout(Duration::from_secs(15), typed.ready())
+            .await
+            .expect("no first answer")
+            .expect("the first content reads");
+        assert!(until(typed.clone(), Some(("hi", 2))).await, "{:?}", value(&typed));
+        // A bad edit: kept out.
+        server
+            .publish_config(data_id, "DEFAULT_GROUP", "greeting: [unclosed\n", "yaml")
+            .unwrap();
+        let raw = typed.raw().clone();
+        let mut raw_rx = raw.subscribe();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            raw_rx.wait_for(|i| i.as_ref().and_then(|i| i.content.as_deref()) == Some("greeting: [unclosed\n")),
+        )
+        .await
+        .expect("the bad edit never reached the raw watch")
+        .unwrap();
+        let error = xtask::wait_for(Duration::from_secs(5), || typed.last_error())
+            .expect("no error for content that does not read");
+        assert_eq!(value(&typed), Some(("hi".to_owned(), 2)), "the last good value was not kept");
+        let error = error.to_string();
+        assert!(error.contains("e2e-typed.yaml") && error.contains("YAML"), "{error}");
+        // A good edit: taken.
+        server
+            .publish_config(data_id, "DEFAULT_GROUP", "greeting: hello\ncount: 3\n", "yaml")
+            .unwrap();
+        assert!(until(typed.clone(), Some(("hello", 3))).await, "{:?}", value(&typed));
+        assert!(typed.last_error().is_none());
+        // Deleted.
+        server.remove_config(data_id, "DEFAULT_GROUP").unwrap();
+        assert!(until(typed.clone(), None).await, "{:?}", value(&typed));
+        eprintln!("[e2e] {kind}: a YAML config read as a type; a bad edit kept out ({error}); the next good edit and the deletion followed");
+    });
+}
+
+#[test]
+fn rnacos_typed_config_keeps_the_last_good_value() {
+    typed_config_keeps_the_last_good_value(ServerKind::RNacos);
+}
+
+#[test]
+fn nacos3_typed_config_keeps_the_last_good_value() {
+    typed_config_keeps_the_last_good_value(nacos3());
+}

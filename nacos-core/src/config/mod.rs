@@ -33,8 +33,10 @@ use crate::remote::{BoxFuture, Core, Link, Module, lock};
 use crate::settings::{Config, ConfigBuilder};
 
 mod messages;
+mod typed;
 
 use messages::*;
+pub use typed::{ConfigFormat, TypedConfig};
 
 /// How often every watched config is checked against the server, pushes or not: 3 min, as
 /// the Java client since 2.2.4 (`ClientWorker.ALL_SYNC_INTERNAL`).
@@ -121,6 +123,7 @@ pub struct ConfigService {
 }
 
 struct Inner {
+    runtime: tokio::runtime::Handle,
     namespace_id: String,
     group_name: String,
     center: Arc<Center>,
@@ -172,6 +175,7 @@ impl ConfigService {
         let center = center_for(&client, &engine.runtime);
         Ok(ConfigService {
             inner: Arc::new(Inner {
+                runtime: engine.runtime.clone(),
                 namespace_id: config.namespace_id().to_owned(),
                 group_name: config.group_name().to_owned(),
                 center,
@@ -243,6 +247,18 @@ impl ConfigService {
     /// server pushes, until the last clone of the watch drops.
     pub fn watch(&self, data_id: &str) -> ConfigWatch {
         self.watch_in(&self.inner.group_name.clone(), data_id)
+    }
+
+    /// Watches `data_id` in the configured group read as `T` with serde: JSON, YAML
+    /// (feature `yaml`), TOML (feature `toml`) or text, by the type it was published with,
+    /// else its extension ([`ConfigFormat::of`]). Content that does not read keeps the last
+    /// good value ([`TypedConfig::last_error`] says why, a WARN line and
+    /// `nacos_client_config_rejected_total` too); a deleted config reads as `None`.
+    pub fn watch_typed<T: serde::de::DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        data_id: &str,
+    ) -> TypedConfig<T> {
+        TypedConfig::new(self.watch(data_id), &self.inner.runtime)
     }
 
     /// [`watch`](Self::watch) in `group_name`.
