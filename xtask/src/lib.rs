@@ -288,6 +288,7 @@ pub fn ensure_java_peer(version: &str) -> Result<String, String> {
         "src/main/java/peerbench/Runner.java",
         "src/main/java/peerbench/Subscriber.java",
         "src/main/java/peerbench/Caller.java",
+        "src/main/java/peerbench/ConfigListener.java",
     ];
     let same = sources.iter().all(|f| {
         std::fs::read(src.join(f))

@@ -326,3 +326,130 @@ fn rnacos_typed_config_keeps_the_last_good_value() {
 fn nacos3_typed_config_keeps_the_last_good_value() {
     typed_config_keeps_the_last_good_value(nacos3());
 }
+
+/// A change published over HTTP reaches our watch and a Java nacos-client 2.3.2 listener
+/// (`peerbench.ConfigListener`), side by side: five changes, the time from each publish to
+/// each side's receipt (wall clock, one machine); ours no later than Java's (medians, with
+/// 100 ms of slack for a loaded machine).
+fn change_reaches_us_no_later_than_java(kind: ServerKind) {
+    if skip_without(kind) {
+        return;
+    }
+    let class_path = match xtask::ensure_java_peer("2.3.2") {
+        Ok(class_path) => class_path,
+        Err(e)
+            if std::env::var_os(xtask::REQUIRE_SERVERS).is_none()
+                && std::env::var_os("CI").is_none() =>
+        {
+            eprintln!("skipped: needs the Java nacos-client ({e}); `cargo xtask test` builds it");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let mut server = kind.start(&ServerOptions::default());
+    server.ensure_config_store();
+    let data_id = "e2e-side-by-side.txt";
+    server
+        .publish_config(data_id, "DEFAULT_GROUP", "v0", "text")
+        .unwrap();
+    let home = std::env::temp_dir().join(format!("e2e-config-java-{}", std::process::id()));
+    let java = xtask::App::start_with_args(
+        "java",
+        &[
+            &format!("-Duser.home={}", home.display()),
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            "-cp",
+            &class_path,
+            "peerbench.ConfigListener",
+            &server.addr(),
+            data_id,
+            "DEFAULT_GROUP",
+            "120",
+        ],
+        &[],
+    );
+    xtask::wait_for(Duration::from_secs(120), || {
+        java.output().contains("initial v0").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the Java listener did not start:\n{}", java.output()));
+    let configs = ConfigService::new(&settings(&server)).unwrap();
+    let epoch_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    runtime().block_on(async {
+        let mut watch = configs.watch(data_id);
+        content_becomes(
+            &mut watch,
+            Some("v0"),
+            Duration::from_secs(15),
+            Instant::now(),
+        )
+        .await
+        .expect("never read v0");
+        for n in 1..=5 {
+            let content = format!("v{n}");
+            // Both sides settle between changes.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let published = epoch_ms();
+            server
+                .publish_config(data_id, "DEFAULT_GROUP", &content, "text")
+                .unwrap();
+            let mut rx = watch.subscribe();
+            let got = tokio::time::timeout(
+                Duration::from_secs(10),
+                rx.wait_for(|i| i.as_ref().and_then(|i| i.content.as_deref()) == Some(&content)),
+            )
+            .await;
+            assert!(
+                matches!(got, Ok(Ok(_))),
+                "{content} never reached our watch"
+            );
+            ours.push(epoch_ms() - published);
+            let needle = format!(" {content}\n");
+            let at = xtask::wait_for(Duration::from_secs(10), || {
+                java.output()
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("changed "))
+                    .find(|l| format!(" {}\n", l.split_once(' ').map_or("", |(_, c)| c)) == needle)
+                    .and_then(|l| l.split_once(' '))
+                    .and_then(|(ms, _)| ms.parse::<u128>().ok())
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "{content} never reached the Java listener:\n{}",
+                    java.output()
+                )
+            });
+            theirs.push(at.saturating_sub(published));
+        }
+    });
+    drop(std::fs::remove_dir_all(&home));
+    let median = |v: &mut Vec<u128>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let (o, t) = (median(&mut ours.clone()), median(&mut theirs.clone()));
+    eprintln!(
+        "[e2e] {kind}: publish to receipt, ms, ours {ours:?} (median {o}), Java nacos-client 2.3.2 {theirs:?} (median {t})"
+    );
+    assert!(o <= t + 100, "ours {ours:?} later than Java's {theirs:?}");
+}
+
+#[test]
+fn rnacos_config_change_reaches_us_no_later_than_java() {
+    change_reaches_us_no_later_than_java(ServerKind::RNacos);
+}
+
+#[test]
+fn nacos2_config_change_reaches_us_no_later_than_java() {
+    change_reaches_us_no_later_than_java(nacos2());
+}
+
+#[test]
+fn nacos3_config_change_reaches_us_no_later_than_java() {
+    change_reaches_us_no_later_than_java(nacos3());
+}
