@@ -29,6 +29,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("demo") if args.get(1).is_some_and(|a| a == "discovery") => demo_discovery(),
+        Some("demo") if args.get(1).is_some_and(|a| a == "config") => demo_config(),
         Some("demo") => demo(args.get(1).map_or("axum", String::as_str)),
         Some("test") => test(&args[1..]),
         Some("msrv") => msrv(),
@@ -61,7 +62,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    "usage: cargo xtask demo [axum|axum-minimal|actix|actix-handle|discovery] | test [cargo test args] | msrv | rolling-restart [OUT_DIR] | faults [SOAK_SECONDS|frozen] | recovery [APP] [ROUNDS] | timings [APP] [ROUNDS] | nacos install | nacos run [official [2.3.2|3.1.0] [auth] [cluster]] | ghost-window [ghosts|rolling]"
+    "usage: cargo xtask demo [axum|axum-minimal|actix|actix-handle|discovery|config] | test [cargo test args] | msrv | rolling-restart [OUT_DIR] | faults [SOAK_SECONDS|frozen] | recovery [APP] [ROUNDS] | timings [APP] [ROUNDS] | nacos install | nacos run [official [2.3.2|3.1.0] [auth] [cluster]] | ghost-window [ghosts|rolling]"
         .into()
 }
 
@@ -572,6 +573,72 @@ fn show_lifecycle(
 
 /// A call's answer: status and body, or why there was none.
 type Answer = Result<(u16, String), String>;
+
+/// `cargo xtask demo config`: the axum demo answers `GET /greeting` with a config it follows
+/// in Nacos (`GREETING_DATA_ID`); the command publishes a new greeting and the answer
+/// changes, no restart.
+fn demo_config() -> Result<(), String> {
+    ensure_rnacos()?;
+    let exe = build_demo("axum-demo", "axum-demo")?;
+    println!("==> starting r-nacos on a free loopback port");
+    let mut server = Server::RNacos(RNacos::start());
+    server.ensure_config_store();
+    println!("    NACOS_SERVER_ADDR={}", server.addr());
+    let data_id = "greeting.txt";
+    server.publish_config(data_id, "DEFAULT_GROUP", "hello from Nacos\n", "text")?;
+    println!("==> published {data_id}: \"hello from Nacos\"");
+    let app = App::start(
+        &exe.to_string_lossy(),
+        &[
+            ("NACOS_SERVER_ADDR", server.addr()),
+            ("NACOS_SERVICE_NAME", "axum-demo".to_owned()),
+            ("GREETING_DATA_ID", data_id.to_owned()),
+            ("PORT", "0".to_owned()),
+        ],
+    );
+    let port = wait_for(Duration::from_secs(30), || announced_port(&app.output()))
+        .ok_or_else(|| format!("axum-demo did not start:\n{}", app.output()))?;
+    println!("==> axum-demo on port {port} (GREETING_DATA_ID={data_id})");
+    let greeting = || {
+        xtask::get_text(&format!("http://127.0.0.1:{port}/greeting"))
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    };
+    let first = wait_for(Duration::from_secs(15), || {
+        let now = greeting();
+        (now == "hello from Nacos\n").then_some(now)
+    })
+    .ok_or_else(|| {
+        format!(
+            "GET /greeting never answered the greeting:\n{}",
+            app.output()
+        )
+    })?;
+    println!("    GET /greeting: {}", first.trim_end());
+    let published = Instant::now();
+    server.publish_config(data_id, "DEFAULT_GROUP", "bonjour from Nacos\n", "text")?;
+    println!("==> published {data_id}: \"bonjour from Nacos\" (the app is not restarted)");
+    let changed = wait_for(Duration::from_secs(15), || {
+        let now = greeting();
+        (now == "bonjour from Nacos\n").then_some(now)
+    })
+    .ok_or_else(|| format!("GET /greeting never changed:\n{}", app.output()))?;
+    println!(
+        "    GET /greeting: {} ({} ms after the publish)",
+        changed.trim_end(),
+        published.elapsed().as_millis()
+    );
+    let log: Vec<String> = app
+        .output()
+        .lines()
+        .filter(|l| l.contains("config changed"))
+        .map(str::to_owned)
+        .collect();
+    for line in log {
+        println!("    app log: {line}");
+    }
+    Ok(())
+}
 
 /// `cargo xtask demo discovery`: two providers, a gateway calling them through Nacos, one
 /// provider leaving under load.

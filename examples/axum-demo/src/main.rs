@@ -4,8 +4,9 @@
 //!
 //! Routes: `/` (hello), `/echo/{word}`, `/slow?ms=N` (answers after N ms), `/whoami` (the
 //! service and advertised `ip:port`), `/metrics` (the nacos-core metrics in Prometheus's
-//! text format) and `/health`
-//! (the registration status as JSON). SIGTERM or SIGINT deregisters the instance, then
+//! text format), `/health` (the registration status as JSON) and `/greeting` (the content
+//! of the Nacos config `GREETING_DATA_ID` names, as Nacos has it now: changed in Nacos, the
+//! answer changes without a restart). SIGTERM or SIGINT deregisters the instance, then
 //! the server drains in-flight requests and exits.
 
 use std::io::IsTerminal;
@@ -34,12 +35,27 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let port = port_from_env()?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     let nacos = NacosLayer::from_env()?;
+    // GREETING_DATA_ID: a config to follow (over the same connection as the registration).
+    let greeting = match std::env::var("GREETING_DATA_ID") {
+        Ok(data_id) => Some(nacos_core::ConfigService::from_env()?.watch(data_id.trim())),
+        Err(_) => None,
+    };
 
     let app = Router::new()
         .route("/", get(|| async { "hello from axum-demo\n" }))
         .route(
             "/echo/{word}",
             get(|Path(word): Path<String>| async move { word }),
+        )
+        .route(
+            "/greeting",
+            get(move || {
+                let now = greeting
+                    .as_ref()
+                    .and_then(nacos_core::ConfigWatch::current)
+                    .and_then(|item| item.content.clone());
+                async move { now.unwrap_or_else(|| "no greeting in Nacos\n".to_owned()) }
+            }),
         )
         .route("/slow", get(slow))
         .route("/health", get(health))
