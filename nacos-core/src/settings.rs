@@ -44,6 +44,7 @@
 //! | `NACOS_REQUEST_TIMEOUT` | timeout of one HTTP request to Nacos | `3s` |
 //! | `NACOS_HANDLE_SIGNALS` | `false` leaves SIGTERM/SIGINT to the app | `true` |
 //! | `NACOS_DISCOVERY_REFRESH` | how often a watched service is polled (discovery) | `5s` |
+//! | `NACOS_CONFIG_SNAPSHOT_DIR` | where the configuration center keeps the last content of each config read (a start while Nacos is down reads it); `off` keeps none | `$XDG_CACHE_HOME/nacos-rs/config`, else `~/.cache/nacos-rs/config` |
 //!
 //! Durations are written the way [`humantime`] reads them: `5s`, `500ms`, `1m 30s`.
 //! Booleans accept `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`.
@@ -387,6 +388,7 @@ pub struct Config {
     request_timeout: Duration,
     handle_signals: bool,
     discovery_refresh: Duration,
+    config_snapshot_dir: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -563,6 +565,11 @@ impl Config {
     pub fn discovery_refresh(&self) -> Duration {
         self.discovery_refresh
     }
+    /// Where the configuration center keeps the last content of each config it read
+    /// (`NACOS_CONFIG_SNAPSHOT_DIR`); `None` when off (or no home directory is known).
+    pub fn config_snapshot_dir(&self) -> Option<&std::path::Path> {
+        self.config_snapshot_dir.as_deref()
+    }
 }
 
 /// Builds a [`Config`]; every setter overrides the environment variable it names.
@@ -605,6 +612,7 @@ pub struct ConfigBuilder {
     request_timeout: Option<Duration>,
     handle_signals: Option<bool>,
     discovery_refresh: Option<Duration>,
+    config_snapshot_dir: Option<String>,
 }
 
 /// Reads one variable, trying aliases in order; empty values count as unset.
@@ -837,6 +845,7 @@ impl ConfigBuilder {
             request_timeout: env.duration("NACOS_REQUEST_TIMEOUT")?,
             handle_signals: env.bool("NACOS_HANDLE_SIGNALS")?,
             discovery_refresh: env.duration("NACOS_DISCOVERY_REFRESH")?,
+            config_snapshot_dir: env.string(&["NACOS_CONFIG_SNAPSHOT_DIR"]),
         })
     }
 
@@ -976,6 +985,14 @@ impl ConfigBuilder {
         /// How often a watched service is polled (`NACOS_DISCOVERY_REFRESH`).
         discovery_refresh: Duration
     );
+
+    /// Where the configuration center keeps the last content of each config
+    /// (`NACOS_CONFIG_SNAPSHOT_DIR`); `off` keeps none.
+    #[must_use]
+    pub fn config_snapshot_dir(mut self, dir: impl Into<String>) -> Self {
+        self.config_snapshot_dir = Some(dir.into());
+        self
+    }
 
     /// Whether a service name is set (by `NACOS_SERVICE_NAME` or the setter).
     pub fn has_service_name(&self) -> bool {
@@ -1322,7 +1339,27 @@ impl ConfigBuilder {
             request_timeout,
             handle_signals: self.handle_signals.unwrap_or(true),
             discovery_refresh,
+            config_snapshot_dir: snapshot_dir(self.config_snapshot_dir.as_deref()),
         })
+    }
+}
+
+/// The snapshot dir: `raw` (`off`, `false`, `none`: none), else the user's cache dir.
+fn snapshot_dir(raw: Option<&str>) -> Option<std::path::PathBuf> {
+    match raw.map(str::trim) {
+        Some(off) if ["off", "false", "none", "0"].contains(&off.to_ascii_lowercase().as_str()) => {
+            None
+        }
+        Some(dir) => Some(std::path::PathBuf::from(dir)),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .filter(|d| !d.is_empty())
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .filter(|d| !d.is_empty())
+                    .map(|home| std::path::PathBuf::from(home).join(".cache"))
+            })
+            .map(|cache| cache.join("nacos-rs").join("config")),
     }
 }
 

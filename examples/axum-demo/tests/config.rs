@@ -453,3 +453,98 @@ fn nacos2_config_change_reaches_us_no_later_than_java() {
 fn nacos3_config_change_reaches_us_no_later_than_java() {
     change_reaches_us_no_later_than_java(nacos3());
 }
+
+const DEMO: &str = env!("CARGO_BIN_EXE_axum-demo");
+
+/// The demo follows a config (`GREETING_DATA_ID`): its content is kept in the snapshot dir
+/// (a file readable by its user only); started again while Nacos is down, the demo answers
+/// with the snapshot; Nacos back, a new greeting reaches it.
+#[test]
+fn rnacos_config_starts_from_the_snapshot_while_nacos_is_down() {
+    if skip_without(ServerKind::RNacos) {
+        return;
+    }
+    let mut server = ServerKind::RNacos.start(&ServerOptions::default());
+    server.ensure_config_store();
+    let data_id = "greeting.txt";
+    server
+        .publish_config(data_id, "DEFAULT_GROUP", "hello, kept\n", "text")
+        .unwrap();
+    let snapshots = tempfile::tempdir().unwrap();
+    let env = vec![
+        ("NACOS_SERVER_ADDR", server.addr()),
+        ("NACOS_SERVICE_NAME", "e2e-snapshot".to_owned()),
+        ("GREETING_DATA_ID", data_id.to_owned()),
+        (
+            "NACOS_CONFIG_SNAPSHOT_DIR",
+            snapshots.path().display().to_string(),
+        ),
+        ("PORT", "0".to_owned()),
+    ];
+    let start = || {
+        let app = xtask::App::start(DEMO, &env);
+        let port = xtask::wait_for(Duration::from_secs(30), || {
+            xtask::announced_port(&app.output())
+        })
+        .unwrap_or_else(|| panic!("the demo did not start:\n{}", app.output()));
+        (app, port)
+    };
+    let greeting_is = |port: u16, want: &str, within: Duration| {
+        xtask::wait_for(within, || {
+            let (_, body) = xtask::get_text(&format!("http://127.0.0.1:{port}/greeting")).ok()?;
+            (body == want).then_some(())
+        })
+        .is_some()
+    };
+    let (first, port) = start();
+    assert!(
+        greeting_is(port, "hello, kept\n", Duration::from_secs(15)),
+        "{}",
+        first.output()
+    );
+    let file = snapshots
+        .path()
+        .join("public")
+        .join("DEFAULT_GROUP")
+        .join(data_id);
+    assert!(
+        xtask::wait_for(Duration::from_secs(5), || std::fs::read_to_string(&file)
+            .ok()
+            .filter(|c| c == "hello, kept\n"))
+        .is_some(),
+        "no snapshot at {}",
+        file.display()
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "snapshot mode {mode:o}");
+    }
+    first.signal("KILL");
+    server.stop();
+    let (second, port) = start();
+    let down = Instant::now();
+    assert!(
+        greeting_is(port, "hello, kept\n", Duration::from_secs(20)),
+        "Nacos down: the snapshot was not read:\n{}",
+        second.output()
+    );
+    let from_snapshot = down.elapsed();
+    server.restart();
+    server.ensure_config_store();
+    let back = Instant::now();
+    server
+        .publish_config(data_id, "DEFAULT_GROUP", "hello, fresh\n", "text")
+        .unwrap();
+    assert!(
+        greeting_is(port, "hello, fresh\n", Duration::from_secs(45)),
+        "Nacos back: the new greeting never reached the demo:\n{}",
+        second.output()
+    );
+    eprintln!(
+        "[e2e] r-nacos down: the demo answered from the snapshot {} ms after it started; back, a new greeting reached it {} ms after the publish",
+        from_snapshot.as_millis(),
+        back.elapsed().as_millis()
+    );
+}

@@ -20,6 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -102,6 +103,9 @@ pub struct ConfigItem {
     pub content_type: Option<String>,
     /// When it was last changed, when the server says.
     pub last_modified: Option<SystemTime>,
+    /// Read from the local snapshot (`NACOS_CONFIG_SNAPSHOT_DIR`) because Nacos did not
+    /// answer: the content this process (or an earlier run) last read from Nacos.
+    pub from_snapshot: bool,
 }
 
 /// The Nacos configuration center. Cheap to clone.
@@ -172,7 +176,11 @@ impl ConfigService {
     pub fn new(config: &Config) -> Result<Self> {
         let engine = Engine::get();
         let client = engine.client_for(config)?;
-        let center = center_for(&client, &engine.runtime);
+        let center = center_for(
+            &client,
+            &engine.runtime,
+            config.config_snapshot_dir().map(Path::to_path_buf),
+        );
         Ok(ConfigService {
             inner: Arc::new(Inner {
                 runtime: engine.runtime.clone(),
@@ -282,7 +290,11 @@ static CENTERS: Mutex<Vec<(usize, Weak<Center>)>> = Mutex::new(Vec::new());
 
 /// The configuration center on `client`'s connection, made (with its task on `runtime`) if
 /// there is none.
-fn center_for(client: &Arc<NamingClient>, runtime: &tokio::runtime::Handle) -> Arc<Center> {
+fn center_for(
+    client: &Arc<NamingClient>,
+    runtime: &tokio::runtime::Handle,
+    snapshot: Option<PathBuf>,
+) -> Arc<Center> {
     let mut centers = lock(&CENTERS);
     let key = Arc::as_ptr(client) as usize;
     if let Some(center) = centers
@@ -293,7 +305,7 @@ fn center_for(client: &Arc<NamingClient>, runtime: &tokio::runtime::Handle) -> A
         return center;
     }
     centers.retain(|(_, c)| c.strong_count() > 0);
-    let center = Center::new(client.clone(), runtime);
+    let center = Center::new(client.clone(), runtime, snapshot);
     centers.push((key, Arc::downgrade(&center)));
     center
 }
@@ -390,6 +402,8 @@ pub(crate) struct Center {
     wake: Arc<tokio::sync::Notify>,
     /// When the configs read since the last round are to be listened to again.
     reverify: Mutex<Option<tokio::time::Instant>>,
+    /// Where the last content of each config is kept (`NACOS_CONFIG_SNAPSHOT_DIR`).
+    snapshot: Option<PathBuf>,
 }
 
 impl Drop for Center {
@@ -401,7 +415,11 @@ impl Drop for Center {
 
 impl Center {
     /// A center on `client`'s connection, with its task on `runtime`.
-    pub(crate) fn new(client: Arc<NamingClient>, runtime: &tokio::runtime::Handle) -> Arc<Self> {
+    pub(crate) fn new(
+        client: Arc<NamingClient>,
+        runtime: &tokio::runtime::Handle,
+        snapshot: Option<PathBuf>,
+    ) -> Arc<Self> {
         let core = client.grpc_remote().map(|remote| remote.core().clone());
         let center = Arc::new(Center {
             client,
@@ -411,6 +429,7 @@ impl Center {
             dropped: Mutex::new(Vec::new()),
             wake: Arc::new(tokio::sync::Notify::new()),
             reverify: Mutex::new(None),
+            snapshot,
         });
         if let Some(remote) = center.client.grpc_remote() {
             let module: Weak<dyn Module> = Arc::downgrade(&center) as Weak<dyn Module>;
@@ -480,10 +499,106 @@ impl Center {
         core.wait_link().await
     }
 
-    /// Queries `key` once.
+    /// Queries `key` once; when Nacos does not answer, the snapshot (if any) answers.
     async fn query(&self, key: &ConfigKey) -> Result<ConfigItem> {
-        let link = self.link().await?;
-        self.query_on(&link, key).await
+        let answer = match self.link().await {
+            Ok(link) => self.query_on(&link, key).await,
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(item) => {
+                self.keep(&item);
+                Ok(item)
+            }
+            Err(e @ Error::Unsupported(_)) => Err(e),
+            Err(e) => match self.snapshot_of(key) {
+                Some(item) => {
+                    tracing::warn!(config = %key, error = %Chain(&e),
+                        "nacos does not answer: the config is read from the local snapshot");
+                    Ok(item)
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    /// The snapshot file of `key`: `<dir>/<namespace>/<group>/<data id>`, each part with
+    /// anything but letters, digits, `-`, `_`, `.` and `:` percent-encoded (and a part of
+    /// dots only too).
+    fn snapshot_path(&self, key: &ConfigKey) -> Option<PathBuf> {
+        let dir = self.snapshot.as_ref()?;
+        let part = |name: &str| {
+            let dots_only = name.chars().all(|c| c == '.');
+            name.chars()
+                .map(|c| {
+                    if !dots_only && (c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
+                        c.to_string()
+                    } else {
+                        let mut buf = [0u8; 4];
+                        c.encode_utf8(&mut buf)
+                            .bytes()
+                            .map(|b| format!("%{b:02X}"))
+                            .collect()
+                    }
+                })
+                .collect::<String>()
+        };
+        Some(
+            dir.join(part(&key.namespace_id))
+                .join(part(&key.group_name))
+                .join(part(&key.data_id)),
+        )
+    }
+
+    /// Keeps `item` in the snapshot (its content, or no file when it has none). Failures
+    /// are logged at debug level: the snapshot is a help, not a duty.
+    fn keep(&self, item: &ConfigItem) {
+        if item.from_snapshot {
+            return;
+        }
+        let Some(path) = self.snapshot_path(&item.key) else {
+            return;
+        };
+        let result = match &item.content {
+            Some(content) => write_private(&path, content.as_bytes()),
+            None => match std::fs::remove_file(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            },
+        };
+        if let Err(e) = result {
+            tracing::debug!(config = %item.key, path = %path.display(), error = %e,
+                "nacos config snapshot not written");
+        }
+    }
+
+    /// The snapshot of `key`, if there is one.
+    fn snapshot_of(&self, key: &ConfigKey) -> Option<ConfigItem> {
+        let content = std::fs::read_to_string(self.snapshot_path(key)?).ok()?;
+        Some(ConfigItem {
+            key: key.clone(),
+            md5: md5_hex(&content),
+            content: Some(content),
+            content_type: None,
+            last_modified: None,
+            from_snapshot: true,
+        })
+    }
+
+    /// Nacos does not answer: watches without any answer yet get the snapshot.
+    fn answer_from_snapshots(&self) {
+        let waiting: Vec<ConfigKey> = lock(&self.listens)
+            .iter()
+            .filter(|(_, l)| l.tx.borrow().is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in waiting {
+            if let Some(item) = self.snapshot_of(&key) {
+                tracing::warn!(config = %key,
+                    "nacos does not answer: the config is read from the local snapshot until it does");
+                self.deliver(item);
+            }
+        }
     }
 
     async fn query_on(&self, link: &Link, key: &ConfigKey) -> Result<ConfigItem> {
@@ -519,6 +634,7 @@ impl Center {
                         .last_modified
                         .and_then(|ms| u64::try_from(ms).ok())
                         .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+                    from_snapshot: false,
                 })
             }
             Err(Error::Refused {
@@ -529,6 +645,7 @@ impl Center {
                 md5: String::new(),
                 content_type: None,
                 last_modified: None,
+                from_snapshot: false,
             }),
             Err(e) => Err(e),
         }
@@ -705,8 +822,10 @@ impl Center {
         // Listened to again with the new md5 a moment later (see [`REVERIFY`]; some servers
         // also drop a listen when its config is deleted).
         listen.listened = false;
-        listen.tx.send_replace(Some(Arc::new(item)));
+        let item = Arc::new(item);
+        listen.tx.send_replace(Some(item.clone()));
         drop(listens);
+        self.keep(&item);
         lock(&self.reverify).get_or_insert(tokio::time::Instant::now() + REVERIFY);
     }
 }
@@ -787,6 +906,7 @@ async fn run(center: Weak<Center>, wake: Arc<tokio::sync::Notify>) {
                             "nacos config listen or query failed: trying again");
                     }
                     failed = true;
+                    strong.answer_from_snapshots();
                 }
             }
         }
@@ -808,6 +928,27 @@ async fn run(center: Weak<Center>, wake: Arc<tokio::sync::Notify>) {
             wait = (wait * 2).min(RETRY_MAX);
         }
     }
+}
+
+/// Writes `bytes` to `path` readable by this user only (0600 in a 0700 dir on Unix),
+/// through a temporary file renamed over it (a reader never sees half a config).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// The lowercase hex MD5 of `content`'s UTF-8 bytes, as Nacos computes it.

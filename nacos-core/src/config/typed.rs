@@ -265,6 +265,7 @@ mod tests {
             md5: String::new(),
             content_type: content_type.map(str::to_owned),
             last_modified: None,
+            from_snapshot: false,
         }
     }
 
