@@ -19,9 +19,11 @@ fn nacos3() -> ServerKind {
 }
 
 fn settings(server: &Server) -> Config {
+    // No snapshots in the user's cache dir from the tests (one test checks them).
     let mut builder = Config::builder()
         .server_addr(server.addr())
-        .service_name("e2e-config");
+        .service_name("e2e-config")
+        .config_snapshot_dir("off");
     if let Some((user, password)) = server.credentials() {
         builder = builder.username(user).password(password);
     }
