@@ -491,12 +491,16 @@ impl Center {
         ))
     }
 
-    /// The connection, once up (starting it, and in `auto` mode finding out first that the
-    /// servers speak gRPC).
-    async fn link(&self) -> Result<Link> {
+    /// The connection, started (and in `auto` mode, found to speak gRPC first).
+    async fn started(&self) -> Result<&Arc<Core>> {
         let core = self.core()?;
         self.client.config_ready().await?;
-        core.wait_link().await
+        Ok(core)
+    }
+
+    /// The connection, once up.
+    async fn link(&self) -> Result<Link> {
+        self.started().await?.wait_link().await
     }
 
     /// Queries `key` once; when Nacos does not answer, the snapshot (if any) answers.
@@ -658,7 +662,7 @@ impl Center {
         content_type: Option<&str>,
         cas_md5: Option<&str>,
     ) -> Result<()> {
-        let core = self.core()?;
+        let core = self.started().await?;
         let id = core.request_id();
         let mut addition_map = std::collections::BTreeMap::new();
         if let Some(content_type) = content_type {
@@ -681,7 +685,7 @@ impl Center {
     }
 
     async fn remove(&self, key: &ConfigKey) -> Result<()> {
-        let core = self.core()?;
+        let core = self.started().await?;
         let id = core.request_id();
         let body = RemoveRequest {
             data_id: &key.data_id,
