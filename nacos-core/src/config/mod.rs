@@ -34,6 +34,8 @@ use crate::remote::{BoxFuture, Core, Link, Module, lock};
 use crate::settings::{Config, ConfigBuilder};
 
 mod messages;
+#[cfg(feature = "properties")]
+mod properties;
 mod typed;
 
 use messages::*;
@@ -258,7 +260,8 @@ impl ConfigService {
     }
 
     /// Watches `data_id` in the configured group read as `T` with serde: JSON, YAML
-    /// (feature `yaml`), TOML (feature `toml`) or text, by the type it was published with,
+    /// (feature `yaml`), TOML (feature `toml`), Java properties (feature `properties`) or
+    /// text, by the type it was published with,
     /// else its extension ([`ConfigFormat::of`]). Content that does not read keeps the last
     /// good value ([`TypedConfig::last_error`] says why, a WARN line and
     /// `nacos_client_config_rejected_total` too); a deleted config reads as `None`.

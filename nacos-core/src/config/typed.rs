@@ -22,6 +22,10 @@ pub enum ConfigFormat {
     Yaml,
     /// TOML (`toml`, feature `toml`).
     Toml,
+    /// Java `.properties`, bound as Spring binds them (feature `properties`): dotted keys
+    /// are paths, `name[0]` list elements, comma-separated values lists where a list is
+    /// wanted, and values become the numbers, bools and enums the fields want.
+    Properties,
     /// The whole content as one string: the type must read from a string (`String`, or
     /// a newtype around one).
     Text,
@@ -29,12 +33,14 @@ pub enum ConfigFormat {
 
 impl ConfigFormat {
     /// The format of `item`: the type it was published with (`json`, `yaml`, `toml`,
-    /// `text`), else its data id's extension (`.json`, `.yaml`/`.yml`, `.toml`), else text.
+    /// `properties`, `text`), else its data id's extension (`.json`, `.yaml`/`.yml`,
+    /// `.toml`, `.properties`), else text.
     pub fn of(item: &ConfigItem) -> ConfigFormat {
         let by_name = |name: &str| match name.to_ascii_lowercase().as_str() {
             "json" => Some(ConfigFormat::Json),
             "yaml" | "yml" => Some(ConfigFormat::Yaml),
             "toml" => Some(ConfigFormat::Toml),
+            "properties" => Some(ConfigFormat::Properties),
             "text" | "txt" => Some(ConfigFormat::Text),
             _ => None,
         };
@@ -55,6 +61,7 @@ impl ConfigFormat {
             ConfigFormat::Json => "JSON",
             ConfigFormat::Yaml => "YAML",
             ConfigFormat::Toml => "TOML",
+            ConfigFormat::Properties => "properties",
             ConfigFormat::Text => "text",
         }
     }
@@ -90,6 +97,10 @@ fn read<T: DeserializeOwned>(item: &ConfigItem) -> Result<Option<T>> {
         ConfigFormat::Yaml => serde_yaml_ng::from_str(content).map_err(|e| failed(e.to_string())),
         #[cfg(feature = "toml")]
         ConfigFormat::Toml => toml::from_str(content).map_err(|e| failed(e.to_string())),
+        #[cfg(feature = "properties")]
+        ConfigFormat::Properties => {
+            super::properties::from_str(content).map_err(|e| failed(e.to_string()))
+        }
         #[allow(unreachable_patterns)]
         other => Err(failed(format!(
             "reading {} needs nacos-core's feature `{}`",
