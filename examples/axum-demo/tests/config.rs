@@ -626,3 +626,74 @@ fn rnacos_a_5_mb_config() {
 fn nacos2_a_5_mb_config() {
     a_5_mb_config(nacos2());
 }
+
+#[derive(serde::Deserialize, Debug, PartialEq)]
+struct Pool {
+    size: u32,
+    hosts: Vec<String>,
+}
+
+#[derive(serde::Deserialize, Debug, PartialEq)]
+struct WithPool {
+    pool: Pool,
+}
+
+/// A Java `.properties` config, as a Spring app's `application.properties` in Nacos, read
+/// into a type and followed.
+#[test]
+fn rnacos_typed_properties_config() {
+    if skip_without(ServerKind::RNacos) {
+        return;
+    }
+    let mut server = ServerKind::RNacos.start(&ServerOptions::default());
+    server.ensure_config_store();
+    let configs = ConfigService::new(&settings(&server)).unwrap();
+    let data_id = "e2e-app.properties";
+    server
+        .publish_config(
+            data_id,
+            "DEFAULT_GROUP",
+            "pool.size=4\npool.hosts=a,b\n",
+            "properties",
+        )
+        .unwrap();
+    runtime().block_on(async {
+        let mut typed = configs.watch_typed::<WithPool>(data_id);
+        let first = tokio::time::timeout(Duration::from_secs(15), typed.ready())
+            .await
+            .expect("no answer")
+            .expect("reads");
+        let mut rx = typed.subscribe();
+        let want = |size: u32| {
+            move |v: &Option<std::sync::Arc<WithPool>>| {
+                v.as_ref().is_some_and(|p| p.pool.size == size)
+            }
+        };
+        if first.as_ref().is_none_or(|p| p.pool.size != 4) {
+            tokio::time::timeout(Duration::from_secs(10), rx.wait_for(want(4)))
+                .await
+                .expect("never read")
+                .unwrap();
+        }
+        assert_eq!(
+            typed.current().unwrap().pool,
+            Pool {
+                size: 4,
+                hosts: vec!["a".into(), "b".into()]
+            }
+        );
+        server
+            .publish_config(
+                data_id,
+                "DEFAULT_GROUP",
+                "pool.size=8\npool.hosts[0]=c\n",
+                "properties",
+            )
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(want(8)))
+            .await
+            .expect("the change never read")
+            .unwrap();
+        assert_eq!(typed.current().unwrap().pool.hosts, vec!["c".to_owned()]);
+    });
+}
