@@ -651,9 +651,16 @@ impl NamingClient {
     pub(crate) async fn config_ready(&self) -> Result<()> {
         match self.route().await {
             Route::Grpc => Ok(()),
-            Route::Http => Err(Error::Unsupported(
-                "the Nacos configuration center is reached over gRPC only, and the servers answer HTTP only",
-            )),
+            Route::Http => {
+                // Settled on HTTP (a server restarting answers HTTP before gRPC): the gRPC
+                // ports are tried again now, not at the next probe interval.
+                if let Some(grpc) = &self.grpc {
+                    grpc.remote().probe_now();
+                }
+                Err(Error::Unsupported(
+                    "the Nacos configuration center is reached over gRPC only, and the servers answer HTTP only (their gRPC ports are tried again)",
+                ))
+            }
             Route::Probe(e) => Err(e),
         }
     }

@@ -223,8 +223,8 @@ impl ConfigService {
 
     /// Publishes `content` as `data_id` in the configured group (`ConfigPublishRequest`),
     /// with its `content_type` when given (`yaml`, `properties`, `json`, `text`, ...). With
-    /// `cas_md5`, only if the server's content still has that md5 (`""`: only if it does not
-    /// exist); official servers refuse otherwise (r-nacos ignores it).
+    /// `cas_md5` (not blank), only if the server's content still has that md5: official
+    /// servers refuse otherwise (r-nacos ignores it; a blank md5 is no condition anywhere).
     ///
     /// # Errors
     /// No connection, the request failed, or the server refused it (empty content, over
@@ -497,6 +497,10 @@ impl Center {
     /// The connection, started (and in `auto` mode, found to speak gRPC first).
     async fn started(&self) -> Result<&Arc<Core>> {
         let core = self.core()?;
+        if let Some(remote) = self.client.grpc_remote() {
+            // `NACOS_API=grpc` routes without starting it.
+            remote.start();
+        }
         self.client.config_ready().await?;
         Ok(core)
     }
@@ -517,7 +521,6 @@ impl Center {
                 self.keep(&item);
                 Ok(item)
             }
-            Err(e @ Error::Unsupported(_)) => Err(e),
             Err(e) => match self.snapshot_of(key) {
                 Some(item) => {
                     tracing::warn!(config = %key, error = %Chain(&e),
@@ -530,7 +533,7 @@ impl Center {
     }
 
     /// The snapshot file of `key`: `<dir>/<namespace>/<group>/<data id>`, each part with
-    /// anything but letters, digits, `-`, `_`, `.` and `:` percent-encoded (and a part of
+    /// anything but ASCII letters, digits, `-`, `_` and `.` percent-encoded (and a part of
     /// dots only too).
     fn snapshot_path(&self, key: &ConfigKey) -> Option<PathBuf> {
         let dir = self.snapshot.as_ref()?;
@@ -538,7 +541,7 @@ impl Center {
             let dots_only = name.chars().all(|c| c == '.');
             name.chars()
                 .map(|c| {
-                    if !dots_only && (c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
+                    if !dots_only && (c.is_ascii_alphanumeric() || "-_.".contains(c)) {
                         c.to_string()
                     } else {
                         let mut buf = [0u8; 4];
@@ -625,7 +628,15 @@ impl Center {
             .await
         {
             Ok((server, answer)) => {
-                let answer: QueryAnswer = answer.body(&server)?;
+                // The body is the config: an error about it does not show it.
+                let answer: QueryAnswer = answer.body(&server).map_err(|e| match e {
+                    Error::Protocol { server, source, .. } => Error::Protocol {
+                        server,
+                        body: "(a config query's answer, not shown)".to_owned(),
+                        source,
+                    },
+                    other => other,
+                })?;
                 let content = answer.content.filter(|c| !c.is_empty());
                 let md5 = match (&content, answer.md5) {
                     (None, _) => String::new(),
@@ -640,7 +651,9 @@ impl Center {
                     last_modified: answer
                         .last_modified
                         .and_then(|ms| u64::try_from(ms).ok())
-                        .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+                        .and_then(|ms| {
+                            SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(ms))
+                        }),
                     from_snapshot: false,
                 })
             }
@@ -742,8 +755,9 @@ impl Center {
             return Ok(());
         }
         let answer: BatchListenAnswer = answer.body(&server)?;
-        let mut pending = lock(&self.pending);
+        // `listens` before `pending`, as everywhere.
         let mut listens = lock(&self.listens);
+        let mut pending = lock(&self.pending);
         for (key, _) in keys {
             if let Some(l) = listens.get_mut(key) {
                 l.listened = true;
@@ -775,15 +789,12 @@ impl Center {
     /// config).
     async fn round(&self, full: bool) -> Result<()> {
         let link = self.link().await?;
-        let reverify = {
+        {
             let mut at = lock(&self.reverify);
             if at.is_some_and(|at| at <= tokio::time::Instant::now()) {
                 *at = None;
-                true
-            } else {
-                false
             }
-        };
+        }
         let dropped: Vec<(ConfigKey, String)> = std::mem::take(&mut *lock(&self.dropped))
             .into_iter()
             .filter(|k| !lock(&self.listens).contains_key(k))
@@ -794,21 +805,30 @@ impl Center {
         }
         let to_listen: Vec<(ConfigKey, String)> = lock(&self.listens)
             .iter()
-            .filter(|(_, l)| full || (!l.listened && (reverify || l.tx.borrow().is_none())))
+            .filter(|(_, l)| full || !l.listened)
             .map(|(k, l)| (k.clone(), l.md5.clone()))
             .collect();
         self.listen_on(&link, &to_listen, true).await?;
-        let pending: Vec<ConfigKey> = lock(&self.pending).iter().cloned().collect();
+        // Taken out before the query: a push that comes meanwhile puts the config back.
+        let pending: Vec<ConfigKey> = std::mem::take(&mut *lock(&self.pending))
+            .into_iter()
+            .collect();
+        let mut failed = None;
         for key in pending {
             if !lock(&self.listens).contains_key(&key) {
-                lock(&self.pending).remove(&key);
                 continue;
             }
-            let item = self.query_on(&link, &key).await?;
-            lock(&self.pending).remove(&key);
-            self.deliver(item);
+            // One config's failure (a 403 for its group) does not hold the others up.
+            match self.query_on(&link, &key).await {
+                Ok(item) => self.deliver(item),
+                Err(e) => {
+                    tracing::debug!(config = %key, error = %Chain(&e), "nacos config query failed");
+                    lock(&self.pending).insert(key);
+                    failed.get_or_insert(e);
+                }
+            }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// Hands `item` to its watchers when it differs from what they have.
@@ -817,8 +837,15 @@ impl Center {
         let Some(listen) = listens.get_mut(&item.key) else {
             return;
         };
-        let first = listen.tx.borrow().is_none();
-        if !first && listen.md5 == item.md5 {
+        let (first, had_snapshot) = {
+            let current = listen.tx.borrow();
+            (
+                current.is_none(),
+                current.as_ref().is_some_and(|c| c.from_snapshot),
+            )
+        };
+        let replaces_snapshot = had_snapshot && !item.from_snapshot;
+        if !first && listen.md5 == item.md5 && !replaces_snapshot {
             return;
         }
         if !first {
@@ -895,6 +922,12 @@ async fn run(center: Weak<Center>, wake: Arc<tokio::sync::Notify>) {
         };
         let idle = lock(&strong.listens).is_empty() && lock(&strong.dropped).is_empty();
         let full = tokio::time::Instant::now() >= next_full;
+        if idle {
+            // Nothing to check: the next full check is a period from now, and nothing to
+            // check again.
+            next_full = tokio::time::Instant::now() + FULL_CHECK;
+            *lock(&strong.reverify) = None;
+        }
         if !idle {
             match strong.round(full).await {
                 Ok(()) => {
@@ -947,7 +980,14 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(dir)?;
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    // `~` is always percent-encoded in snapshot names: no config's file looks like this.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!("{name}~{}-{n}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

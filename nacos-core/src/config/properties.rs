@@ -11,6 +11,10 @@ use std::fmt;
 use serde::de::value::{MapDeserializer, SeqDeserializer};
 use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
 
+/// The most parts (`a.b[0]` has three) a key may have: the tree is built and read by
+/// recursion.
+const MAX_DEPTH: usize = 64;
+
 /// A key's place in the tree.
 #[derive(Debug)]
 enum Node {
@@ -45,7 +49,13 @@ pub(super) fn from_str<T: DeserializeOwned>(content: &str) -> Result<T, Properti
     // Sorted, so that `a=1` comes before `a.b=2` and the error is the same every time.
     let sorted: BTreeMap<String, String> = pairs.into_iter().collect();
     for (key, value) in sorted {
-        insert(&mut root, &path(&key), value)
+        let steps = path(&key);
+        if steps.len() > MAX_DEPTH {
+            return Err(PropertiesError(format!(
+                "a key of more than {MAX_DEPTH} parts"
+            )));
+        }
+        insert(&mut root, &steps, value)
             .map_err(|why| PropertiesError(format!("key {key}: {why}")))?;
     }
     T::deserialize(root)

@@ -95,8 +95,9 @@ fn read<T: DeserializeOwned>(item: &ConfigItem) -> Result<Option<T>> {
             .map_err(|e| failed(e.to_string())),
         #[cfg(feature = "yaml")]
         ConfigFormat::Yaml => serde_yaml_ng::from_str(content).map_err(|e| failed(e.to_string())),
+        // Its message only: its `Display` quotes the offending line of the config.
         #[cfg(feature = "toml")]
-        ConfigFormat::Toml => toml::from_str(content).map_err(|e| failed(e.to_string())),
+        ConfigFormat::Toml => toml::from_str(content).map_err(|e| failed(e.message().to_owned())),
         #[cfg(feature = "properties")]
         ConfigFormat::Properties => {
             super::properties::from_str(content).map_err(|e| failed(e.to_string()))
@@ -184,20 +185,24 @@ impl<T: DeserializeOwned + Send + Sync + 'static> TypedConfig<T> {
     /// [`Error::ConfigParse`] when the config's content does not read as `T` (or its
     /// format's feature is off).
     pub async fn ready(&mut self) -> Result<Option<Arc<T>>> {
+        let mut raw = self.raw.subscribe();
         let item = self.raw.ready().await;
-        match read::<T>(&item) {
-            Ok(_) => {
-                // The task reads the same item; its value is the one watchers share.
-                let mut rx = self.rx.clone();
-                let current = rx
-                    .wait_for(|v| v.is_some() || item.content.is_none())
-                    .await
-                    .map(|v| v.clone())
-                    .unwrap_or_default();
-                Ok(current)
+        let value = read::<T>(&item)?;
+        // The task reads the same item into the value watchers share: wait for it (or for
+        // a newer item, which the task reads next), so that `current` has it after this.
+        raw.borrow_and_update();
+        let mut rx = self.rx.clone();
+        tokio::select! {
+            shared = rx.wait_for(|v| v.is_some() || item.content.is_none()) => {
+                if let Ok(shared) = shared {
+                    if let Some(shared) = shared.clone() {
+                        return Ok(Some(shared));
+                    }
+                }
             }
-            Err(e) => Err(e),
+            _ = raw.changed() => {}
         }
+        Ok(value.map(Arc::new))
     }
 
     /// The last value that read (`None`: none yet, or the config does not exist).

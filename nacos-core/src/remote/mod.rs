@@ -368,6 +368,16 @@ impl Remote {
         false
     }
 
+    /// On HTTP in auto mode: tries the gRPC ports now rather than at the next probe
+    /// interval (something on the connection is waiting: the configuration center, which
+    /// has no HTTP path yet). Callers bound how often they ask.
+    pub(crate) fn probe_now(&self) {
+        if self.decided() == Some(false) {
+            *lock(&self.next_probe) = Some(tokio::time::Instant::now());
+            self.probe_again();
+        }
+    }
+
     /// Starts connecting and waits for a connection, or for the first round of attempts
     /// (every server once) to fail: bounded by one request timeout per server plus the
     /// longest wait between attempts (a refused port fails at once). Once a round failed,
