@@ -84,6 +84,47 @@ pub enum Error {
         message: String,
     },
 
+    /// A config the app imports without `optional:` does not exist in Nacos
+    /// (`ConfigService::import`).
+    #[error(
+        "config {data_id} (group {group_name}, namespace {namespace_id}) does not exist in nacos and is required: publish it, or import it as optional:{data_id}"
+    )]
+    ConfigMissing {
+        /// The config's data id.
+        data_id: String,
+        /// Its group.
+        group_name: String,
+        /// Its namespace.
+        namespace_id: String,
+    },
+
+    /// An imported config had no answer from Nacos (nor a local snapshot) within the
+    /// import's timeout (`NACOS_CONFIG_TIMEOUT`).
+    #[error(
+        "config {data_id} (group {group_name}) was not read from nacos within {} ms and has no local snapshot: {reason}",
+        after.as_millis()
+    )]
+    ConfigUnavailable {
+        /// The config's data id.
+        data_id: String,
+        /// Its group.
+        group_name: String,
+        /// The timeout that passed.
+        after: std::time::Duration,
+        /// Why, as far as known (the last error of its reads, e.g. a refusal or no
+        /// connection).
+        reason: String,
+    },
+
+    /// The imported configs, merged, do not read into the app's type.
+    #[error("configs {data_ids} together do not read as the app's type: {message}")]
+    ConfigBind {
+        /// The imported data ids, in their order.
+        data_ids: String,
+        /// What did not read: the key's path and why (never a value).
+        message: String,
+    },
+
     /// An operation did not finish within its bound (e.g. a deregistration within the
     /// request timeout, whatever the number of servers tried).
     #[error("{operation} timed out after {} ms", after.as_millis())]

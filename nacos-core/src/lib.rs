@@ -144,7 +144,8 @@ pub use client::{LOGIN_RETRY, MAX_IN_FLIGHT, MAX_LOGIN_RETRY, NamingClient, USER
 #[cfg(feature = "grpc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
 pub use config::{
-    ConfigFormat, ConfigItem, ConfigKey, ConfigService, ConfigWatch, FULL_CHECK, TypedConfig,
+    ConfigFormat, ConfigImport, ConfigImports, ConfigItem, ConfigKey, ConfigService, ConfigWatch,
+    FULL_CHECK, ImportedConfig, TypedConfig,
 };
 pub use discovery::{DEFAULT_REFRESH, Discovery, EJECT_FOR, EMPTY_HOLD, Instances, ServiceWatch};
 #[cfg(feature = "tower")]

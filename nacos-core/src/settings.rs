@@ -44,6 +44,12 @@
 //! | `NACOS_REQUEST_TIMEOUT` | timeout of one HTTP request to Nacos | `3s` |
 //! | `NACOS_HANDLE_SIGNALS` | `false` leaves SIGTERM/SIGINT to the app | `true` |
 //! | `NACOS_DISCOVERY_REFRESH` | how often a watched service is polled (discovery) | `5s` |
+//! | `NACOS_CONFIG_GROUP` | the group of the configuration center's configs | `NACOS_GROUP` |
+//! | `NACOS_CONFIG_IMPORT` | the configs an app loads into its settings, later ones winning (`ConfigImports`): `[optional:]data_id[?group=G&refresh=false]`, comma-separated; without `optional:` a config that does not exist is an error | none |
+//! | `NACOS_CONFIG_SHARED_CONFIGS`, `NACOS_CONFIG_EXTENSION_CONFIGS` | configs loaded before the imports (shared first, then extension), same form, not followed unless `refresh=true` | none |
+//! | `NACOS_CONFIG_FILE_EXTENSION` | the format of an imported config whose data id has no extension and that was published without a type | `properties` |
+//! | `NACOS_CONFIG_REFRESH_ENABLED` | `false`: imported configs are read once, changes not followed | `true` |
+//! | `NACOS_CONFIG_TIMEOUT` | how long the load waits for each imported config's first answer (or snapshot) | `10s` |
 //! | `NACOS_CONFIG_SNAPSHOT_DIR` | where the configuration center keeps the last content of each config read (a start while Nacos is down reads it); `off` keeps none | `$XDG_CACHE_HOME/nacos-rs/config`, else `~/.cache/nacos-rs/config` |
 //!
 //! Durations are written the way [`humantime`] reads them: `5s`, `500ms`, `1m 30s`.
@@ -389,6 +395,7 @@ pub struct Config {
     handle_signals: bool,
     discovery_refresh: Duration,
     config_snapshot_dir: Option<std::path::PathBuf>,
+    config_group_name: Option<String>,
 }
 
 impl Config {
@@ -570,6 +577,13 @@ impl Config {
     pub fn config_snapshot_dir(&self) -> Option<&std::path::Path> {
         self.config_snapshot_dir.as_deref()
     }
+    /// The group of the configuration center's configs (`NACOS_CONFIG_GROUP`, else the
+    /// service's group, `NACOS_GROUP`).
+    pub fn config_group_name(&self) -> &str {
+        self.config_group_name
+            .as_deref()
+            .unwrap_or(&self.group_name)
+    }
 }
 
 /// Builds a [`Config`]; every setter overrides the environment variable it names.
@@ -613,6 +627,7 @@ pub struct ConfigBuilder {
     handle_signals: Option<bool>,
     discovery_refresh: Option<Duration>,
     config_snapshot_dir: Option<String>,
+    config_group_name: Option<String>,
 }
 
 /// Reads one variable, trying aliases in order; empty values count as unset.
@@ -846,6 +861,7 @@ impl ConfigBuilder {
             handle_signals: env.bool("NACOS_HANDLE_SIGNALS")?,
             discovery_refresh: env.duration("NACOS_DISCOVERY_REFRESH")?,
             config_snapshot_dir: env.string(&["NACOS_CONFIG_SNAPSHOT_DIR"]),
+            config_group_name: env.string(&["NACOS_CONFIG_GROUP"]),
         })
     }
 
@@ -991,6 +1007,14 @@ impl ConfigBuilder {
     #[must_use]
     pub fn config_snapshot_dir(mut self, dir: impl Into<String>) -> Self {
         self.config_snapshot_dir = Some(dir.into());
+        self
+    }
+
+    /// The group of the configuration center's configs (`NACOS_CONFIG_GROUP`; default:
+    /// the service's group).
+    #[must_use]
+    pub fn config_group_name(mut self, group_name: impl Into<String>) -> Self {
+        self.config_group_name = Some(group_name.into());
         self
     }
 
@@ -1340,6 +1364,7 @@ impl ConfigBuilder {
             handle_signals: self.handle_signals.unwrap_or(true),
             discovery_refresh,
             config_snapshot_dir: snapshot_dir(self.config_snapshot_dir.as_deref()),
+            config_group_name: self.config_group_name,
         })
     }
 }

@@ -6,9 +6,14 @@
 //! service and advertised `ip:port`), `/metrics` (the nacos-core metrics in Prometheus's
 //! text format), `/health` (the registration status as JSON) and `/greeting` (the content
 //! of the Nacos config `GREETING_DATA_ID` names, as Nacos has it now: changed in Nacos, the
-//! answer changes without a restart). SIGTERM or SIGINT deregisters the instance, then
-//! the server drains in-flight requests and exits.
+//! answer changes without a restart) and `/settings` (the app's settings loaded from the
+//! configs `NACOS_CONFIG_IMPORT`, `NACOS_CONFIG_SHARED_CONFIGS` and
+//! `NACOS_CONFIG_EXTENSION_CONFIGS` name, merged and followed, with the md5 of each config
+//! and why the last change was not taken, if it was not; a required config that does not
+//! exist stops the start with an error naming it). SIGTERM or SIGINT deregisters the
+//! instance, then the server drains in-flight requests and exits.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -16,7 +21,8 @@ use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use nacos_axum::{NacosLayer, StatusHandle};
-use serde::Deserialize;
+use nacos_core::{ConfigImports, ConfigService, ImportedConfig};
+use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -37,8 +43,15 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let nacos = NacosLayer::from_env()?;
     // GREETING_DATA_ID: a config to follow (over the same connection as the registration).
     let greeting = match std::env::var("GREETING_DATA_ID") {
-        Ok(data_id) => Some(nacos_core::ConfigService::from_env()?.watch(data_id.trim())),
+        Ok(data_id) => Some(ConfigService::from_env()?.watch(data_id.trim())),
         Err(_) => None,
+    };
+    // NACOS_CONFIG_IMPORT and friends: the app's settings, loaded before it listens.
+    let imports = ConfigImports::from_env()?;
+    let settings: Option<ImportedConfig<DemoSettings>> = if imports.is_empty() {
+        None
+    } else {
+        Some(ConfigService::from_env()?.import(imports).await?)
     };
 
     let app = Router::new()
@@ -55,6 +68,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                     .and_then(nacos_core::ConfigWatch::current)
                     .and_then(|item| item.content.clone());
                 async move { now.unwrap_or_else(|| "no greeting in Nacos\n".to_owned()) }
+            }),
+        )
+        .route(
+            "/settings",
+            get(move || {
+                let body = settings.as_ref().map(settings_json);
+                async move { Json(body.unwrap_or(serde_json::Value::Null)) }
             }),
         )
         .route("/slow", get(slow))
@@ -95,6 +115,35 @@ fn port_from_env() -> Result<u16, String> {
             .parse()
             .map_err(|_| format!("invalid PORT={raw:?}: expected a port number from 0 to 65535")),
     }
+}
+
+/// What the demo reads from its imported configs: two known keys (the second read as a
+/// number whatever the format), and the rest as it is.
+#[derive(Deserialize, Serialize)]
+struct DemoSettings {
+    greeting: Option<String>,
+    max_items: Option<u32>,
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_json::Value>,
+}
+
+fn settings_json(settings: &ImportedConfig<DemoSettings>) -> serde_json::Value {
+    let items: Vec<serde_json::Value> = settings
+        .items()
+        .into_iter()
+        .map(|(import, item)| {
+            serde_json::json!({
+                "import": import.to_string(),
+                "md5": item.as_ref().map(|i| i.md5.clone()),
+                "from_snapshot": item.as_ref().is_some_and(|i| i.from_snapshot),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "value": &*settings.current(),
+        "items": items,
+        "last_error": settings.last_error().map(|e| e.to_string()),
+    })
 }
 
 #[derive(Deserialize)]

@@ -697,3 +697,184 @@ fn rnacos_typed_properties_config() {
         assert_eq!(typed.current().unwrap().pool.hosts, vec!["c".to_owned()]);
     });
 }
+
+/// The demo's settings from imported configs (`NACOS_CONFIG_SHARED_CONFIGS`,
+/// `NACOS_CONFIG_IMPORT`), as a Spring Cloud Alibaba app loads them: a shared `.properties`
+/// config under a YAML one published without a type (the server stores `text`), merged key
+/// by key, the later one winning; a change followed; content that does not read kept out
+/// (the key named, not its value); an optional config that appears later taken; and a
+/// second app whose required config does not exist stopped at start by an error naming it.
+fn imports_merged_and_followed(kind: ServerKind) {
+    if skip_without(kind) {
+        return;
+    }
+    let auth = matches!(kind, ServerKind::Official(_));
+    let mut server = kind.start(&ServerOptions {
+        auth,
+        ..ServerOptions::default()
+    });
+    server.ensure_config_store();
+    let group = "DEFAULT_GROUP";
+    server
+        .publish_config(
+            "e2e-shared.properties",
+            group,
+            "greeting=from shared\nmax_items=3\ndb.pool=4\n",
+            "properties",
+        )
+        .unwrap();
+    server
+        .publish_config(
+            "e2e-app.yaml",
+            group,
+            "max_items: 8\ndb:\n  url: pg://a\n",
+            "text",
+        )
+        .unwrap();
+    let mut env = vec![
+        ("NACOS_SERVER_ADDR", server.addr()),
+        ("NACOS_SERVICE_NAME", "e2e-imports".to_owned()),
+        ("NACOS_CONFIG_SNAPSHOT_DIR", "off".to_owned()),
+        (
+            "NACOS_CONFIG_SHARED_CONFIGS",
+            "e2e-shared.properties".to_owned(),
+        ),
+        (
+            "NACOS_CONFIG_IMPORT",
+            "e2e-app.yaml, optional:e2e-local.yaml".to_owned(),
+        ),
+        ("PORT", "0".to_owned()),
+    ];
+    if let Some((user, password)) = server.credentials() {
+        env.push(("NACOS_USERNAME", user));
+        env.push(("NACOS_PASSWORD", password));
+    }
+    let started = Instant::now();
+    let app = xtask::App::start(DEMO, &env);
+    let port = xtask::wait_for(Duration::from_secs(30), || {
+        xtask::announced_port(&app.output())
+    })
+    .unwrap_or_else(|| panic!("the demo did not start:\n{}", app.output()));
+    let loaded = started.elapsed();
+    let url = format!("http://127.0.0.1:{port}/settings");
+    let settings_where = |within: Duration, check: &dyn Fn(&serde_json::Value) -> bool| {
+        let mut last = serde_json::Value::Null;
+        let found = xtask::wait_for(within, || {
+            let now = xtask::get_json(&url).ok()?;
+            last = now.clone();
+            check(&now).then_some(now)
+        });
+        found.ok_or(last)
+    };
+    let value = |v: &serde_json::Value, pointer: &str| v["value"].pointer(pointer).cloned();
+    let first = xtask::get_json(&url).unwrap();
+    // The later config wins key by key: max_items from the YAML, read as a number.
+    assert_eq!(
+        value(&first, "/greeting"),
+        Some("from shared".into()),
+        "{first}"
+    );
+    assert_eq!(value(&first, "/max_items"), Some(8.into()), "{first}");
+    assert_eq!(value(&first, "/db/url"), Some("pg://a".into()), "{first}");
+    assert_eq!(value(&first, "/db/pool"), Some("4".into()), "{first}");
+    assert_eq!(
+        first["items"][0]["import"],
+        "e2e-shared.properties?refresh=false"
+    );
+    assert_eq!(first["items"][2]["md5"], serde_json::Value::Null, "{first}");
+    assert!(
+        first["items"][1]["md5"]
+            .as_str()
+            .is_some_and(|m| m.len() == 32),
+        "{first}"
+    );
+
+    let changed = Instant::now();
+    server
+        .publish_config(
+            "e2e-app.yaml",
+            group,
+            "max_items: 9\ndb:\n  url: pg://b\n",
+            "text",
+        )
+        .unwrap();
+    settings_where(Duration::from_secs(15), &|v| {
+        value(v, "/max_items") == Some(9.into()) && value(v, "/db/url") == Some("pg://b".into())
+    })
+    .unwrap_or_else(|v| {
+        panic!(
+            "the change never reached the settings: {v}\n{}",
+            app.output()
+        )
+    });
+    let followed = changed.elapsed();
+
+    // Content that does not read as the app's type: the last good value stays, the error
+    // names the key and the configs, never the value.
+    server
+        .publish_config("e2e-app.yaml", group, "max_items: s3cret\n", "text")
+        .unwrap();
+    let rejected = settings_where(Duration::from_secs(15), &|v| v["last_error"].is_string())
+        .unwrap_or_else(|v| panic!("bad content was not reported: {v}\n{}", app.output()));
+    let error = rejected["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("max_items") && error.contains("e2e-app.yaml"),
+        "{error}"
+    );
+    assert!(!error.contains("s3cret"), "{error}");
+    assert_eq!(value(&rejected, "/max_items"), Some(9.into()), "{rejected}");
+    assert!(
+        app.output().contains("keeping the last good value"),
+        "{}",
+        app.output()
+    );
+
+    // An optional config that appears later is followed, and wins.
+    server
+        .publish_config("e2e-local.yaml", group, "greeting: local\n", "yaml")
+        .unwrap();
+    settings_where(Duration::from_secs(15), &|v| {
+        value(v, "/greeting") == Some("local".into())
+    })
+    .unwrap_or_else(|v| panic!("the optional config never reached the settings: {v}"));
+
+    // A required config that does not exist: the app does not start, and says which.
+    env.retain(|(k, _)| *k != "NACOS_CONFIG_IMPORT");
+    env.push((
+        "NACOS_CONFIG_IMPORT",
+        "e2e-app.yaml,e2e-missing.yaml".to_owned(),
+    ));
+    let mut missing = xtask::App::start(DEMO, &env);
+    let status = missing
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| {
+            panic!(
+                "the demo started without its required config:\n{}",
+                missing.output()
+            )
+        });
+    assert!(!status.success());
+    let output = missing.output();
+    assert!(
+        output.contains("e2e-missing.yaml")
+            && output.contains("does not exist")
+            && output.contains("optional:"),
+        "{output}"
+    );
+    assert!(xtask::announced_port(&output).is_none(), "{output}");
+    eprintln!(
+        "[e2e] imports: the demo started with its merged settings in {} ms; a change reached them in {} ms",
+        loaded.as_millis(),
+        followed.as_millis()
+    );
+}
+
+#[test]
+fn rnacos_imports_merged_and_followed() {
+    imports_merged_and_followed(ServerKind::RNacos);
+}
+
+#[test]
+fn nacos3_imports_merged_and_followed() {
+    imports_merged_and_followed(nacos3());
+}

@@ -33,11 +33,12 @@ use crate::remote::messages::Empty;
 use crate::remote::{BoxFuture, Core, Link, Module, lock};
 use crate::settings::{Config, ConfigBuilder};
 
+mod imports;
 mod messages;
-#[cfg(feature = "properties")]
-mod properties;
+mod tree;
 mod typed;
 
+pub use imports::{ConfigImport, ConfigImports, ImportedConfig};
 use messages::*;
 pub use typed::{ConfigFormat, TypedConfig};
 
@@ -187,7 +188,7 @@ impl ConfigService {
             inner: Arc::new(Inner {
                 runtime: engine.runtime.clone(),
                 namespace_id: config.namespace_id().to_owned(),
-                group_name: config.group_name().to_owned(),
+                group_name: config.config_group_name().to_owned(),
                 center,
             }),
         })
@@ -366,6 +367,17 @@ impl ConfigWatch {
     pub fn subscribe(&self) -> watch::Receiver<Option<Arc<ConfigItem>>> {
         self.rx.clone()
     }
+
+    /// Why the config could not be read lately: its query failed or was refused (a 403
+    /// without the right to its namespace or group), or there is no connection to Nacos.
+    /// `None` once the server answered. Reads go on being tried meanwhile.
+    pub fn last_error(&self) -> Option<Error> {
+        let center = &self.guard.center;
+        lock(&center.listens)
+            .get(&self.guard.key)
+            .and_then(|l| l.error.clone())
+            .or_else(|| lock(&center.failure).clone())
+    }
 }
 
 /// Ends the listen when the last clone of a watch drops (and keeps the center alive until
@@ -389,6 +401,8 @@ struct Listen {
     watchers: usize,
     /// Whether the server knows of this listen on the current connection.
     listened: bool,
+    /// Why its last query failed; `None` once one succeeded.
+    error: Option<Error>,
 }
 
 /// What the configuration center keeps on one client's connection, shared with its task.
@@ -407,6 +421,9 @@ pub(crate) struct Center {
     reverify: Mutex<Option<tokio::time::Instant>>,
     /// Where the last content of each config is kept (`NACOS_CONFIG_SNAPSHOT_DIR`).
     snapshot: Option<PathBuf>,
+    /// Why the last round failed (no connection, a refused listen); `None` once one
+    /// succeeded.
+    failure: Mutex<Option<Error>>,
 }
 
 impl Drop for Center {
@@ -433,6 +450,7 @@ impl Center {
             wake: Arc::new(tokio::sync::Notify::new()),
             reverify: Mutex::new(None),
             snapshot,
+            failure: Mutex::new(None),
         });
         if let Some(remote) = center.client.grpc_remote() {
             let module: Weak<dyn Module> = Arc::downgrade(&center) as Weak<dyn Module>;
@@ -461,6 +479,7 @@ impl Center {
                 md5: String::new(),
                 watchers: 1,
                 listened: false,
+                error: None,
             },
         );
         lock(&self.pending).insert(key.clone());
@@ -823,6 +842,9 @@ impl Center {
                 Ok(item) => self.deliver(item),
                 Err(e) => {
                     tracing::debug!(config = %key, error = %Chain(&e), "nacos config query failed");
+                    if let Some(listen) = lock(&self.listens).get_mut(&key) {
+                        listen.error = Some(e.clone());
+                    }
                     lock(&self.pending).insert(key);
                     failed.get_or_insert(e);
                 }
@@ -853,6 +875,7 @@ impl Center {
                 deleted = item.content.is_none(), "nacos config changed");
         }
         listen.md5.clone_from(&item.md5);
+        listen.error = None;
         // Listened to again with the new md5 a moment later (see [`REVERIFY`]; some servers
         // also drop a listen when its config is deleted).
         listen.listened = false;
@@ -931,6 +954,7 @@ async fn run(center: Weak<Center>, wake: Arc<tokio::sync::Notify>) {
         if !idle {
             match strong.round(full).await {
                 Ok(()) => {
+                    *lock(&strong.failure) = None;
                     if full {
                         next_full = tokio::time::Instant::now() + FULL_CHECK;
                     }
@@ -946,6 +970,7 @@ async fn run(center: Weak<Center>, wake: Arc<tokio::sync::Notify>) {
                             "nacos config listen or query failed: trying again");
                     }
                     failed = true;
+                    *lock(&strong.failure) = Some(e);
                     strong.answer_from_snapshots();
                 }
             }

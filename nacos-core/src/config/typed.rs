@@ -33,30 +33,42 @@ pub enum ConfigFormat {
 
 impl ConfigFormat {
     /// The format of `item`: the type it was published with (`json`, `yaml`, `toml`,
-    /// `properties`, `text`), else its data id's extension (`.json`, `.yaml`/`.yml`,
-    /// `.toml`, `.properties`), else text.
+    /// `properties`), else its data id's extension (`.json`, `.yaml`/`.yml`, `.toml`,
+    /// `.properties`), else text. The type `text` decides only when the extension names no
+    /// format: it is what servers store when a publisher names none.
     pub fn of(item: &ConfigItem) -> ConfigFormat {
-        let by_name = |name: &str| match name.to_ascii_lowercase().as_str() {
+        ConfigFormat::declared(item).unwrap_or(ConfigFormat::Text)
+    }
+
+    /// The format `item`'s type or extension names, if any (a `text` type counts only
+    /// without an extension that names a format).
+    pub(super) fn declared(item: &ConfigItem) -> Option<ConfigFormat> {
+        let by_type = item.content_type.as_deref().and_then(ConfigFormat::named);
+        let by_extension = item
+            .key
+            .data_id
+            .rsplit_once('.')
+            .and_then(|(_, ext)| ConfigFormat::named(ext));
+        match by_type {
+            Some(ConfigFormat::Text) | None => by_extension.or(by_type),
+            Some(format) => Some(format),
+        }
+    }
+
+    /// The format a type or extension names (`json`, `yaml`/`yml`, `toml`, `properties`,
+    /// `text`/`txt`; any case).
+    pub(super) fn named(name: &str) -> Option<ConfigFormat> {
+        match name.to_ascii_lowercase().as_str() {
             "json" => Some(ConfigFormat::Json),
             "yaml" | "yml" => Some(ConfigFormat::Yaml),
             "toml" => Some(ConfigFormat::Toml),
             "properties" => Some(ConfigFormat::Properties),
             "text" | "txt" => Some(ConfigFormat::Text),
             _ => None,
-        };
-        item.content_type
-            .as_deref()
-            .and_then(by_name)
-            .or_else(|| {
-                item.key
-                    .data_id
-                    .rsplit_once('.')
-                    .and_then(|(_, ext)| by_name(ext))
-            })
-            .unwrap_or(ConfigFormat::Text)
+        }
     }
 
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             ConfigFormat::Json => "JSON",
             ConfigFormat::Yaml => "YAML",
@@ -100,7 +112,7 @@ fn read<T: DeserializeOwned>(item: &ConfigItem) -> Result<Option<T>> {
         ConfigFormat::Toml => toml::from_str(content).map_err(|e| failed(e.message().to_owned())),
         #[cfg(feature = "properties")]
         ConfigFormat::Properties => {
-            super::properties::from_str(content).map_err(|e| failed(e.to_string()))
+            super::tree::from_properties(content).map_err(|e| failed(e.to_string()))
         }
         #[allow(unreachable_patterns)]
         other => Err(failed(format!(
@@ -115,7 +127,7 @@ fn read<T: DeserializeOwned>(item: &ConfigItem) -> Result<Option<T>> {
 /// A parser's message without the values it quotes (`invalid type: string "s3cret",
 /// expected u32` names a value of the config, which may be a secret): every quoted run
 /// becomes `"…"`.
-fn without_values(message: &str) -> String {
+pub(super) fn without_values(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut quote = None;
     for c in message.chars() {
@@ -308,6 +320,15 @@ mod tests {
         assert_eq!(
             ConfigFormat::of(&item("a.toml", Some("unknown"), "")),
             ConfigFormat::Toml
+        );
+        // What servers store when the publisher names no type.
+        assert_eq!(
+            ConfigFormat::of(&item("a.yaml", Some("text"), "")),
+            ConfigFormat::Yaml
+        );
+        assert_eq!(
+            ConfigFormat::of(&item("a.conf", Some("text"), "")),
+            ConfigFormat::Text
         );
     }
 
