@@ -242,6 +242,35 @@ pub(crate) fn excerpt(body: &str) -> String {
     }
 }
 
+/// A parser's message without the values it quotes (`invalid type: string "s3cret",
+/// expected u32` names a value of the config, which may be a secret): every quoted run
+/// becomes `"…"`.
+#[cfg(feature = "grpc")]
+pub(crate) fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quote = None;
+    for c in message.chars() {
+        match quote {
+            Some(q) if c == q => {
+                out.push('…');
+                out.push(c);
+                quote = None;
+            }
+            Some(_) => {}
+            None => {
+                out.push(c);
+                if c == '"' || c == '`' {
+                    quote = Some(c);
+                }
+            }
+        }
+    }
+    if quote.is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// `text` with the value after every `accessToken` replaced by `<redacted>`.
 pub(crate) fn redact_token(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -325,6 +325,11 @@ fn rnacos_typed_config_keeps_the_last_good_value() {
 }
 
 #[test]
+fn nacos2_typed_config_keeps_the_last_good_value() {
+    typed_config_keeps_the_last_good_value(nacos2());
+}
+
+#[test]
 fn nacos3_typed_config_keeps_the_last_good_value() {
     typed_config_keeps_the_last_good_value(nacos3());
 }

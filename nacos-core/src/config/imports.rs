@@ -21,9 +21,8 @@ use tokio_stream::StreamMap;
 use tokio_stream::wrappers::WatchStream;
 
 use super::tree::Node;
-use super::typed::without_values;
 use super::{ConfigFormat, ConfigItem, ConfigService, ConfigWatch};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, without_values};
 use crate::remote::lock;
 
 /// How long [`ConfigService::import`] waits for each config's first answer by default.

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use super::{ConfigItem, ConfigWatch};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, without_values};
 use crate::remote::lock;
 
 /// How a config's content is read.
@@ -122,34 +122,6 @@ fn read<T: DeserializeOwned>(item: &ConfigItem) -> Result<Option<T>> {
         ))),
     }?;
     Ok(Some(value))
-}
-
-/// A parser's message without the values it quotes (`invalid type: string "s3cret",
-/// expected u32` names a value of the config, which may be a secret): every quoted run
-/// becomes `"…"`.
-pub(super) fn without_values(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut quote = None;
-    for c in message.chars() {
-        match quote {
-            Some(q) if c == q => {
-                out.push('…');
-                out.push(c);
-                quote = None;
-            }
-            Some(_) => {}
-            None => {
-                out.push(c);
-                if c == '"' || c == '`' {
-                    quote = Some(c);
-                }
-            }
-        }
-    }
-    if quote.is_some() {
-        out.push('…');
-    }
-    out
 }
 
 /// A watched config read as `T`: the last good value, and its changes. Cheap to clone; the

@@ -695,10 +695,22 @@ pub(crate) fn parse_response(server: &str, payload: &Payload) -> Result<Response
     let json = payload.json();
     let mut response: Response = serde_json::from_slice(json).map_err(|e| Error::Protocol {
         server: server.to_owned(),
-        body: excerpt(&crate::error::redact_token(&String::from_utf8_lossy(
-            &json[..json.len().min(512)],
-        ))),
-        source: Arc::new(e),
+        // The configuration center's answers carry the configs' content (secrets too):
+        // named, not shown.
+        body: if payload.kind().starts_with("Config") {
+            format!("a {} of {} bytes", payload.kind(), json.len())
+        } else {
+            excerpt(&crate::error::redact_token(&String::from_utf8_lossy(
+                &json[..json.len().min(512)],
+            )))
+        },
+        source: if payload.kind().starts_with("Config") {
+            Arc::new(std::io::Error::other(crate::error::without_values(
+                &e.to_string(),
+            )))
+        } else {
+            Arc::new(e)
+        },
     })?;
     if response.result_code != SUCCESS || payload.kind() == "ErrorResponse" {
         return Err(Error::Refused {
