@@ -136,17 +136,23 @@ mod task;
 #[cfg(test)]
 mod hostile_input;
 
+#[cfg(feature = "figment")]
+#[cfg_attr(docsrs, doc(cfg(feature = "figment")))]
+pub use crate::config::NacosProvider;
+#[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+pub use crate::config::NacosSource;
+#[cfg(feature = "grpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
+pub use crate::config::{
+    ConfigFormat, ConfigImport, ConfigImports, ConfigItem, ConfigKey, ConfigService, ConfigWatch,
+    FULL_CHECK, ImportedConfig, TypedConfig,
+};
 pub use addr::{advertised_addr, detect_ip};
 #[cfg(feature = "grpc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
 pub use client::grpc::{CLUSTER_COPY_EXPIRY, INSTANCE_CHECK_MAX_OTHERS};
 pub use client::{LOGIN_RETRY, MAX_IN_FLIGHT, MAX_LOGIN_RETRY, NamingClient, USER_AGENT};
-#[cfg(feature = "grpc")]
-#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
-pub use config::{
-    ConfigFormat, ConfigImport, ConfigImports, ConfigItem, ConfigKey, ConfigService, ConfigWatch,
-    FULL_CHECK, ImportedConfig, TypedConfig,
-};
 pub use discovery::{DEFAULT_REFRESH, Discovery, EJECT_FOR, EMPTY_HOLD, Instances, ServiceWatch};
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]

@@ -883,3 +883,98 @@ fn rnacos_imports_merged_and_followed() {
 fn nacos3_imports_merged_and_followed() {
     imports_merged_and_followed(nacos3());
 }
+
+#[derive(serde::Deserialize, Debug, PartialEq)]
+struct SourceSettings {
+    name: String,
+    max_items: u32,
+    db: SourceDb,
+}
+
+#[derive(serde::Deserialize, Debug, PartialEq)]
+struct SourceDb {
+    pool: u32,
+}
+
+/// The imported configs as one more source of the `config` crate and of figment: merged
+/// keys over the app's own defaults, numbers read from them, a change seen by figment's
+/// provider, a required config that does not exist an error of the `config` build.
+#[test]
+fn rnacos_configs_as_config_and_figment_sources() {
+    use nacos_core::{ConfigImport, ConfigImports, NacosProvider, NacosSource};
+    if skip_without(ServerKind::RNacos) {
+        return;
+    }
+    let mut server = ServerKind::RNacos.start(&ServerOptions::default());
+    server.ensure_config_store();
+    let group = "DEFAULT_GROUP";
+    server
+        .publish_config(
+            "e2e-src-shared.properties",
+            group,
+            "name=shared\ndb.pool=4\n",
+            "properties",
+        )
+        .unwrap();
+    server
+        .publish_config("e2e-src.yaml", group, "db:\n  pool: 9\n", "yaml")
+        .unwrap();
+    let configs = ConfigService::new(&settings(&server)).unwrap();
+    let imports = ConfigImports::new()
+        .with(ConfigImport::new("e2e-src-shared.properties"))
+        .with(ConfigImport::new("e2e-src.yaml"));
+    runtime().block_on(async {
+        let built: SourceSettings = config::Config::builder()
+            .set_default("max_items", 1)
+            .unwrap()
+            .add_async_source(NacosSource::new(configs.clone(), imports.clone()))
+            .build()
+            .await
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+        assert_eq!(
+            built,
+            SourceSettings {
+                name: "shared".into(),
+                max_items: 1,
+                db: SourceDb { pool: 9 }
+            }
+        );
+
+        let mut provider = NacosProvider::load(&configs, imports.clone())
+            .await
+            .unwrap();
+        let extract = |provider: &NacosProvider| -> SourceSettings {
+            figment::Figment::new()
+                .merge(figment::providers::Serialized::default("max_items", 2))
+                .merge(provider)
+                .extract_lossy()
+                .unwrap()
+        };
+        assert_eq!(extract(&provider).db.pool, 9);
+        assert_eq!(extract(&provider).max_items, 2);
+        server
+            .publish_config("e2e-src.yaml", group, "db:\n  pool: 10\n", "yaml")
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), provider.changed())
+            .await
+            .expect("figment's provider never saw the change")
+            .unwrap();
+        assert_eq!(extract(&provider).db.pool, 10);
+
+        let missing = config::Config::builder()
+            .add_async_source(NacosSource::new(
+                configs.clone(),
+                imports.with(ConfigImport::new("e2e-src-missing.yaml")),
+            ))
+            .build()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("e2e-src-missing.yaml") && missing.contains("does not exist"),
+            "{missing}"
+        );
+    });
+}

@@ -372,7 +372,7 @@ impl ConfigImports {
     }
 
     /// The data ids, in order, for messages.
-    fn data_ids(&self) -> String {
+    pub(super) fn data_ids(&self) -> String {
         self.imports
             .iter()
             .map(|i| i.data_id.as_str())
@@ -390,15 +390,17 @@ impl ConfigImports {
 /// `nacos_client_config_rejected_total` and [`last_error`](Self::last_error) say why.
 pub struct ImportedConfig<T> {
     rx: watch::Receiver<Arc<T>>,
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
 /// What the clones and the follow task share.
-struct Shared {
-    imports: ConfigImports,
+pub(super) struct Shared {
+    pub(super) imports: ConfigImports,
     /// The item of each import behind the current value (`None`: the config does not
     /// exist).
     items: Mutex<Vec<Option<Arc<ConfigItem>>>>,
+    /// The merged tree behind the current value.
+    pub(super) merged: Mutex<Arc<Node>>,
     last_error: Mutex<Option<Error>>,
 }
 
@@ -492,6 +494,35 @@ impl ConfigService {
         &self,
         imports: ConfigImports,
     ) -> Result<ImportedConfig<T>> {
+        let Loaded {
+            watches,
+            items,
+            trees,
+        } = self.load(&imports).await?;
+        let merged = merge(trees.iter().cloned());
+        let value: T = bind(&imports, merged.clone())?;
+        let (tx, rx) = watch::channel(Arc::new(value));
+        let followed: Vec<(usize, ConfigWatch)> = watches
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| imports.refresh_enabled && imports.imports[*i].refresh)
+            .collect();
+        let shared = Arc::new(Shared {
+            imports,
+            items: Mutex::new(items),
+            merged: Mutex::new(Arc::new(merged)),
+            last_error: Mutex::new(None),
+        });
+        if !followed.is_empty() {
+            self.inner
+                .runtime
+                .spawn(follow(followed, trees, tx, shared.clone()));
+        }
+        Ok(ImportedConfig { rx, shared })
+    }
+
+    /// Reads every config of `imports` once (see [`import`](Self::import)).
+    pub(super) async fn load(&self, imports: &ConfigImports) -> Result<Loaded> {
         if imports.is_empty() {
             return Err(Error::Missing {
                 variable: "NACOS_CONFIG_IMPORT",
@@ -543,7 +574,6 @@ impl ConfigService {
             trees.push(imports.tree_of(&item)?);
             items.push(Some(item).filter(|i| i.content.is_some()));
         }
-        let value: T = bind(&imports, trees.iter().cloned())?;
         for (import, item) in imports.imports.iter().zip(&items) {
             match item {
                 Some(item) => tracing::info!(config = %item.key, md5 = %item.md5,
@@ -553,35 +583,35 @@ impl ConfigService {
                     "optional nacos config does not exist: imported as empty"),
             }
         }
-        let (tx, rx) = watch::channel(Arc::new(value));
-        let followed: Vec<(usize, ConfigWatch)> = watches
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| imports.refresh_enabled && imports.imports[*i].refresh)
-            .collect();
-        let shared = Arc::new(Shared {
-            imports,
-            items: Mutex::new(items),
-            last_error: Mutex::new(None),
-        });
-        if !followed.is_empty() {
-            self.inner
-                .runtime
-                .spawn(follow(followed, trees, tx, shared.clone()));
-        }
-        Ok(ImportedConfig { rx, shared })
+        Ok(Loaded {
+            watches,
+            items,
+            trees,
+        })
     }
 }
 
-/// Merges `trees` in order and binds the result.
-fn bind<T: DeserializeOwned>(
-    imports: &ConfigImports,
-    trees: impl Iterator<Item = Node>,
-) -> Result<T> {
+/// The configs of an import as first read.
+pub(super) struct Loaded {
+    /// One watch per import, in order.
+    watches: Vec<ConfigWatch>,
+    /// The item of each (`None`: it does not exist).
+    items: Vec<Option<Arc<ConfigItem>>>,
+    /// The content of each as a tree.
+    pub(super) trees: Vec<Node>,
+}
+
+/// `trees` merged in order, later ones winning.
+pub(super) fn merge(trees: impl Iterator<Item = Node>) -> Node {
     let mut merged = Node::empty();
     for tree in trees {
         merged.merge(tree);
     }
+    merged
+}
+
+/// Binds `merged`, the merged configs of `imports`.
+fn bind<T: DeserializeOwned>(imports: &ConfigImports, merged: Node) -> Result<T> {
     merged.bind().map_err(|e| Error::ConfigBind {
         data_ids: imports.data_ids(),
         message: without_values(&e.to_string()),
@@ -614,12 +644,14 @@ async fn follow<T: DeserializeOwned + Send + Sync + 'static>(
         let outcome = shared.imports.tree_of(&item).and_then(|tree| {
             let mut candidate = trees.clone();
             candidate[i] = tree;
-            let value: T = bind(&shared.imports, candidate.iter().cloned())?;
-            Ok((candidate, value))
+            let merged = merge(candidate.iter().cloned());
+            let value: T = bind(&shared.imports, merged.clone())?;
+            Ok((candidate, merged, value))
         });
         match outcome {
-            Ok((candidate, value)) => {
+            Ok((candidate, merged, value)) => {
                 trees = candidate;
+                *lock(&shared.merged) = Arc::new(merged);
                 lock(&shared.items)[i] = Some(item.clone()).filter(|i| i.content.is_some());
                 *lock(&shared.last_error) = None;
                 logged = None;
@@ -778,7 +810,7 @@ mod tests {
             item("empty.json", None, None),
         ]
         .map(|i| imports.tree_of(&i).unwrap());
-        let settings: Settings = bind(&imports, trees.into_iter()).unwrap();
+        let settings: Settings = bind(&imports, merge(trees.into_iter())).unwrap();
         assert_eq!(
             settings,
             Settings {
@@ -802,9 +834,7 @@ mod tests {
                 Some(r#"{"db":{"url":"u","pool":"s3cret"},"name":"n"}"#),
             ))
             .unwrap();
-        let e = bind::<Settings>(&imports, std::iter::once(tree))
-            .unwrap_err()
-            .to_string();
+        let e = bind::<Settings>(&imports, tree).unwrap_err().to_string();
         assert!(e.contains("app.json") && e.contains("db.pool"), "{e}");
         assert!(!e.contains("s3cret"), "{e}");
     }

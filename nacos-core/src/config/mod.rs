@@ -35,11 +35,17 @@ use crate::settings::{Config, ConfigBuilder};
 
 mod imports;
 mod messages;
+#[cfg(any(feature = "config", feature = "figment"))]
+mod sources;
 mod tree;
 mod typed;
 
 pub use imports::{ConfigImport, ConfigImports, ImportedConfig};
 use messages::*;
+#[cfg(feature = "figment")]
+pub use sources::NacosProvider;
+#[cfg(feature = "config")]
+pub use sources::NacosSource;
 pub use typed::{ConfigFormat, TypedConfig};
 
 /// How often every watched config is checked against the server, pushes or not: 3 min, as
