@@ -67,9 +67,9 @@ pub enum Error {
         source: Cause,
     },
 
-    /// The operation needs a transport this client does not have: the configuration
-    /// center over HTTP (it speaks gRPC only), with `NACOS_API=v1`/`v3`, on a server without
-    /// gRPC, or with nacos-core built without its `grpc` feature.
+    /// The operation needs an API the server or this client does not have: publishing or
+    /// removing a config over HTTP on a server without the v1 API (Nacos 3.2+ without
+    /// gRPC).
     #[error("{0}")]
     Unsupported(&'static str),
 

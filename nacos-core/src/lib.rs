@@ -145,8 +145,8 @@ pub use crate::config::NacosSource;
 #[cfg(feature = "grpc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
 pub use crate::config::{
-    ConfigFormat, ConfigImport, ConfigImports, ConfigItem, ConfigKey, ConfigService, ConfigWatch,
-    FULL_CHECK, ImportedConfig, TypedConfig,
+    CONFIG_LONG_POLL, CONFIG_V3_POLL, ConfigFormat, ConfigImport, ConfigImports, ConfigItem,
+    ConfigKey, ConfigService, ConfigWatch, FULL_CHECK, ImportedConfig, TypedConfig,
 };
 pub use addr::{advertised_addr, detect_ip};
 #[cfg(feature = "grpc")]

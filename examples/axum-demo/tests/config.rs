@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use nacos_core::{Config, ConfigService};
+use nacos_core::{ApiVersion, Config, ConfigBuilder, ConfigService};
 use xtask::server::{Server, ServerKind, ServerOptions};
 use xtask::skip_without;
 
@@ -19,6 +19,10 @@ fn nacos3() -> ServerKind {
 }
 
 fn settings(server: &Server) -> Config {
+    settings_with(server, |b| b)
+}
+
+fn settings_with(server: &Server, more: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Config {
     // No snapshots in the user's cache dir from the tests (one test checks them).
     let mut builder = Config::builder()
         .server_addr(server.addr())
@@ -27,7 +31,7 @@ fn settings(server: &Server) -> Config {
     if let Some((user, password)) = server.credentials() {
         builder = builder.username(user).password(password);
     }
-    builder.build().unwrap()
+    more(builder).build().unwrap()
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -63,7 +67,8 @@ fn restart(server: &mut Server) {
     server.ensure_config_store();
 }
 
-fn follows_changes(kind: ServerKind) {
+/// `api`: `NACOS_API` (`None`: the default, `auto`, which finds gRPC).
+fn follows_changes(kind: ServerKind, api: Option<ApiVersion>) {
     if skip_without(kind) {
         return;
     }
@@ -73,7 +78,16 @@ fn follows_changes(kind: ServerKind) {
         ..ServerOptions::default()
     });
     server.ensure_config_store();
-    let configs = ConfigService::new(&settings(&server)).unwrap();
+    let configs = match api {
+        None => ConfigService::new(&settings(&server)).unwrap(),
+        Some(api) => ConfigService::new(&settings_with(&server, |b| b.api(api))).unwrap(),
+    };
+    // Over v3 (no listening) a change is seen at the next poll.
+    let within = if api == Some(ApiVersion::V3) {
+        Duration::from_secs(10) + nacos_core::CONFIG_V3_POLL
+    } else {
+        Duration::from_secs(10)
+    };
     let data_id = "e2e-greeting.txt";
     server
         .publish_config(data_id, "DEFAULT_GROUP", "hello", "text")
@@ -108,7 +122,7 @@ fn follows_changes(kind: ServerKind) {
         let pushed = content_becomes(
             &mut watch,
             Some("bonjour"),
-            Duration::from_secs(10),
+            within,
             started,
         )
         .await
@@ -116,7 +130,7 @@ fn follows_changes(kind: ServerKind) {
         // Deleted: no content.
         let started = Instant::now();
         server.remove_config(data_id, "DEFAULT_GROUP").unwrap();
-        let deleted = content_becomes(&mut watch, None, Duration::from_secs(10), started)
+        let deleted = content_becomes(&mut watch, None, within, started)
             .await
             .expect("the deletion never reached the watch");
         // Through the crate.
@@ -166,17 +180,32 @@ fn follows_changes(kind: ServerKind) {
 
 #[test]
 fn rnacos_config_follows_changes() {
-    follows_changes(ServerKind::RNacos);
+    follows_changes(ServerKind::RNacos, None);
+}
+
+#[test]
+fn rnacos_config_follows_changes_over_http_v1() {
+    follows_changes(ServerKind::RNacos, Some(ApiVersion::V1));
+}
+
+#[test]
+fn nacos2_config_follows_changes_over_http_v1() {
+    follows_changes(nacos2(), Some(ApiVersion::V1));
+}
+
+#[test]
+fn nacos3_config_follows_changes_over_http_v3() {
+    follows_changes(nacos3(), Some(ApiVersion::V3));
 }
 
 #[test]
 fn nacos2_config_follows_changes() {
-    follows_changes(nacos2());
+    follows_changes(nacos2(), None);
 }
 
 #[test]
 fn nacos3_config_follows_changes() {
-    follows_changes(nacos3());
+    follows_changes(nacos3(), None);
 }
 
 /// One process watching a service and a config: both over one gRPC connection (the server
@@ -977,4 +1006,71 @@ fn rnacos_configs_as_config_and_figment_sources() {
             "{missing}"
         );
     });
+}
+
+/// No gRPC port answers (a load balancer passing the HTTP port only): the demo registers
+/// over HTTP and follows its greeting over HTTP v1 long polling, a change reaching it at
+/// once.
+#[test]
+fn rnacos_demo_follows_its_config_over_http_when_no_grpc_port_answers() {
+    if skip_without(ServerKind::RNacos) {
+        return;
+    }
+    let mut server = ServerKind::RNacos.start(&ServerOptions::default());
+    server.ensure_config_store();
+    let data_id = "e2e-http-greeting.txt";
+    server
+        .publish_config(data_id, "DEFAULT_GROUP", "hello over http\n", "text")
+        .unwrap();
+    let port: u16 = server.addr().rsplit(':').next().unwrap().parse().unwrap();
+    // A port above the server's that nothing listens on.
+    let closed = loop {
+        let p = xtask::free_port();
+        if p > port {
+            break p;
+        }
+    };
+    let env = vec![
+        ("NACOS_SERVER_ADDR", server.addr()),
+        ("NACOS_SERVICE_NAME", "e2e-http-config".to_owned()),
+        ("NACOS_GRPC_PORT_OFFSET", (closed - port).to_string()),
+        ("NACOS_CONFIG_SNAPSHOT_DIR", "off".to_owned()),
+        ("GREETING_DATA_ID", data_id.to_owned()),
+        ("PORT", "0".to_owned()),
+    ];
+    let app = xtask::App::start(DEMO, &env);
+    let port = xtask::wait_for(Duration::from_secs(30), || {
+        xtask::announced_port(&app.output())
+    })
+    .unwrap_or_else(|| panic!("the demo did not start:\n{}", app.output()));
+    let greeting_is = |want: &str, within: Duration| {
+        xtask::wait_for(within, || {
+            let (_, body) = xtask::get_text(&format!("http://127.0.0.1:{port}/greeting")).ok()?;
+            (body == want).then_some(())
+        })
+        .is_some()
+    };
+    assert!(
+        greeting_is("hello over http\n", Duration::from_secs(20)),
+        "{}",
+        app.output()
+    );
+    let health = xtask::get_json(&format!("http://127.0.0.1:{port}/health")).unwrap();
+    assert_ne!(health["nacos"]["api"], "grpc", "{health}");
+    let changed = Instant::now();
+    server
+        .publish_config(data_id, "DEFAULT_GROUP", "changed over http\n", "text")
+        .unwrap();
+    assert!(
+        greeting_is("changed over http\n", Duration::from_secs(10)),
+        "{}",
+        app.output()
+    );
+    let took = changed.elapsed();
+    assert!(app.output().contains("long polling"), "{}", app.output());
+    eprintln!(
+        "[e2e] no gRPC port: the demo ({} to register) got a new greeting over HTTP long polling {} ms after the publish",
+        health["nacos"]["api"],
+        took.as_millis()
+    );
 }

@@ -246,7 +246,44 @@ impl Op<'_> {
 }
 
 /// Every naming path, parsed into a URL once per server.
-const PATHS: [&str; 5] = [v1::INSTANCE, v1::BEAT, v1::LIST, v3::INSTANCE, v3::LIST];
+const PATHS: [&str; 8] = [
+    v1::INSTANCE,
+    v1::BEAT,
+    v1::LIST,
+    v3::INSTANCE,
+    v3::LIST,
+    CONFIGS_V1,
+    CONFIGS_LISTENER_V1,
+    CONFIG_V3,
+];
+
+/// The configuration center's v1 API: a config (`GET`, `POST`, `DELETE`).
+pub(crate) const CONFIGS_V1: &str = "/v1/cs/configs";
+/// The configuration center's v1 long polling.
+pub(crate) const CONFIGS_LISTENER_V1: &str = "/v1/cs/configs/listener";
+/// The configuration center's v3 client API (3.x): a config (`GET`).
+pub(crate) const CONFIG_V3: &str = "/v3/client/cs/config";
+
+/// An HTTP request of the configuration center ([`NamingClient::config_http`]).
+#[cfg(feature = "grpc")]
+pub(crate) struct ConfigHttp<'a> {
+    pub(crate) method: reqwest::Method,
+    /// One of [`CONFIGS_V1`], [`CONFIGS_LISTENER_V1`], [`CONFIG_V3`].
+    pub(crate) path: &'static str,
+    pub(crate) query: Vec<(&'a str, &'a str)>,
+    pub(crate) form: Option<Vec<(&'a str, &'a str)>>,
+    pub(crate) headers: Vec<(&'static str, String)>,
+    pub(crate) timeout: Duration,
+}
+
+/// A server's answer to a [`ConfigHttp`], whatever its status.
+#[cfg(feature = "grpc")]
+pub(crate) struct HttpAnswer {
+    pub(crate) server: String,
+    pub(crate) status: u16,
+    pub(crate) headers: reqwest::header::HeaderMap,
+    pub(crate) body: String,
+}
 
 /// A query string, percent-encoded as it is built.
 pub(crate) struct Query(String);
@@ -641,28 +678,110 @@ impl NamingClient {
         self.grpc.as_ref().map(grpc::Grpc::remote)
     }
 
-    /// Waits until requests may go over the gRPC connection (in `auto` mode, finding out
-    /// first, as the first naming request does).
+    /// Whether the configuration center goes over the gRPC connection (`true`) or HTTP
+    /// (`false`: `NACOS_API=v1`/`v3`, or `auto` found no gRPC port), finding out first in
+    /// `auto` mode as the first naming request does.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] when the servers answer HTTP only (or `NACOS_API` is `v1` or
-    /// `v3`); the connection's error when no server answered yet.
+    /// The connection's error when no server answered yet.
     #[cfg(feature = "grpc")]
-    pub(crate) async fn config_ready(&self) -> Result<()> {
+    pub(crate) async fn config_over_grpc(&self) -> Result<bool> {
         match self.route().await {
-            Route::Grpc => Ok(()),
-            Route::Http => {
-                // Settled on HTTP (a server restarting answers HTTP before gRPC): the gRPC
-                // ports are tried again now, not at the next probe interval.
-                if let Some(grpc) = &self.grpc {
-                    grpc.remote().probe_now();
-                }
-                Err(Error::Unsupported(
-                    "the Nacos configuration center is reached over gRPC only, and the servers answer HTTP only (their gRPC ports are tried again)",
-                ))
-            }
+            Route::Grpc => Ok(true),
+            Route::Http => Ok(false),
             Route::Probe(e) => Err(e),
         }
+    }
+
+    /// The HTTP API the servers are asked to speak: `V1`, `V3`, or `Auto`/`Grpc` to find
+    /// out.
+    #[cfg(feature = "grpc")]
+    pub(crate) fn http_mode(&self) -> ApiVersion {
+        self.mode
+    }
+
+    /// The timeout of one HTTP request (`NACOS_REQUEST_TIMEOUT`).
+    #[cfg(feature = "grpc")]
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// Sends `request` to the servers in turn until one answers (any status): with the
+    /// login token, and after a 403 once more with a new login. A server that cannot be
+    /// reached is followed by the next one.
+    ///
+    /// # Errors
+    /// [`Error::Transport`] when no server answered; a refused login.
+    #[cfg(feature = "grpc")]
+    pub(crate) async fn config_http(&self, request: &ConfigHttp<'_>) -> Result<HttpAnswer> {
+        let n = self.servers.len();
+        let tries = if n == 1 { SINGLE_SERVER_TRIES } else { n };
+        let start = fastrand::usize(..n);
+        let mut attempt = 0;
+        loop {
+            let server = &self.servers[(start + attempt) % n];
+            attempt += 1;
+            let result = async {
+                let token = self.token(server).await?;
+                let answer = self.send_config(server, request, token.as_deref()).await?;
+                if answer.status == 403 && self.auth.is_some() {
+                    let token = self.relogin(server, token.as_deref()).await?;
+                    return self.send_config(server, request, token.as_deref()).await;
+                }
+                Ok(answer)
+            }
+            .await;
+            match result {
+                Err(e) if attempt < tries && e.is_retryable() => {
+                    tracing::debug!(server = %server.addr, error = %crate::error::Chain(&e),
+                        "nacos config request failed");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    #[cfg(feature = "grpc")]
+    async fn send_config(
+        &self,
+        server: &Server,
+        request: &ConfigHttp<'_>,
+        token: Option<&str>,
+    ) -> Result<HttpAnswer> {
+        let mut url = server.url(request.path);
+        {
+            let mut query = url.query_pairs_mut();
+            for (k, v) in &request.query {
+                query.append_pair(k, v);
+            }
+            if let Some(token) = token {
+                query.append_pair("accessToken", token);
+            }
+        }
+        let mut req = self
+            .http
+            .request(request.method.clone(), url)
+            .timeout(request.timeout)
+            .header("Client-Version", HeaderValue::from_static(USER_AGENT))
+            .header("Request-Module", HeaderValue::from_static("Config"))
+            .header("RequestId", request_id());
+        for (name, value) in &request.headers {
+            req = req.header(*name, value);
+        }
+        if let Some(form) = &request.form {
+            req = req.form(form);
+        }
+        let server_name = server.addr.to_string();
+        let resp = req.send().await.map_err(|e| transport(&server_name, e))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.text().await.map_err(|e| transport(&server_name, e))?;
+        Ok(HttpAnswer {
+            server: server_name,
+            status,
+            headers,
+            body,
+        })
     }
 
     /// The configured (HTTP) port of server `http` (an index of

@@ -15,8 +15,9 @@
 //!   server whatever was pushed.
 //! - **Deleted** configs reach watchers as an item without content (the server answers a
 //!   query with error 300).
-//! - Over gRPC only for now: with `NACOS_API=v1`/`v3`, or a server without gRPC, requests
-//!   fail with an error that says so.
+//! - **Over HTTP** when the client has no gRPC connection (`NACOS_API=v1`/`v3`, or no gRPC
+//!   port answers): v1 long polling ([`CONFIG_LONG_POLL`]) where the server has v1, else v3
+//!   reads every [`CONFIG_V3_POLL`].
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -33,6 +34,7 @@ use crate::remote::messages::Empty;
 use crate::remote::{BoxFuture, Core, Link, Module, lock};
 use crate::settings::{Config, ConfigBuilder};
 
+mod http;
 mod imports;
 mod messages;
 #[cfg(any(feature = "config", feature = "figment"))]
@@ -40,6 +42,7 @@ mod sources;
 mod tree;
 mod typed;
 
+pub use http::{CONFIG_LONG_POLL, CONFIG_V3_POLL};
 pub use imports::{ConfigImport, ConfigImports, ImportedConfig};
 use messages::*;
 #[cfg(feature = "figment")]
@@ -430,6 +433,10 @@ pub(crate) struct Center {
     /// Why the last round failed (no connection, a refused listen); `None` once one
     /// succeeded.
     failure: Mutex<Option<Error>>,
+    /// Over HTTP (no gRPC connection) at the last request.
+    on_http: std::sync::atomic::AtomicBool,
+    /// The HTTP API of the configuration center, once found out (see [`http`]).
+    http_api: Mutex<Option<crate::settings::ApiVersion>>,
 }
 
 impl Drop for Center {
@@ -457,6 +464,8 @@ impl Center {
             reverify: Mutex::new(None),
             snapshot,
             failure: Mutex::new(None),
+            on_http: std::sync::atomic::AtomicBool::new(false),
+            http_api: Mutex::new(None),
         });
         if let Some(remote) = center.client.grpc_remote() {
             let module: Weak<dyn Module> = Arc::downgrade(&center) as Weak<dyn Module>;
@@ -515,30 +524,46 @@ impl Center {
     /// The connection.
     fn core(&self) -> Result<&Arc<Core>> {
         self.core.as_ref().ok_or(Error::Unsupported(
-            "the Nacos configuration center is reached over gRPC only, and this client has no gRPC connection (NACOS_API=v1 or v3)",
+            "this client has no gRPC connection (NACOS_API=v1 or v3)",
         ))
     }
 
-    /// The connection, started (and in `auto` mode, found to speak gRPC first).
-    async fn started(&self) -> Result<&Arc<Core>> {
-        let core = self.core()?;
+    /// Whether requests go over the gRPC connection now (`false`: over HTTP), starting it
+    /// (`NACOS_API=grpc` routes without starting it) and in `auto` mode finding out first.
+    /// When the client settles on HTTP, the gRPC ports are tried again at once (a server
+    /// restarting answers HTTP before gRPC), and then at the probe interval.
+    async fn over_grpc(&self) -> Result<bool> {
         if let Some(remote) = self.client.grpc_remote() {
-            // `NACOS_API=grpc` routes without starting it.
             remote.start();
         }
-        self.client.config_ready().await?;
-        Ok(core)
+        let grpc = self.client.config_over_grpc().await? && self.core.is_some();
+        let was_http = self
+            .on_http
+            .swap(!grpc, std::sync::atomic::Ordering::Relaxed);
+        if !grpc && !was_http {
+            if let Some(remote) = self.client.grpc_remote() {
+                remote.probe_now();
+            }
+        }
+        Ok(grpc)
     }
 
     /// The connection, once up.
     async fn link(&self) -> Result<Link> {
-        self.started().await?.wait_link().await
+        self.core()?.wait_link().await
     }
 
     /// Queries `key` once; when Nacos does not answer, the snapshot (if any) answers.
     async fn query(&self, key: &ConfigKey) -> Result<ConfigItem> {
-        let answer = match self.link().await {
-            Ok(link) => self.query_on(&link, key).await,
+        let answer = match self.over_grpc().await {
+            Ok(true) => match self.link().await {
+                Ok(link) => self.query_on(&link, key).await,
+                Err(e) => Err(e),
+            },
+            Ok(false) => match self.http_api().await {
+                Ok(api) => self.http_query(api, key).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match answer {
@@ -703,7 +728,10 @@ impl Center {
         content_type: Option<&str>,
         cas_md5: Option<&str>,
     ) -> Result<()> {
-        let core = self.started().await?;
+        if !self.over_grpc().await? {
+            return self.http_publish(key, content, content_type, cas_md5).await;
+        }
+        let core = self.core()?;
         let id = core.request_id();
         let mut addition_map = std::collections::BTreeMap::new();
         if let Some(content_type) = content_type {
@@ -726,7 +754,10 @@ impl Center {
     }
 
     async fn remove(&self, key: &ConfigKey) -> Result<()> {
-        let core = self.started().await?;
+        if !self.over_grpc().await? {
+            return self.http_remove(key).await;
+        }
+        let core = self.core()?;
         let id = core.request_id();
         let body = RemoveRequest {
             data_id: &key.data_id,
@@ -813,6 +844,9 @@ impl Center {
     /// listening to, the pending queries (and, when `full`, a check of every listened
     /// config).
     async fn round(&self, full: bool) -> Result<()> {
+        if !self.over_grpc().await? {
+            return self.http_round().await;
+        }
         let link = self.link().await?;
         {
             let mut at = lock(&self.reverify);
@@ -996,7 +1030,15 @@ async fn run(center: Weak<Center>, wake: Arc<tokio::sync::Notify>) {
             }
         };
         if failed && !woken {
-            wait = (wait * 2).min(RETRY_MAX);
+            // Over HTTP a try costs one request: every 2 s at most, as the Java 1.x
+            // client's long polling after a failure.
+            let max = match center.upgrade() {
+                Some(c) if c.on_http.load(std::sync::atomic::Ordering::Relaxed) => {
+                    http::HTTP_RETRY_MAX
+                }
+                _ => RETRY_MAX,
+            };
+            wait = (wait * 2).min(max);
         }
     }
 }
