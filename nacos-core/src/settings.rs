@@ -50,6 +50,7 @@
 //! | `NACOS_CONFIG_FILE_EXTENSION` | the format of an imported config whose data id has no extension and that was published without a type | `properties` |
 //! | `NACOS_CONFIG_REFRESH_ENABLED` | `false`: imported configs are read once, changes not followed | `true` |
 //! | `NACOS_CONFIG_TIMEOUT` | how long the load waits for each imported config's first answer (or snapshot) | `10s` |
+//! | `NACOS_CONFIG_FAILOVER_DIR` | a directory where an operator puts configs (`<namespace>/<group>/<data id>`) that replace the server's while they are there, checked every 5 s | none |
 //! | `NACOS_CONFIG_SNAPSHOT_DIR` | where the configuration center keeps the last content of each config read (a start while Nacos is down reads it); `off` keeps none | `$XDG_CACHE_HOME/nacos-rs/config`, else `~/.cache/nacos-rs/config` |
 //!
 //! Durations are written the way [`humantime`] reads them: `5s`, `500ms`, `1m 30s`.
@@ -395,6 +396,7 @@ pub struct Config {
     handle_signals: bool,
     discovery_refresh: Duration,
     config_snapshot_dir: Option<std::path::PathBuf>,
+    config_failover_dir: Option<std::path::PathBuf>,
     config_group_name: Option<String>,
 }
 
@@ -577,6 +579,11 @@ impl Config {
     pub fn config_snapshot_dir(&self) -> Option<&std::path::Path> {
         self.config_snapshot_dir.as_deref()
     }
+    /// Where an operator puts configs that replace the server's
+    /// (`NACOS_CONFIG_FAILOVER_DIR`); `None` (the default): none.
+    pub fn config_failover_dir(&self) -> Option<&std::path::Path> {
+        self.config_failover_dir.as_deref()
+    }
     /// The group of the configuration center's configs (`NACOS_CONFIG_GROUP`, else the
     /// service's group, `NACOS_GROUP`).
     pub fn config_group_name(&self) -> &str {
@@ -627,6 +634,7 @@ pub struct ConfigBuilder {
     handle_signals: Option<bool>,
     discovery_refresh: Option<Duration>,
     config_snapshot_dir: Option<String>,
+    config_failover_dir: Option<String>,
     config_group_name: Option<String>,
 }
 
@@ -861,6 +869,7 @@ impl ConfigBuilder {
             handle_signals: env.bool("NACOS_HANDLE_SIGNALS")?,
             discovery_refresh: env.duration("NACOS_DISCOVERY_REFRESH")?,
             config_snapshot_dir: env.string(&["NACOS_CONFIG_SNAPSHOT_DIR"]),
+            config_failover_dir: env.string(&["NACOS_CONFIG_FAILOVER_DIR"]),
             config_group_name: env.string(&["NACOS_CONFIG_GROUP"]),
         })
     }
@@ -1007,6 +1016,14 @@ impl ConfigBuilder {
     #[must_use]
     pub fn config_snapshot_dir(mut self, dir: impl Into<String>) -> Self {
         self.config_snapshot_dir = Some(dir.into());
+        self
+    }
+
+    /// Where an operator puts configs that replace the server's
+    /// (`NACOS_CONFIG_FAILOVER_DIR`).
+    #[must_use]
+    pub fn config_failover_dir(mut self, dir: impl Into<String>) -> Self {
+        self.config_failover_dir = Some(dir.into());
         self
     }
 
@@ -1364,6 +1381,10 @@ impl ConfigBuilder {
             handle_signals: self.handle_signals.unwrap_or(true),
             discovery_refresh,
             config_snapshot_dir: snapshot_dir(self.config_snapshot_dir.as_deref()),
+            config_failover_dir: self
+                .config_failover_dir
+                .filter(|d| !d.eq_ignore_ascii_case("off"))
+                .map(std::path::PathBuf::from),
             config_group_name: self.config_group_name,
         })
     }

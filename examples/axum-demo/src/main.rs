@@ -13,7 +13,6 @@
 //! exist stops the start with an error naming it). SIGTERM or SIGINT deregisters the
 //! instance, then the server drains in-flight requests and exits.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -117,14 +116,20 @@ fn port_from_env() -> Result<u16, String> {
     }
 }
 
-/// What the demo reads from its imported configs: two known keys (the second read as a
-/// number whatever the format), and the rest as it is.
+/// What the demo reads from its imported configs (numbers read as numbers whatever the
+/// format). Only these keys are shown by `/settings`: other keys of the configs (secrets
+/// among them) are not read.
 #[derive(Deserialize, Serialize)]
 struct DemoSettings {
     greeting: Option<String>,
     max_items: Option<u32>,
-    #[serde(flatten)]
-    other: BTreeMap<String, serde_json::Value>,
+    db: Option<DemoDb>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct DemoDb {
+    url: Option<String>,
+    pool: Option<u32>,
 }
 
 fn settings_json(settings: &ImportedConfig<DemoSettings>) -> serde_json::Value {

@@ -810,7 +810,7 @@ fn imports_merged_and_followed(kind: ServerKind) {
     );
     assert_eq!(value(&first, "/max_items"), Some(8.into()), "{first}");
     assert_eq!(value(&first, "/db/url"), Some("pg://a".into()), "{first}");
-    assert_eq!(value(&first, "/db/pool"), Some("4".into()), "{first}");
+    assert_eq!(value(&first, "/db/pool"), Some(4.into()), "{first}");
     assert_eq!(
         first["items"][0]["import"],
         "e2e-shared.properties?refresh=false"
@@ -1011,16 +1011,26 @@ fn rnacos_configs_as_config_and_figment_sources() {
 /// No gRPC port answers (a load balancer passing the HTTP port only): the demo registers
 /// over HTTP and follows its greeting over HTTP v1 long polling, a change reaching it at
 /// once.
-#[test]
-fn rnacos_demo_follows_its_config_over_http_when_no_grpc_port_answers() {
-    if skip_without(ServerKind::RNacos) {
+fn demo_follows_its_config_over_http_when_no_grpc_port_answers(kind: ServerKind) {
+    if skip_without(kind) {
         return;
     }
-    let mut server = ServerKind::RNacos.start(&ServerOptions::default());
+    let mut server = kind.start(&ServerOptions {
+        auth: matches!(kind, ServerKind::Official(_)),
+        ..ServerOptions::default()
+    });
     server.ensure_config_store();
     let data_id = "e2e-http-greeting.txt";
     server
         .publish_config(data_id, "DEFAULT_GROUP", "hello over http\n", "text")
+        .unwrap();
+    server
+        .publish_config(
+            "e2e-http-settings.yaml",
+            "DEFAULT_GROUP",
+            "max_items: 5\n",
+            "yaml",
+        )
         .unwrap();
     let port: u16 = server.addr().rsplit(':').next().unwrap().parse().unwrap();
     // A port above the server's that nothing listens on.
@@ -1036,8 +1046,15 @@ fn rnacos_demo_follows_its_config_over_http_when_no_grpc_port_answers() {
         ("NACOS_GRPC_PORT_OFFSET", (closed - port).to_string()),
         ("NACOS_CONFIG_SNAPSHOT_DIR", "off".to_owned()),
         ("GREETING_DATA_ID", data_id.to_owned()),
+        // Loaded before the demo listens, so before any registration decides the API.
+        ("NACOS_CONFIG_IMPORT", "e2e-http-settings.yaml".to_owned()),
         ("PORT", "0".to_owned()),
     ];
+    let mut env = env;
+    if let Some((user, password)) = server.credentials() {
+        env.push(("NACOS_USERNAME", user));
+        env.push(("NACOS_PASSWORD", password));
+    }
     let app = xtask::App::start(DEMO, &env);
     let port = xtask::wait_for(Duration::from_secs(30), || {
         xtask::announced_port(&app.output())
@@ -1055,7 +1072,14 @@ fn rnacos_demo_follows_its_config_over_http_when_no_grpc_port_answers() {
         "{}",
         app.output()
     );
-    let health = xtask::get_json(&format!("http://127.0.0.1:{port}/health")).unwrap();
+    let settings = xtask::get_json(&format!("http://127.0.0.1:{port}/settings")).unwrap();
+    assert_eq!(settings["value"]["max_items"], 5, "{settings}");
+    let health = xtask::wait_for(Duration::from_secs(20), || {
+        xtask::get_json(&format!("http://127.0.0.1:{port}/health"))
+            .ok()
+            .filter(|h| h["nacos"]["api"].is_string())
+    })
+    .unwrap_or_else(|| panic!("never registered:\n{}", app.output()));
     assert_ne!(health["nacos"]["api"], "grpc", "{health}");
     let changed = Instant::now();
     server
@@ -1069,8 +1093,93 @@ fn rnacos_demo_follows_its_config_over_http_when_no_grpc_port_answers() {
     let took = changed.elapsed();
     assert!(app.output().contains("long polling"), "{}", app.output());
     eprintln!(
-        "[e2e] no gRPC port: the demo ({} to register) got a new greeting over HTTP long polling {} ms after the publish",
+        "[e2e] {kind}, no gRPC port: the demo ({} to register) got a new greeting over HTTP long polling {} ms after the publish",
         health["nacos"]["api"],
         took.as_millis()
+    );
+}
+
+#[test]
+fn rnacos_demo_follows_its_config_over_http_when_no_grpc_port_answers() {
+    demo_follows_its_config_over_http_when_no_grpc_port_answers(ServerKind::RNacos);
+}
+
+#[test]
+fn nacos2_demo_follows_its_config_over_http_when_no_grpc_port_answers() {
+    demo_follows_its_config_over_http_when_no_grpc_port_answers(nacos2());
+}
+
+/// An operator's failover file (`NACOS_CONFIG_FAILOVER_DIR`, as the Java client's
+/// `data/config-data`) replaces the server's content while it is there, changes on the
+/// server kept out; removed, the config follows the server again.
+#[test]
+fn rnacos_demo_follows_the_operators_failover_file() {
+    if skip_without(ServerKind::RNacos) {
+        return;
+    }
+    let mut server = ServerKind::RNacos.start(&ServerOptions::default());
+    server.ensure_config_store();
+    let data_id = "e2e-failover-greeting.txt";
+    server
+        .publish_config(data_id, "DEFAULT_GROUP", "from nacos\n", "text")
+        .unwrap();
+    let failover = tempfile::tempdir().unwrap();
+    let env = vec![
+        ("NACOS_SERVER_ADDR", server.addr()),
+        ("NACOS_SERVICE_NAME", "e2e-failover".to_owned()),
+        ("NACOS_CONFIG_SNAPSHOT_DIR", "off".to_owned()),
+        (
+            "NACOS_CONFIG_FAILOVER_DIR",
+            failover.path().display().to_string(),
+        ),
+        ("GREETING_DATA_ID", data_id.to_owned()),
+        ("PORT", "0".to_owned()),
+    ];
+    let app = xtask::App::start(DEMO, &env);
+    let port = xtask::wait_for(Duration::from_secs(30), || {
+        xtask::announced_port(&app.output())
+    })
+    .unwrap_or_else(|| panic!("the demo did not start:\n{}", app.output()));
+    let greeting_is = |want: &str, within: Duration| {
+        xtask::wait_for(within, || {
+            let (_, body) = xtask::get_text(&format!("http://127.0.0.1:{port}/greeting")).ok()?;
+            (body == want).then_some(())
+        })
+        .is_some()
+    };
+    assert!(
+        greeting_is("from nacos\n", Duration::from_secs(15)),
+        "{}",
+        app.output()
+    );
+    let dir = failover.path().join("public").join("DEFAULT_GROUP");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(data_id), "from the failover file\n").unwrap();
+    let placed = Instant::now();
+    assert!(
+        greeting_is("from the failover file\n", Duration::from_secs(10)),
+        "{}",
+        app.output()
+    );
+    let taken = placed.elapsed();
+    server
+        .publish_config(data_id, "DEFAULT_GROUP", "changed in nacos\n", "text")
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(greeting_is(
+        "from the failover file\n",
+        Duration::from_secs(1)
+    ));
+    std::fs::remove_file(dir.join(data_id)).unwrap();
+    let removed = Instant::now();
+    assert!(
+        greeting_is("changed in nacos\n", Duration::from_secs(10)),
+        "{}",
+        app.output()
+    );
+    eprintln!(
+        "[e2e] failover file taken in {} ms, its removal in {} ms",
+        taken.as_millis(),
+        removed.elapsed().as_millis()
     );
 }

@@ -640,13 +640,7 @@ impl NamingClient {
                         | Err(Error::Status { status: 500.., .. })
                 );
                 if answered {
-                    if let Some(grpc) = &self.grpc {
-                        if grpc.decided().is_none() {
-                            tracing::info!(servers = ?self.servers, grpc_error = %crate::error::Chain(&grpc_error),
-                                "nacos gRPC port does not answer but HTTP does: using HTTP");
-                            grpc.decide_http();
-                        }
-                    }
+                    self.settle_on_http(&grpc_error);
                 }
                 result
             }
@@ -678,18 +672,30 @@ impl NamingClient {
         self.grpc.as_ref().map(grpc::Grpc::remote)
     }
 
-    /// Whether the configuration center goes over the gRPC connection (`true`) or HTTP
-    /// (`false`: `NACOS_API=v1`/`v3`, or `auto` found no gRPC port), finding out first in
-    /// `auto` mode as the first naming request does.
-    ///
-    /// # Errors
-    /// The connection's error when no server answered yet.
+    /// Whether the configuration center goes over the gRPC connection (`Ok(true)`) or HTTP
+    /// (`Ok(false)`: `NACOS_API=v1`/`v3`, or `auto` found no gRPC port), trying the gRPC
+    /// ports first in `auto` mode as the first naming request does; `Err` with the gRPC
+    /// error when they did not answer and nothing was settled yet: the caller tries HTTP
+    /// and, when a server answers, calls [`settle_on_http`](Self::settle_on_http).
     #[cfg(feature = "grpc")]
     pub(crate) async fn config_over_grpc(&self) -> Result<bool> {
         match self.route().await {
             Route::Grpc => Ok(true),
             Route::Http => Ok(false),
             Route::Probe(e) => Err(e),
+        }
+    }
+
+    /// `auto` mode: no gRPC port answered (`grpc_error`) but HTTP did: HTTP from now on
+    /// (gRPC tried again at the probe interval).
+    #[cfg(feature = "grpc")]
+    pub(crate) fn settle_on_http(&self, grpc_error: &Error) {
+        if let Some(grpc) = &self.grpc {
+            if grpc.decided().is_none() {
+                tracing::info!(servers = ?self.servers, grpc_error = %crate::error::Chain(grpc_error),
+                    "nacos gRPC port does not answer but HTTP does: using HTTP");
+                grpc.decide_http();
+            }
         }
     }
 

@@ -58,8 +58,11 @@ impl Center {
         }
         let answer = self.long_poll_request(&[], None).await?;
         let api = match answer.status {
+            // 400 (the official servers) or 204 (r-nacos): what a listen of no config gets.
+            200..=299 | 400 | 403 => ApiVersion::V1,
             404 | 405 | 410 => ApiVersion::V3,
-            _ => ApiVersion::V1,
+            // A proxy's 5xx while Nacos starts, ...: found out at the next round.
+            _ => return Err(status_error(answer)),
         };
         tracing::info!(
             api = if api == ApiVersion::V1 {
@@ -114,9 +117,11 @@ impl Center {
             .await
     }
 
-    /// One round over HTTP: the pending queries, then (v1) a long poll of every listened
-    /// config, whose changed configs become pending; (v3) every listened config read again
-    /// after [`CONFIG_V3_POLL`]. Ends early when woken (a new watch).
+    /// One round over HTTP: (v3) every listened config when its poll is due, the pending
+    /// queries, then (v1) a long poll of every listened config, whose changed configs
+    /// become pending, or (v3) a wait until the next poll. Ends early when woken (a new
+    /// watch). A failed query does not hold the others up: over v1 a listen answered at
+    /// once still finds their changes, and the round fails (tried again within 2 s).
     pub(super) async fn http_round(&self) -> Result<()> {
         let api = self.http_api().await?;
         // Nothing to tell a server when a config is no longer listened to over HTTP; over
@@ -125,6 +130,15 @@ impl Center {
         lock(&self.listens)
             .values_mut()
             .for_each(|l| l.listened = false);
+        let now = tokio::time::Instant::now();
+        if api != ApiVersion::V1 {
+            let mut next = lock(&self.http_next_poll);
+            if next.is_none_or(|at| at <= now) {
+                *next = Some(now + CONFIG_V3_POLL);
+                let keys: Vec<ConfigKey> = lock(&self.listens).keys().cloned().collect();
+                lock(&self.pending).extend(keys);
+            }
+        }
         let pending: Vec<ConfigKey> = std::mem::take(&mut *lock(&self.pending))
             .into_iter()
             .collect();
@@ -145,37 +159,62 @@ impl Center {
                 }
             }
         }
-        if let Some(e) = failed {
-            return Err(e);
-        }
         let listened: Vec<(ConfigKey, String)> = lock(&self.listens)
             .iter()
             .map(|(k, l)| (k.clone(), l.md5.clone()))
             .collect();
         if listened.is_empty() {
+            return failed.map_or(Ok(()), Err);
+        }
+        if api != ApiVersion::V1 {
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            let until = lock(&self.http_next_poll).unwrap_or(now);
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => {}
+                () = self.wake.notified() => {}
+            }
+            self.wake();
             return Ok(());
         }
+        if let Some(e) = failed {
+            // The others' changes, at once; the failed ones are tried again within 2 s.
+            if let Ok(answer) = self.long_poll_request(&listened, None).await {
+                if (200..300).contains(&answer.status) {
+                    let changed = self.changed_in(&answer.body);
+                    lock(&self.pending).extend(changed);
+                }
+            }
+            return Err(e);
+        }
+        // A server whose md5 differs from the content it serves (a node still syncing)
+        // answers every long poll at once: at most one such answer a second.
+        let earliest = *lock(&self.http_next_poll);
         let woken = self.wake.notified();
-        let changed = match api {
-            ApiVersion::V1 => {
-                tokio::select! {
-                    answer = self.long_poll_request(&listened, Some(CONFIG_LONG_POLL)) => {
-                        let answer = answer?;
-                        if answer.status != 200 {
-                            return Err(status_error(answer));
-                        }
-                        self.changed_in(&answer.body)
-                    }
-                    () = woken => Vec::new(),
+        tokio::pin!(woken);
+        if let Some(at) = earliest.filter(|at| *at > now) {
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                () = &mut woken => {
+                    self.wake();
+                    return Ok(());
                 }
             }
-            _ => {
-                tokio::select! {
-                    () = tokio::time::sleep(CONFIG_V3_POLL) => listened.into_iter().map(|(k, _)| k).collect(),
-                    () = woken => Vec::new(),
+        }
+        let started = tokio::time::Instant::now();
+        let changed = tokio::select! {
+            answer = self.long_poll_request(&listened, Some(CONFIG_LONG_POLL)) => {
+                let answer = answer?;
+                if !(200..300).contains(&answer.status) {
+                    return Err(status_error(answer));
                 }
+                self.changed_in(&answer.body)
             }
+            () = &mut woken => Vec::new(),
         };
+        *lock(&self.http_next_poll) =
+            (!changed.is_empty()).then(|| started + Duration::from_secs(1));
         lock(&self.pending).extend(changed);
         // Round again at once: the queries, then the next poll.
         self.wake();
@@ -214,6 +253,7 @@ impl Center {
             content_type: None,
             last_modified: None,
             from_snapshot: false,
+            from_failover: false,
         };
         if api == ApiVersion::V1 {
             let mut query = vec![
@@ -246,14 +286,18 @@ impl Center {
                     };
                     Ok(ConfigItem {
                         key: key.clone(),
-                        md5: md5_hex(&answer.body),
+                        // The server's md5 (of the content as stored: for an encrypted
+                        // config, not of what v1 answers), which the long poll compares.
+                        md5: header("Content-MD5").unwrap_or_else(|| md5_hex(&answer.body)),
                         content_type: header("Config-Type"),
                         last_modified: None,
                         from_snapshot: false,
+                        from_failover: false,
                         content: Some(answer.body),
                     })
                 }
-                200 | 404 => Ok(missing()),
+                200 => Ok(missing()),
+                404 if answer.body.contains("config data not exist") => Ok(missing()),
                 _ => Err(status_error(answer)),
             };
         }
@@ -319,6 +363,7 @@ impl Center {
                             SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(ms))
                         }),
                     from_snapshot: false,
+                    from_failover: false,
                     content: Some(content),
                 })
             }

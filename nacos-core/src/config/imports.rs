@@ -477,7 +477,7 @@ impl ConfigService {
 
     /// Reads every config of `imports` (each waited for up to its timeout; while Nacos does
     /// not answer, its local snapshot), merges them in order, later ones winning key by key,
-    /// and binds the result to `T` as Spring binds its environment: dotted keys are paths,
+    /// and binds the result to `T` much as Spring binds its environment (names not relaxed): dotted keys are paths,
     /// values are read as the numbers, bools and enums the fields want, comma-separated
     /// values as lists. Then follows the configs with `refresh`: each change makes a new
     /// value.
@@ -641,6 +641,18 @@ async fn follow<T: DeserializeOwned + Send + Sync + 'static>(
                 None => return,
             },
         };
+        // The item the value already has (the watch's first item, seen again here).
+        let unchanged = match &lock(&shared.items)[i] {
+            Some(had) => {
+                had.md5 == item.md5
+                    && had.from_snapshot == item.from_snapshot
+                    && had.from_failover == item.from_failover
+            }
+            None => item.content.is_none(),
+        };
+        if unchanged && lock(&shared.last_error).is_none() {
+            continue;
+        }
         let outcome = shared.imports.tree_of(&item).and_then(|tree| {
             let mut candidate = trees.clone();
             candidate[i] = tree;
@@ -748,6 +760,7 @@ mod tests {
             content_type: content_type.map(str::to_owned),
             last_modified: None,
             from_snapshot: false,
+            from_failover: false,
         }
     }
 

@@ -15,6 +15,9 @@
 //!   server whatever was pushed.
 //! - **Deleted** configs reach watchers as an item without content (the server answers a
 //!   query with error 300).
+//! - **Local files**: the last content read is kept as a snapshot
+//!   (`NACOS_CONFIG_SNAPSHOT_DIR`) and answers while Nacos does not; an operator's failover
+//!   file (`NACOS_CONFIG_FAILOVER_DIR`) replaces the server's content while it is there.
 //! - **Over HTTP** when the client has no gRPC connection (`NACOS_API=v1`/`v3`, or no gRPC
 //!   port answers): v1 long polling ([`CONFIG_LONG_POLL`]) where the server has v1, else v3
 //!   reads every [`CONFIG_V3_POLL`].
@@ -60,6 +63,10 @@ pub const FULL_CHECK: Duration = Duration::from_secs(180);
 /// r-nacos right after a write, may briefly answer with older content (the Java client
 /// checks again after a change for the same reason).
 const REVERIFY: Duration = Duration::from_secs(1);
+
+/// How often the operator's failover files are looked for (`NACOS_CONFIG_FAILOVER_DIR`),
+/// as often as the Java client's loop looks.
+const FAILOVER_CHECK: Duration = Duration::from_secs(5);
 
 /// The first wait before a failed listen or query is tried again; it doubles up to
 /// [`RETRY_MAX`].
@@ -118,6 +125,9 @@ pub struct ConfigItem {
     /// Read from the local snapshot (`NACOS_CONFIG_SNAPSHOT_DIR`) because Nacos did not
     /// answer: the content this process (or an earlier run) last read from Nacos.
     pub from_snapshot: bool,
+    /// Read from the operator's failover file (`NACOS_CONFIG_FAILOVER_DIR`), which replaces
+    /// the server's content while it is there.
+    pub from_failover: bool,
 }
 
 /// The Nacos configuration center. Cheap to clone.
@@ -192,6 +202,7 @@ impl ConfigService {
             &client,
             &engine.runtime,
             config.config_snapshot_dir().map(Path::to_path_buf),
+            config.config_failover_dir().map(Path::to_path_buf),
         );
         Ok(ConfigService {
             inner: Arc::new(Inner {
@@ -307,6 +318,7 @@ fn center_for(
     client: &Arc<NamingClient>,
     runtime: &tokio::runtime::Handle,
     snapshot: Option<PathBuf>,
+    failover: Option<PathBuf>,
 ) -> Arc<Center> {
     let mut centers = lock(&CENTERS);
     let key = Arc::as_ptr(client) as usize;
@@ -318,7 +330,7 @@ fn center_for(
         return center;
     }
     centers.retain(|(_, c)| c.strong_count() > 0);
-    let center = Center::new(client.clone(), runtime, snapshot);
+    let center = Center::new(client.clone(), runtime, snapshot, failover);
     centers.push((key, Arc::downgrade(&center)));
     center
 }
@@ -377,15 +389,23 @@ impl ConfigWatch {
         self.rx.clone()
     }
 
-    /// Why the config could not be read lately: its query failed or was refused (a 403
-    /// without the right to its namespace or group), or there is no connection to Nacos.
-    /// `None` once the server answered. Reads go on being tried meanwhile.
+    /// Why the config could not be read lately: its last query failed or was refused (a 403
+    /// without the right to its namespace or group), or, before its first answer, there is
+    /// no connection to Nacos. `None` once the server answered it. Reads go on being tried
+    /// meanwhile.
     pub fn last_error(&self) -> Option<Error> {
         let center = &self.guard.center;
-        lock(&center.listens)
+        let own = lock(&center.listens)
             .get(&self.guard.key)
-            .and_then(|l| l.error.clone())
-            .or_else(|| lock(&center.failure).clone())
+            .and_then(|l| l.error.clone());
+        // The center's failure (no connection) concerns this config while it has no answer.
+        own.or_else(|| {
+            self.rx
+                .borrow()
+                .is_none()
+                .then(|| lock(&center.failure).clone())
+                .flatten()
+        })
     }
 }
 
@@ -412,6 +432,8 @@ struct Listen {
     listened: bool,
     /// Why its last query failed; `None` once one succeeded.
     error: Option<Error>,
+    /// An operator's failover file replaces the server's content.
+    failover: bool,
 }
 
 /// What the configuration center keeps on one client's connection, shared with its task.
@@ -430,6 +452,9 @@ pub(crate) struct Center {
     reverify: Mutex<Option<tokio::time::Instant>>,
     /// Where the last content of each config is kept (`NACOS_CONFIG_SNAPSHOT_DIR`).
     snapshot: Option<PathBuf>,
+    /// Where an operator puts configs that replace the server's
+    /// (`NACOS_CONFIG_FAILOVER_DIR`).
+    failover: Option<PathBuf>,
     /// Why the last round failed (no connection, a refused listen); `None` once one
     /// succeeded.
     failure: Mutex<Option<Error>>,
@@ -437,6 +462,9 @@ pub(crate) struct Center {
     on_http: std::sync::atomic::AtomicBool,
     /// The HTTP API of the configuration center, once found out (see [`http`]).
     http_api: Mutex<Option<crate::settings::ApiVersion>>,
+    /// Over HTTP v3, when every listened config is read again; over v1, the earliest next
+    /// long poll after one answered at once (see [`http`]).
+    http_next_poll: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Drop for Center {
@@ -452,6 +480,7 @@ impl Center {
         client: Arc<NamingClient>,
         runtime: &tokio::runtime::Handle,
         snapshot: Option<PathBuf>,
+        failover: Option<PathBuf>,
     ) -> Arc<Self> {
         let core = client.grpc_remote().map(|remote| remote.core().clone());
         let center = Arc::new(Center {
@@ -463,9 +492,11 @@ impl Center {
             wake: Arc::new(tokio::sync::Notify::new()),
             reverify: Mutex::new(None),
             snapshot,
+            failover,
             failure: Mutex::new(None),
             on_http: std::sync::atomic::AtomicBool::new(false),
             http_api: Mutex::new(None),
+            http_next_poll: Mutex::new(None),
         });
         if let Some(remote) = center.client.grpc_remote() {
             let module: Weak<dyn Module> = Arc::downgrade(&center) as Weak<dyn Module>;
@@ -495,6 +526,7 @@ impl Center {
                 watchers: 1,
                 listened: false,
                 error: None,
+                failover: false,
             },
         );
         lock(&self.pending).insert(key.clone());
@@ -536,7 +568,17 @@ impl Center {
         if let Some(remote) = self.client.grpc_remote() {
             remote.start();
         }
-        let grpc = self.client.config_over_grpc().await? && self.core.is_some();
+        let grpc = match self.client.config_over_grpc().await {
+            Ok(grpc) => grpc && self.core.is_some(),
+            // No gRPC port answered: HTTP, if a server answers there.
+            Err(grpc_error) => match self.http_api().await {
+                Ok(_) => {
+                    self.client.settle_on_http(&grpc_error);
+                    false
+                }
+                Err(_) => return Err(grpc_error),
+            },
+        };
         let was_http = self
             .on_http
             .swap(!grpc, std::sync::atomic::Ordering::Relaxed);
@@ -555,6 +597,10 @@ impl Center {
 
     /// Queries `key` once; when Nacos does not answer, the snapshot (if any) answers.
     async fn query(&self, key: &ConfigKey) -> Result<ConfigItem> {
+        // As the Java client reads: the failover file, then the server, then the snapshot.
+        if let Some(item) = self.failover_of(key) {
+            return Ok(item);
+        }
         let answer = match self.over_grpc().await {
             Ok(true) => match self.link().await {
                 Ok(link) => self.query_on(&link, key).await,
@@ -582,38 +628,76 @@ impl Center {
         }
     }
 
-    /// The snapshot file of `key`: `<dir>/<namespace>/<group>/<data id>`, each part with
-    /// anything but ASCII letters, digits, `-`, `_` and `.` percent-encoded (and a part of
-    /// dots only too).
+    /// The snapshot file of `key`: `<dir>/<namespace>/<group>/<data id>` (see
+    /// [`config_path`]).
     fn snapshot_path(&self, key: &ConfigKey) -> Option<PathBuf> {
-        let dir = self.snapshot.as_ref()?;
-        let part = |name: &str| {
-            let dots_only = name.chars().all(|c| c == '.');
-            name.chars()
-                .map(|c| {
-                    if !dots_only && (c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                        c.to_string()
-                    } else {
-                        let mut buf = [0u8; 4];
-                        c.encode_utf8(&mut buf)
-                            .bytes()
-                            .map(|b| format!("%{b:02X}"))
-                            .collect()
+        Some(config_path(self.snapshot.as_ref()?, key))
+    }
+
+    /// The operator's failover file of `key` as an item, if there is one.
+    fn failover_of(&self, key: &ConfigKey) -> Option<ConfigItem> {
+        let path = config_path(self.failover.as_ref()?, key);
+        let content = std::fs::read_to_string(path).ok()?;
+        Some(ConfigItem {
+            key: key.clone(),
+            md5: md5_hex(&content),
+            content: Some(content),
+            content_type: None,
+            last_modified: None,
+            from_snapshot: false,
+            from_failover: true,
+        })
+    }
+
+    /// Hands each listened config's failover file (if any) to its watchers in place of the
+    /// server's content; a config whose file went away is read from the server again.
+    fn check_failover(&self) {
+        if self.failover.is_none() {
+            return;
+        }
+        let keys: Vec<(ConfigKey, bool)> = lock(&self.listens)
+            .iter()
+            .map(|(k, l)| (k.clone(), l.failover))
+            .collect();
+        for (key, was) in keys {
+            match self.failover_of(&key) {
+                Some(item) => {
+                    let mut listens = lock(&self.listens);
+                    let Some(listen) = listens.get_mut(&key) else {
+                        continue;
+                    };
+                    if !was {
+                        tracing::warn!(config = %key,
+                            "nacos config replaced by the operator's failover file while it is there");
                     }
-                })
-                .collect::<String>()
-        };
-        Some(
-            dir.join(part(&key.namespace_id))
-                .join(part(&key.group_name))
-                .join(part(&key.data_id)),
-        )
+                    listen.failover = true;
+                    let same = listen
+                        .tx
+                        .borrow()
+                        .as_ref()
+                        .is_some_and(|c| c.from_failover && c.md5 == item.md5);
+                    if !same {
+                        listen.tx.send_replace(Some(Arc::new(item)));
+                    }
+                }
+                None if was => {
+                    if let Some(listen) = lock(&self.listens).get_mut(&key) {
+                        listen.failover = false;
+                    }
+                    tracing::warn!(config = %key,
+                        "the operator's failover file is gone: the nacos config follows the server again");
+                    lock(&self.pending).insert(key);
+                    self.wake();
+                }
+                None => {}
+            }
+        }
     }
 
     /// Keeps `item` in the snapshot (its content, or no file when it has none). Failures
     /// are logged at debug level: the snapshot is a help, not a duty.
     fn keep(&self, item: &ConfigItem) {
-        if item.from_snapshot {
+        if item.from_snapshot || item.from_failover {
             return;
         }
         let Some(path) = self.snapshot_path(&item.key) else {
@@ -642,6 +726,7 @@ impl Center {
             content_type: None,
             last_modified: None,
             from_snapshot: true,
+            from_failover: false,
         })
     }
 
@@ -705,6 +790,7 @@ impl Center {
                             SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(ms))
                         }),
                     from_snapshot: false,
+                    from_failover: false,
                 })
             }
             Err(Error::Refused {
@@ -716,6 +802,7 @@ impl Center {
                 content_type: None,
                 last_modified: None,
                 from_snapshot: false,
+                from_failover: false,
             }),
             Err(e) => Err(e),
         }
@@ -899,15 +986,25 @@ impl Center {
         let Some(listen) = listens.get_mut(&item.key) else {
             return;
         };
-        let (first, had_snapshot) = {
+        listen.error = None;
+        if listen.failover {
+            // The server's content, kept out while the operator's file replaces it; its md5
+            // is what the server is listened to with.
+            listen.md5.clone_from(&item.md5);
+            listen.error = None;
+            return;
+        }
+        let (first, had_local) = {
             let current = listen.tx.borrow();
             (
                 current.is_none(),
-                current.as_ref().is_some_and(|c| c.from_snapshot),
+                current
+                    .as_ref()
+                    .is_some_and(|c| c.from_snapshot || c.from_failover),
             )
         };
-        let replaces_snapshot = had_snapshot && !item.from_snapshot;
-        if !first && listen.md5 == item.md5 && !replaces_snapshot {
+        let replaces_local = had_local && !item.from_snapshot;
+        if !first && listen.md5 == item.md5 && !replaces_local {
             return;
         }
         if !first {
@@ -983,6 +1080,7 @@ async fn run(center: Weak<Center>, wake: Arc<tokio::sync::Notify>) {
         let Some(strong) = center.upgrade() else {
             return;
         };
+        strong.check_failover();
         let idle = lock(&strong.listens).is_empty() && lock(&strong.dropped).is_empty();
         let full = tokio::time::Instant::now() >= next_full;
         if idle {
@@ -1018,12 +1116,16 @@ async fn run(center: Weak<Center>, wake: Arc<tokio::sync::Notify>) {
         let woken = {
             let notified = wake.notified();
             let reverify = *lock(&strong.reverify);
+            let failover = strong.failover.is_some();
             drop(strong);
-            let until = if failed {
+            let mut until = if failed {
                 tokio::time::Instant::now() + wait.mul_f64(0.5 + fastrand::f64() * 0.5)
             } else {
                 reverify.map_or(next_full, |at| at.min(next_full))
             };
+            if failover {
+                until = until.min(tokio::time::Instant::now() + FAILOVER_CHECK);
+            }
             tokio::select! {
                 () = notified => true,
                 () = tokio::time::sleep_until(until) => false,
@@ -1041,6 +1143,30 @@ async fn run(center: Weak<Center>, wake: Arc<tokio::sync::Notify>) {
             wait = (wait * 2).min(max);
         }
     }
+}
+
+/// `<dir>/<namespace>/<group>/<data id>`, each part with anything but ASCII letters,
+/// digits, `-`, `_` and `.` percent-encoded (and a part of dots only too).
+fn config_path(dir: &Path, key: &ConfigKey) -> PathBuf {
+    let part = |name: &str| {
+        let dots_only = name.chars().all(|c| c == '.');
+        name.chars()
+            .map(|c| {
+                if !dots_only && (c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                    c.to_string()
+                } else {
+                    let mut buf = [0u8; 4];
+                    c.encode_utf8(&mut buf)
+                        .bytes()
+                        .map(|b| format!("%{b:02X}"))
+                        .collect()
+                }
+            })
+            .collect::<String>()
+    };
+    dir.join(part(&key.namespace_id))
+        .join(part(&key.group_name))
+        .join(part(&key.data_id))
 }
 
 /// Writes `bytes` to `path` readable by this user only (0600 in a 0700 dir on Unix),

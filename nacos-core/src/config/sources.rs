@@ -152,9 +152,20 @@ mod figment_crate {
             self.imported.changed().await
         }
 
-        /// The import behind it: items, md5s, the last error.
-        pub fn imported(&self) -> &ImportedConfig<IgnoredAny> {
-            &self.imported
+        /// Each config with the item the keys come from (`None`: it does not exist): md5,
+        /// whether from the snapshot ([`ImportedConfig::items`]).
+        pub fn items(
+            &self,
+        ) -> Vec<(
+            crate::ConfigImport,
+            Option<std::sync::Arc<crate::ConfigItem>>,
+        )> {
+            self.imported.items()
+        }
+
+        /// Why the latest change was not taken ([`ImportedConfig::last_error`]).
+        pub fn last_error(&self) -> Option<crate::Error> {
+            self.imported.last_error()
         }
     }
 

@@ -1,4 +1,4 @@
-//! Config content as a tree of string values, read into the app's type the way Spring binds
+//! Config content as a tree of string values, read into the app's type much the way Spring binds
 //! its environment: every value a string that becomes the number, bool or enum the field
 //! wants, a comma-separated value a list where a list is wanted, and (for Java
 //! `.properties`) a dotted key a path (`server.port=8080` fills `server: { port }`) and
@@ -111,11 +111,46 @@ impl Node {
         node(value, 0)
     }
 
+    /// The tree with dotted keys (`db.pool: 8`, `hosts[0]: a`) made paths, as Spring
+    /// flattens YAML and JSON before binding: `db.pool` and `db: {pool}` are one key.
+    fn expand_dotted(self) -> Result<Node, TreeError> {
+        match self {
+            Node::Map(map) => {
+                let mut out = Node::empty();
+                for (key, value) in map {
+                    let value = value.expand_dotted()?;
+                    if key.contains('.') || key.contains('[') {
+                        let steps = path(&key);
+                        if steps.len() > MAX_DEPTH {
+                            return Err(too_deep());
+                        }
+                        insert(&mut out, &steps, value)
+                            .map_err(|why| TreeError(format!("key {key}: {why}")))?;
+                    } else if let Node::Map(out) = &mut out {
+                        match out.get_mut(&key) {
+                            Some(existing) => existing.merge(value),
+                            None => {
+                                out.insert(key, value);
+                            }
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            Node::List(list) => Ok(Node::List(
+                list.into_iter()
+                    .map(|(i, v)| Ok((i, v.expand_dotted()?)))
+                    .collect::<Result<_, TreeError>>()?,
+            )),
+            leaf => Ok(leaf),
+        }
+    }
+
     /// JSON content as a tree.
     pub(super) fn from_json_str(content: &str) -> Result<Node, TreeError> {
         let value: serde_json::Value =
             serde_json::from_str(content).map_err(|e| TreeError(e.to_string()))?;
-        Node::from_json(value)
+        Node::from_json(value)?.expand_dotted()
     }
 
     /// YAML content as a tree (keys that are numbers or bools become their text).
@@ -193,7 +228,7 @@ impl Node {
         // Its message only: its `Display` quotes the offending line of the config.
         let table: toml::Table =
             toml::from_str(content).map_err(|e| TreeError(e.message().to_owned()))?;
-        node(Value::Table(table), 0)
+        node(Value::Table(table), 0)?.expand_dotted()
     }
 
     /// Java `.properties` content as a tree.
@@ -209,7 +244,7 @@ impl Node {
             if steps.len() > MAX_DEPTH {
                 return Err(too_deep());
             }
-            insert(&mut root, &steps, value)
+            insert(&mut root, &steps, Node::Leaf(value))
                 .map_err(|why| TreeError(format!("key {key}: {why}")))?;
         }
         Ok(root)
@@ -226,14 +261,12 @@ pub(super) fn from_properties<T: DeserializeOwned>(content: &str) -> Result<T, T
     Node::from_properties_str(content)?.bind()
 }
 
-#[cfg(feature = "properties")]
 /// One step of a key's path.
 enum Step {
     Name(String),
     Index(usize),
 }
 
-#[cfg(feature = "properties")]
 /// `a.b[2].c` -> `a`, `b`, `[2]`, `c`.
 fn path(key: &str) -> Vec<Step> {
     let mut steps = Vec::new();
@@ -262,18 +295,17 @@ fn path(key: &str) -> Vec<Step> {
     steps
 }
 
-#[cfg(feature = "properties")]
-fn insert(node: &mut Node, steps: &[Step], value: String) -> Result<(), &'static str> {
+fn insert(node: &mut Node, steps: &[Step], value: Node) -> Result<(), &'static str> {
     let Some((first, rest)) = steps.split_first() else {
         let below = match node {
             Node::Map(map) => !map.is_empty(),
             Node::List(list) => !list.is_empty(),
             Node::Leaf(_) => false,
         };
-        if below {
+        if below && matches!(value, Node::Leaf(_)) {
             return Err("a value and keys below it");
         }
-        *node = Node::Leaf(value);
+        node.merge(value);
         return Ok(());
     };
     // A map nothing was put in yet becomes a list at its first index.
@@ -344,7 +376,6 @@ impl<'de> de::Deserializer<'de> for Node {
     }
 
     parsed! {
-        deserialize_bool => visit_bool: bool, "true or false";
         deserialize_i8 => visit_i8: i8, "an integer";
         deserialize_i16 => visit_i16: i16, "an integer";
         deserialize_i32 => visit_i32: i32, "an integer";
@@ -356,6 +387,15 @@ impl<'de> de::Deserializer<'de> for Node {
         deserialize_f32 => visit_f32: f32, "a number";
         deserialize_f64 => visit_f64: f64, "a number";
         deserialize_char => visit_char: char, "one character";
+    }
+
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TreeError> {
+        // Any case, as Spring reads `TRUE`.
+        match self.leaf().map(str::to_ascii_lowercase).as_deref() {
+            Some("true") => visitor.visit_bool(true),
+            Some("false") => visitor.visit_bool(false),
+            _ => Err(TreeError("expected true or false".into())),
+        }
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TreeError> {
@@ -562,6 +602,21 @@ app-name=orders \\
             .unwrap_err()
             .to_string();
         assert!(e.contains("host"), "{e}");
+    }
+
+    #[test]
+    fn dotted_keys_of_json_are_paths_as_in_properties() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Outer {
+            server: Server,
+            on: bool,
+        }
+        let mut tree =
+            Node::from_json_str(r#"{"server":{"port":1,"host":"a"},"on":"TRUE"}"#).unwrap();
+        tree.merge(Node::from_json_str(r#"{"server.port":2}"#).unwrap());
+        let outer: Outer = tree.bind().unwrap();
+        assert_eq!(outer.server.port, 2);
+        assert!(outer.on);
     }
 
     #[test]

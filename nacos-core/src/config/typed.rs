@@ -22,7 +22,7 @@ pub enum ConfigFormat {
     Yaml,
     /// TOML (`toml`, feature `toml`).
     Toml,
-    /// Java `.properties`, bound as Spring binds them (feature `properties`): dotted keys
+    /// Java `.properties`, bound much as Spring binds them (feature `properties`): dotted keys
     /// are paths, `name[0]` list elements, comma-separated values lists where a list is
     /// wanted, and values become the numbers, bools and enums the fields want.
     Properties,
@@ -32,27 +32,22 @@ pub enum ConfigFormat {
 }
 
 impl ConfigFormat {
-    /// The format of `item`: the type it was published with (`json`, `yaml`, `toml`,
-    /// `properties`), else its data id's extension (`.json`, `.yaml`/`.yml`, `.toml`,
-    /// `.properties`), else text. The type `text` decides only when the extension names no
-    /// format: it is what servers store when a publisher names none.
+    /// The format of `item`: its data id's extension (`.json`, `.yaml`/`.yml`, `.toml`,
+    /// `.properties`, `.txt`), else the type it was published with (`json`, `yaml`, `toml`,
+    /// `properties`, `text`), else text; the extension first, as Spring Cloud Alibaba reads
+    /// a data id (and servers store `text` when a publisher names no type).
     pub fn of(item: &ConfigItem) -> ConfigFormat {
         ConfigFormat::declared(item).unwrap_or(ConfigFormat::Text)
     }
 
-    /// The format `item`'s type or extension names, if any (a `text` type counts only
-    /// without an extension that names a format).
+    /// The format `item`'s extension or type names, if any.
     pub(super) fn declared(item: &ConfigItem) -> Option<ConfigFormat> {
-        let by_type = item.content_type.as_deref().and_then(ConfigFormat::named);
         let by_extension = item
             .key
             .data_id
             .rsplit_once('.')
             .and_then(|(_, ext)| ConfigFormat::named(ext));
-        match by_type {
-            Some(ConfigFormat::Text) | None => by_extension.or(by_type),
-            Some(format) => Some(format),
-        }
+        by_extension.or_else(|| item.content_type.as_deref().and_then(ConfigFormat::named))
     }
 
     /// The format a type or extension names (`json`, `yaml`/`yml`, `toml`, `properties`,
@@ -266,6 +261,7 @@ mod tests {
             content_type: content_type.map(str::to_owned),
             last_modified: None,
             from_snapshot: false,
+            from_failover: false,
         }
     }
 
@@ -275,7 +271,7 @@ mod tests {
     }
 
     #[test]
-    fn the_format_comes_from_the_type_then_the_extension() {
+    fn the_format_comes_from_the_extension_then_the_type() {
         assert_eq!(
             ConfigFormat::of(&item("a.json", None, "")),
             ConfigFormat::Json
@@ -286,6 +282,10 @@ mod tests {
         );
         assert_eq!(
             ConfigFormat::of(&item("a.txt", Some("yaml"), "")),
+            ConfigFormat::Text
+        );
+        assert_eq!(
+            ConfigFormat::of(&item("a.conf", Some("yaml"), "")),
             ConfigFormat::Yaml
         );
         assert_eq!(ConfigFormat::of(&item("a", None, "")), ConfigFormat::Text);
