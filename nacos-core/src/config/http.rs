@@ -152,7 +152,7 @@ impl Center {
                 Err(e) => {
                     tracing::debug!(config = %key, error = %crate::error::Chain(&e), "nacos config query failed");
                     if let Some(listen) = lock(&self.listens).get_mut(&key) {
-                        listen.error = Some(e.clone());
+                        listen.error = Some(Box::new(e.clone()));
                     }
                     lock(&self.pending).insert(key);
                     failed.get_or_insert(e);

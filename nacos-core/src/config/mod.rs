@@ -397,7 +397,7 @@ impl ConfigWatch {
         let center = &self.guard.center;
         let own = lock(&center.listens)
             .get(&self.guard.key)
-            .and_then(|l| l.error.clone());
+            .and_then(|l| l.error.as_deref().cloned());
         // The center's failure (no connection) concerns this config while it has no answer.
         own.or_else(|| {
             self.rx
@@ -422,6 +422,9 @@ impl Drop for Watcher {
     }
 }
 
+/// The snapshot thread's queue: a file and the item to write there.
+type SnapshotWrites = std::sync::mpsc::Sender<(PathBuf, Arc<ConfigItem>)>;
+
 /// A listened config.
 struct Listen {
     tx: watch::Sender<Option<Arc<ConfigItem>>>,
@@ -430,8 +433,9 @@ struct Listen {
     watchers: usize,
     /// Whether the server knows of this listen on the current connection.
     listened: bool,
-    /// Why its last query failed; `None` once one succeeded.
-    error: Option<Error>,
+    /// Why its last query failed; `None` once one succeeded (boxed: rare, and every
+    /// listen carries the field).
+    error: Option<Box<Error>>,
     /// An operator's failover file replaces the server's content.
     failover: bool,
 }
@@ -455,6 +459,8 @@ pub(crate) struct Center {
     /// Where an operator puts configs that replace the server's
     /// (`NACOS_CONFIG_FAILOVER_DIR`).
     failover: Option<PathBuf>,
+    /// The snapshot thread's queue, once started (see [`Center::keep`]).
+    snapshot_writes: Mutex<Option<SnapshotWrites>>,
     /// Why the last round failed (no connection, a refused listen); `None` once one
     /// succeeded.
     failure: Mutex<Option<Error>>,
@@ -493,6 +499,7 @@ impl Center {
             reverify: Mutex::new(None),
             snapshot,
             failover,
+            snapshot_writes: Mutex::new(None),
             failure: Mutex::new(None),
             on_http: std::sync::atomic::AtomicBool::new(false),
             http_api: Mutex::new(None),
@@ -614,7 +621,7 @@ impl Center {
         };
         match answer {
             Ok(item) => {
-                self.keep(&item);
+                self.keep(Arc::new(item.clone()));
                 Ok(item)
             }
             Err(e) => match self.snapshot_of(key) {
@@ -694,25 +701,39 @@ impl Center {
         }
     }
 
-    /// Keeps `item` in the snapshot (its content, or no file when it has none). Failures
-    /// are logged at debug level: the snapshot is a help, not a duty.
-    fn keep(&self, item: &ConfigItem) {
+    /// Keeps `item` in the snapshot (its content, or no file when it has none), on the
+    /// snapshot thread: in order, and with the file writes (and their `fsync`) off the
+    /// runtime that also carries the registrations.
+    fn keep(&self, item: Arc<ConfigItem>) {
         if item.from_snapshot || item.from_failover {
             return;
         }
         let Some(path) = self.snapshot_path(&item.key) else {
             return;
         };
-        let result = match &item.content {
-            Some(content) => write_private(&path, content.as_bytes()),
-            None => match std::fs::remove_file(&path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                other => other,
-            },
-        };
-        if let Err(e) = result {
-            tracing::debug!(config = %item.key, path = %path.display(), error = %e,
-                "nacos config snapshot not written");
+        let mut writes = lock(&self.snapshot_writes);
+        if writes.is_none() {
+            let (tx, rx): (SnapshotWrites, _) = std::sync::mpsc::channel();
+            // Ends when the center (and so the sender) is gone.
+            let spawned = std::thread::Builder::new()
+                .name("nacos-config-snapshot".into())
+                .spawn(move || {
+                    for (path, item) in rx {
+                        write_snapshot(&path, &item);
+                    }
+                });
+            match spawned {
+                Ok(_) => *writes = Some(tx),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no snapshot thread: writing in place");
+                    drop(writes);
+                    write_snapshot(&path, &item);
+                    return;
+                }
+            }
+        }
+        if let Some(tx) = writes.as_ref() {
+            let _ = tx.send((path, item));
         }
     }
 
@@ -917,6 +938,16 @@ impl Center {
     /// The listened config a server's `changed` names.
     fn known(&self, listens: &HashMap<ConfigKey, Listen>, changed: &Changed) -> Option<ConfigKey> {
         let tenant = changed.tenant.as_deref().unwrap_or("");
+        // The key itself first (a lookup, not a scan: thousands of configs change at once
+        // after a reconnection).
+        let direct = ConfigKey {
+            namespace_id: if tenant.is_empty() { "public" } else { tenant }.to_owned(),
+            group_name: changed.group.clone(),
+            data_id: changed.data_id.clone(),
+        };
+        if listens.contains_key(&direct) {
+            return Some(direct);
+        }
         listens
             .keys()
             .find(|k| {
@@ -970,7 +1001,7 @@ impl Center {
                 Err(e) => {
                     tracing::debug!(config = %key, error = %Chain(&e), "nacos config query failed");
                     if let Some(listen) = lock(&self.listens).get_mut(&key) {
-                        listen.error = Some(e.clone());
+                        listen.error = Some(Box::new(e.clone()));
                     }
                     lock(&self.pending).insert(key);
                     failed.get_or_insert(e);
@@ -1019,7 +1050,7 @@ impl Center {
         let item = Arc::new(item);
         listen.tx.send_replace(Some(item.clone()));
         drop(listens);
-        self.keep(&item);
+        self.keep(item);
         lock(&self.reverify).get_or_insert(tokio::time::Instant::now() + REVERIFY);
     }
 }
@@ -1142,6 +1173,28 @@ async fn run(center: Weak<Center>, wake: Arc<tokio::sync::Notify>) {
             };
             wait = (wait * 2).min(max);
         }
+    }
+}
+
+/// Writes `item` to its snapshot file `path` (none without content), unless the file has
+/// that content already. Failures are logged at debug level: the snapshot is a help, not a
+/// duty.
+fn write_snapshot(path: &Path, item: &ConfigItem) {
+    let result = match &item.content {
+        Some(content) => {
+            if std::fs::read(path).ok().as_deref() == Some(content.as_bytes()) {
+                return;
+            }
+            write_private(path, content.as_bytes())
+        }
+        None => match std::fs::remove_file(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        },
+    };
+    if let Err(e) = result {
+        tracing::debug!(config = %item.key, path = %path.display(), error = %e,
+            "nacos config snapshot not written");
     }
 }
 
