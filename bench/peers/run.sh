@@ -4,7 +4,9 @@
 #   bench/peers/run.sh SERVER_ADDR N SECONDS [PEER...]
 #
 # PEER is any of: nacos-core nacos-core-nocheck nacos-core-http java java2 python node
-# rust-nacos-rust-client rust-nacos-sdk (default: all, in that order, one at a time).
+# rust-nacos-rust-client rust-nacos-sdk (default: all, in that order, one at a time), or
+# one of the configuration-center peers nacos-core-config rust-nacos-sdk-config (see
+# "Config mode" below; never part of the default list).
 # nacos-core is our engine with its default API (gRPC on r-nacos and Nacos 2.x/3.x),
 # nacos-core-nocheck the same with NACOS_INSTANCE_CHECK=false (its own services not
 # watched), nacos-core-http the same binary with PEER_API=v1 (HTTP beats); java is nacos-client
@@ -53,13 +55,38 @@
 #   PEER_METADATA     key=value: one metadata entry on every instance of the
 #                     rust-nacos-sdk runner (ours always carry
 #                     preserved.register.source=RUST_NACOS).
+#
+# Config mode (peers nacos-core-config, rust-nacos-sdk-config): N is the number of
+# configs. Before the runner starts, N configs <prefix>-<i>.properties (group
+# DEFAULT_GROUP, namespace public, about 200 bytes of properties each) are published
+# with one curl over the server's v1 HTTP API (POST /nacos/v1/cs/configs). The runner
+# listens to all of them and prints `ready <n>` once every one has its content. At
+# PEER_CONFIG_CHANGE_AT seconds into the window (default SECONDS/2), PEER_CONFIG_CHANGES
+# (default 10) of them, evenly spread, are changed, one curl each, and the runner's
+# `changed <data id> <unix ms>` lines are matched against the publish times. After the
+# runner is stopped the N configs are deleted. The line has configs=<n> instead of
+# instances=<n>, no beats or instance counts, and: ready_ms (printed by the runner: until
+# every config has content), ready_with_content, changes_seen (changed configs notified
+# by the window's end), change_latency_ms_median / _max (curl start of the publish to the
+# runner's notification), notifications (all `changed` lines, duplicates and spurious ones
+# included), config_queries / config_listens (ConfigQueryRequest /
+# ConfigBatchListenRequest lines in the server's log: start-to-ready/warm-up/window; needs
+# NACOS_ACCESS_LOG, an r-nacos log at RUST_LOG=info, which logs every config request) and
+# publish_s (the N publications, before the runner starts), then any other key=value
+# line the runner printed (ours: heap_kb_base, heap_kb_at_ready, heap_kb and the same
+# in blocks).
+#   PEER_CONFIG_CHANGES   configs changed in the window (default 10, 0: none).
+#   PEER_CONFIG_CHANGE_AT seconds into the window of the changes (default SECONDS/2).
+#   PEER_CONFIG_SNAPSHOT  nacos-core-config's snapshot dir (default ./nacos-snapshot, in
+#                         the run dir; off: none).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${NACOS_DEV_CACHE:-$HOME/.cache/nacos-dev}/peers
 all_peers=(nacos-core nacos-core-nocheck nacos-core-http java java2 python node rust-nacos-rust-client rust-nacos-sdk)
+config_peers=(nacos-core-config rust-nacos-sdk-config)
 
-usage() { echo "usage: $0 SERVER_ADDR N SECONDS [PEER...]   (peers: ${all_peers[*]})" >&2; exit 2; }
+usage() { echo "usage: $0 SERVER_ADDR N SECONDS [PEER...]   (peers: ${all_peers[*]} ${config_peers[*]})" >&2; exit 2; }
 [[ $# -ge 3 ]] || usage
 server=$1 n=$2 seconds=$3
 shift 3
@@ -73,6 +100,12 @@ pause=${PEER_PAUSE:-5}
 services=${PEER_SERVICES:-1}
 [[ $services =~ ^[1-9][0-9]*$ ]] && (( services <= n )) || usage
 export PEER_SERVICES=$services
+config_changes=${PEER_CONFIG_CHANGES:-10}
+config_change_at=${PEER_CONFIG_CHANGE_AT:-$((seconds / 2))}
+[[ $config_changes =~ ^[0-9]+$ && $config_change_at =~ ^[0-9]+$ ]] || usage
+case " ${peers[*]} " in
+  *-config\ *) (( config_changes <= n && config_change_at <= seconds )) || usage ;;
+esac
 
 # The runners must only ever talk to this loopback server.
 host=${server%:*}
@@ -116,6 +149,14 @@ setup_nacos-core-http() {
   PEER_API=v1 setup_nacos-core || return 1
   peer_version+="/v1"
   peer_cmd=(env PEER_API=v1 PEER_NAME=nacos-core-http "${peer_cmd[@]:3}")
+}
+
+setup_nacos-core-config() {
+  # Our configuration center (ConfigService::watch), built from the working tree (release).
+  local root; root=$(cd "$here/../.." && pwd)
+  (cd "$root" && cargo build -q --release -p nacos-bench --bin peer-nacos-core-config) || return 1
+  peer_version="nacos-core:$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)"
+  peer_cmd=("${CARGO_TARGET_DIR:-$root/target}/release/peer-nacos-core-config")
 }
 
 # build_java VERSION MODE PEER: the runner against nacos-client VERSION (the pom's
@@ -212,6 +253,13 @@ setup_rust-nacos-sdk() {
   peer_cmd=("$target/release/nacos-sdk-peer")
 }
 
+setup_rust-nacos-sdk-config() {
+  # The same crate's second binary: ConfigService::add_listener.
+  mkdir -p "$cache/rust-nacos-sdk"
+  setup_rust-nacos-sdk || return 1
+  peer_cmd=("$cache/rust-nacos-sdk/target/release/nacos-sdk-config-peer")
+}
+
 # ---- sampling -----------------------------------------------------------------
 
 # utime+stime in clock ticks for the whole thread group.
@@ -253,6 +301,82 @@ server_counts() {
   echo "$tl $th"
 }
 
+# ---- config mode ----------------------------------------------------------------
+
+unix_ms() { date +%s%3N; }
+
+# One curl config-file section publishing config $2 of prefix $1 at revision $3: about
+# 200 bytes of properties (the \n are curl's escapes, sent as newlines).
+config_section() {
+  printf 'url = "http://%s/nacos/v1/cs/configs"\n' "$server"
+  printf 'data = "dataId=%s-%s.properties&group=DEFAULT_GROUP&type=properties"\n' "$1" "$2"
+  printf 'data-urlencode = "content=# peerbench config %s, revision %s\\n' "$2" "$3"
+  printf 'app.name=peerbench\\napp.instance=%s\\nserver.port=8080\\n' "$2"
+  printf 'feature.flags=alpha,beta,gamma\\ndatasource.url=jdbc:mysql://127.0.0.1:3306/peerbench\\n'
+  printf 'datasource.pool.max=20\\ncache.ttl.seconds=300\\nrevision=%s\\n"\n' "$3"
+}
+
+# Runs the curl config on stdin (one request per section, one connection) and checks that
+# the server answered `true` $1 times.
+curl_configs() {
+  local want=$1 got
+  got=$(curl -sS --max-time 300 -K - | grep -o true | wc -l)
+  [[ $got == "$want" ]] || { log "config requests: $got of $want answered true"; return 1; }
+}
+
+# Publishes the configs 0..N-1 of prefix $1 (revision 0).
+publish_configs() {
+  local i
+  for ((i = 0; i < n; i++)); do
+    (( i == 0 )) || echo next
+    config_section "$1" "$i" 0
+  done | curl_configs "$n"
+}
+
+# Deletes the configs 0..N-1 of prefix $1.
+delete_configs() {
+  local i
+  for ((i = 0; i < n; i++)); do
+    (( i == 0 )) || echo next
+    printf 'request = "DELETE"\nurl = "http://%s/nacos/v1/cs/configs?dataId=%s-%s.properties&group=DEFAULT_GROUP"\n' \
+      "$server" "$1" "$i"
+  done | curl_configs "$n" || true
+}
+
+# Changes PEER_CONFIG_CHANGES configs of prefix $1, evenly spread, one curl each, and
+# appends "<data id> <unix ms before its curl>" to the file $2.
+change_configs() {
+  local k i t
+  for ((k = 0; k < config_changes; k++)); do
+    i=$((k * n / config_changes))
+    t=$(unix_ms)
+    config_section "$1" "$i" 1 | curl_configs 1 || true
+    echo "$1-$i.properties $t" >>"$2"
+  done
+}
+
+# "<seen> <median ms> <max ms> <notifications>": the changes of the file $1 ("<data id>
+# <publish ms>") that the runner's stdout $2 notified ("changed <data id> <ms>"), with the
+# latency of each one's first notification; notifications counts every `changed` line.
+change_stats() {
+  local lat seen median max total
+  lat=$(awk 'NR == FNR {pub[$1] = $2; next}
+             $1 == "changed" && ($2 in pub) && !($2 in seen) && $3 >= pub[$2] {seen[$2] = 1; print $3 - pub[$2]}' \
+        "$1" "$2" | sort -n)
+  total=$(grep -c '^changed ' "$2" || true)
+  if [[ -z $lat ]]; then echo "0 - - $total"; return; fi
+  seen=$(wc -l <<<"$lat")
+  median=$(awk '{v[NR] = $1} END {printf "%d", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}' <<<"$lat")
+  max=$(tail -1 <<<"$lat")
+  echo "$seen $median $max $total"
+}
+
+# Lines of the server's log between the byte offsets $1 and $2 that hold the fixed string $3.
+log_count() {
+  [[ -n ${NACOS_ACCESS_LOG:-} ]] || { echo -; return; }
+  tail -c "+$(($1 + 1))" "$NACOS_ACCESS_LOG" | head -c "$(($2 - $1))" | grep -cF -- "$3" || true
+}
+
 runner_pid=
 # SIGTERM, up to 10 s, then SIGKILL; only ever the runner this script started.
 stop_runner() {
@@ -278,9 +402,12 @@ trap 'exit 130' INT TERM
 run_peer() {
   local peer=$1
   peer_version=- peer_cmd=()
+  # The -config peers run in config mode: N configs listened to instead of N instances.
+  local peer_kind=instances config=0
+  [[ $peer != *-config ]] || peer_kind=configs config=1
   mkdir -p "$cache/$peer"
   if ! "setup_$peer"; then
-    echo "peer=$peer version=- instances=$n seconds=$seconds error=setup_failed"
+    echo "peer=$peer version=- $peer_kind=$n seconds=$seconds error=setup_failed"
     return 1
   fi
 
@@ -290,7 +417,19 @@ run_peer() {
   local prefix="peerbench-$(date +%s)-$$"
   local service="$prefix-$peer"
   local cmd=("${peer_cmd[@]//@RUNDIR@/$rundir}" "$server" "$n" "$((warmup + seconds + grace))" "$prefix")
+  local publish_s=-
+  if (( config )); then
+    local tp; tp=$(now)
+    if ! publish_configs "$prefix"; then
+      delete_configs "$prefix"; rm -rf "$rundir"; live_rundir=
+      echo "peer=$peer version=$peer_version configs=$n seconds=$seconds error=publish_failed"
+      return 1
+    fi
+    publish_s=$(awk -v a="$tp" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}')
+    log "$peer: $n configs $prefix-<i>.properties published in $publish_s s"
+  fi
   log "$peer: starting ${cmd[*]}"
+  local l_start; l_start=$(log_size)
   local t_start; t_start=$(now)
   (cd "$rundir" && exec "${cmd[@]}") >"$rundir/stdout" 2>"$rundir/stderr" &
   local pid=$!
@@ -301,16 +440,19 @@ run_peer() {
     if ! kill -0 "$pid" 2>/dev/null || (( SECONDS > deadline )); then
       log "$peer: no 'ready' (see $rundir)"; tail -20 "$rundir/stderr" >&2
       stop_runner "$pid"; live_rundir=
-      echo "peer=$peer version=$peer_version instances=$n seconds=$seconds error=not_ready"
+      (( ! config )) || delete_configs "$prefix"
+      echo "peer=$peer version=$peer_version $peer_kind=$n seconds=$seconds error=not_ready"
       return 1
     fi
     sleep 0.05
   done
   local t_ready; t_ready=$(now)
+  local l_ready; l_ready=$(log_size)
   local startup; startup=$(awk -v t="$(cpu_ticks "$pid")" -v hz="$clk_tck" 'BEGIN {printf "%.2f", t / hz}')
   local r0; r0=$(status_kb "$pid" VmRSS)
   local ready_line; ready_line=$(grep -m1 '^ready ' "$rundir/stdout")
-  local at_ready; at_ready=$(server_counts "$service")
+  local at_ready="- -"
+  (( config )) || at_ready=$(server_counts "$service")
   log "$peer: $ready_line after $(awk -v a="$t_start" -v b="$t_ready" 'BEGIN {printf "%.1f", b - a}') s; server lists/healthy: $at_ready"
   (( warmup == 0 )) || nap "$warmup"
   # Window start.
@@ -319,13 +461,20 @@ run_peer() {
   [[ -z ${RNACOS_PID:-} ]] || s0=$(cpu_ticks "$RNACOS_PID")
   read -r hb0 ht0 < <(host_ticks)
 
+  local changes=$rundir/changes; : >"$changes"
+  if (( config && config_changes > 0 )); then
+    nap "$(awk -v t0="$t0" -v now="$(now)" -v s="$config_change_at" 'BEGIN {d = t0 + s - now; printf "%.3f", (d > 0 ? d : 0)}')"
+    change_configs "$prefix" "$changes"
+    log "$peer: $config_changes configs changed"
+  fi
   nap "$(awk -v t0="$t0" -v now="$(now)" -v s="$seconds" 'BEGIN {d = t0 + s - now; printf "%.3f", (d > 0 ? d : 0)}')"
 
   # Window end.
   if ! kill -0 "$pid" 2>/dev/null; then
     log "$peer: runner exited early (see $rundir)"; tail -20 "$rundir/stderr" >&2
     runner_pid= live_rundir=
-    echo "peer=$peer version=$peer_version instances=$n seconds=$seconds error=exited_early"
+    (( ! config )) || delete_configs "$prefix"
+    echo "peer=$peer version=$peer_version $peer_kind=$n seconds=$seconds error=exited_early"
     return 1
   fi
   local t1 c1 r1 h1 th l1 s1=0
@@ -334,9 +483,13 @@ run_peer() {
   [[ -z ${RNACOS_PID:-} ]] || s1=$(cpu_ticks "$RNACOS_PID")
   local hb1 ht1; read -r hb1 ht1 < <(host_ticks)
   local estab tw estab_grpc; read -r estab tw estab_grpc < <(tcp_counts)
-  local at_end; at_end=$(server_counts "$service")
+  local at_end="- -"
+  (( config )) || at_end=$(server_counts "$service")
+  local change_seen=- change_median=- change_max=- notifications=-
+  (( ! config )) || read -r change_seen change_median change_max notifications < <(change_stats "$changes" "$rundir/stdout")
 
   stop_runner "$pid"
+  (( ! config )) || delete_configs "$prefix"
 
   local wall; wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')
   local beats=- interval=-
@@ -345,13 +498,29 @@ run_peer() {
       | grep -c 'PUT /nacos/v1/ns/instance/beat' || true)
     (( beats > 0 )) && interval=$(awk -v n="$n" -v w="$wall" -v b="$beats" 'BEGIN {printf "%.2f", n * w / b}')
   fi
-  local line="peer=$peer version=$peer_version instances=$n seconds=$seconds"
+  local line="peer=$peer version=$peer_version $peer_kind=$n seconds=$seconds"
   line+=" cpu_percent_of_one_core=$(pct "$((c1 - c0))" "$wall")"
-  line+=" rss_mb=$(mb "$r1") peak_rss_mb=$(mb "$h1") beats_seen=$beats"
-  line+=" beat_interval_s=$interval listed_at_ready=${at_ready%% *}/$n healthy_at_end=${at_end##* }/$n"
-  line+=" threads=$th tcp_established=$estab tcp_time_wait=$tw tcp_established_grpc=$estab_grpc"
-  local reg_ms; reg_ms=$(sed -n 's/^registered_ms=\([0-9]*\)$/\1/p' "$rundir/stdout" | head -1)
-  line+=" registered_ms=${reg_ms:--} services=$services"
+  if (( config )); then
+    line+=" rss_mb=$(mb "$r1") peak_rss_mb=$(mb "$h1")"
+    local ready_ms; ready_ms=$(sed -n 's/^ready_ms=\([0-9]*\)$/\1/p' "$rundir/stdout" | head -1)
+    line+=" ready_ms=${ready_ms:--} ready_with_content=${ready_line#ready }/$n"
+    line+=" changes_seen=$change_seen/$config_changes change_latency_ms_median=$change_median"
+    line+=" change_latency_ms_max=$change_max notifications=$notifications"
+    line+=" config_queries=$(log_count "$l_start" "$l_ready" '|ConfigQueryRequest|')"
+    line+="/$(log_count "$l_ready" "$l0" '|ConfigQueryRequest|')/$(log_count "$l0" "$l1" '|ConfigQueryRequest|')"
+    line+=" config_listens=$(log_count "$l_start" "$l_ready" '|ConfigBatchListenRequest|')"
+    line+="/$(log_count "$l_ready" "$l0" '|ConfigBatchListenRequest|')/$(log_count "$l0" "$l1" '|ConfigBatchListenRequest|')"
+    line+=" threads=$th tcp_established=$estab tcp_established_grpc=$estab_grpc publish_s=$publish_s"
+    # Any other key=value line of the runner (ours: heap_kb=, heap_blocks=, ...).
+    local extra
+    for extra in $(grep -E '^[a-z_]+=[^ ]+$' "$rundir/stdout" | grep -v '^ready_ms='); do line+=" $extra"; done
+  else
+    line+=" rss_mb=$(mb "$r1") peak_rss_mb=$(mb "$h1") beats_seen=$beats"
+    line+=" beat_interval_s=$interval listed_at_ready=${at_ready%% *}/$n healthy_at_end=${at_end##* }/$n"
+    line+=" threads=$th tcp_established=$estab tcp_time_wait=$tw tcp_established_grpc=$estab_grpc"
+    local reg_ms; reg_ms=$(sed -n 's/^registered_ms=\([0-9]*\)$/\1/p' "$rundir/stdout" | head -1)
+    line+=" registered_ms=${reg_ms:--} services=$services"
+  fi
   line+=" startup_cpu_s=$startup rss_mb_at_ready=$(mb "$r0")"
   [[ -z ${RNACOS_PID:-} ]] || line+=" server_cpu_percent=$(pct "$((s1 - s0))" "$wall")"
   line+=" warmup_s=$warmup host_busy_percent=$(awk -v b="$((hb1 - hb0))" -v t="$((ht1 - ht0))" 'BEGIN {printf "%.1f", t ? 100 * b / t : 0}')"
@@ -364,7 +533,7 @@ run_peer() {
 status=0
 first=1
 for p in "${peers[@]}"; do
-  case " ${all_peers[*]} " in *" $p "*) ;; *) echo "unknown peer: $p" >&2; usage ;; esac
+  case " ${all_peers[*]} ${config_peers[*]} " in *" $p "*) ;; *) echo "unknown peer: $p" >&2; usage ;; esac
   (( first )) || nap "$pause"
   first=0
   run_peer "$p" || status=1
