@@ -1183,3 +1183,72 @@ fn rnacos_demo_follows_the_operators_failover_file() {
         removed.elapsed().as_millis()
     );
 }
+
+/// A namespace other than `public` (the requests' `tenant`), over gRPC and over HTTP v1
+/// long polling: what is published there is read and followed there, and not seen in
+/// `public`.
+fn a_namespace_of_its_own(api: Option<ApiVersion>) {
+    if skip_without(ServerKind::RNacos) {
+        return;
+    }
+    let mut server = ServerKind::RNacos.start(&ServerOptions::default());
+    server.ensure_config_store();
+    let in_namespace = |b: ConfigBuilder| {
+        let b = b.namespace_id("e2e-ns");
+        match api {
+            Some(api) => b.api(api),
+            None => b,
+        }
+    };
+    let configs = ConfigService::new(&settings_with(&server, in_namespace)).unwrap();
+    let public = ConfigService::new(&settings(&server)).unwrap();
+    let data_id = "e2e-ns.yaml";
+    runtime().block_on(async {
+        configs
+            .publish(data_id, "where: e2e-ns\n", Some("yaml"), None)
+            .await
+            .unwrap();
+        let mut watch = configs.watch(data_id);
+        assert!(
+            content_becomes(
+                &mut watch,
+                Some("where: e2e-ns\n"),
+                Duration::from_secs(10),
+                Instant::now()
+            )
+            .await
+            .is_some(),
+            "{:?}",
+            watch.current()
+        );
+        assert_eq!(watch.key().namespace_id, "e2e-ns");
+        assert_eq!(public.get(data_id).await.unwrap().content, None);
+        configs
+            .publish(data_id, "where: e2e-ns, changed\n", Some("yaml"), None)
+            .await
+            .unwrap();
+        assert!(
+            content_becomes(
+                &mut watch,
+                Some("where: e2e-ns, changed\n"),
+                Duration::from_secs(10),
+                Instant::now()
+            )
+            .await
+            .is_some(),
+            "the change in the namespace never reached the watch: {:?}",
+            watch.current()
+        );
+        assert_eq!(public.get(data_id).await.unwrap().content, None);
+    });
+}
+
+#[test]
+fn rnacos_config_in_a_namespace_of_its_own() {
+    a_namespace_of_its_own(None);
+}
+
+#[test]
+fn rnacos_config_in_a_namespace_of_its_own_over_http_v1() {
+    a_namespace_of_its_own(Some(ApiVersion::V1));
+}
