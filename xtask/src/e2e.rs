@@ -376,14 +376,15 @@ pub fn grpc_port_elsewhere(bin: &str) {
         )
     });
     let took = started.elapsed();
+    // The line is logged once the fallback request has been answered, so it may follow
+    // the listing by a moment.
+    let settled = "nacos gRPC port does not answer but HTTP does: using HTTP";
+    wait_for(Duration::from_secs(3), || {
+        http.output().contains(settled).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no line saying HTTP is used:\n{}", http.output()));
     let output = http.output();
-    assert_eq!(
-        output
-            .matches("nacos gRPC port does not answer but HTTP does: using HTTP")
-            .count(),
-        1,
-        "{output}"
-    );
+    assert_eq!(output.matches(settled).count(), 1, "{output}");
     assert!(output.contains("speaks the v1 API"), "{output}");
     let (grpc, port) = start_app(bin, &env(Some(("NACOS_GRPC_PORT_OFFSET", "2000".into()))));
     wait_for(Duration::from_secs(10), || listed_on(port))
@@ -431,7 +432,11 @@ pub fn auto_moves_to_grpc_when_its_port_answers(bin: &str) {
     let (app, port) = start_app(bin, &env);
     wait_for(Duration::from_secs(5), || listed_on(port))
         .unwrap_or_else(|| panic!("not listed over HTTP:\n{}", app.output()));
-    assert!(app.output().contains("using HTTP"), "{}", app.output());
+    // Logged once the fallback request has been answered: may follow the listing.
+    wait_for(Duration::from_secs(3), || {
+        app.output().contains("using HTTP").then_some(())
+    })
+    .unwrap_or_else(|| panic!("no line saying HTTP is used:\n{}", app.output()));
     // The gRPC port answers from now on.
     let http = server.http_port();
     let _forwarder = forward(http + 1000, http + 2000);
