@@ -753,7 +753,7 @@ fn imports_merged_and_followed(kind: ServerKind) {
         .publish_config(
             "e2e-shared.properties",
             group,
-            "greeting=from shared\nmax_items=3\ndb.pool=4\n",
+            "greeting=from shared\nmax-items=3\ndb.pool=4\n",
             "properties",
         )
         .unwrap();
@@ -761,7 +761,7 @@ fn imports_merged_and_followed(kind: ServerKind) {
         .publish_config(
             "e2e-app.yaml",
             group,
-            "max_items: 8\ndb:\n  url: pg://a\n",
+            "maxItems: 8\ndb:\n  url: pg://a\n",
             "text",
         )
         .unwrap();
@@ -802,7 +802,8 @@ fn imports_merged_and_followed(kind: ServerKind) {
     };
     let value = |v: &serde_json::Value, pointer: &str| v["value"].pointer(pointer).cloned();
     let first = xtask::get_json(&url).unwrap();
-    // The later config wins key by key: max_items from the YAML, read as a number.
+    // The later config wins key by key: max_items from the YAML, read as a number; names
+    // spelled as Java apps spell them (`max-items`, `maxItems`) fill `max_items`.
     assert_eq!(
         value(&first, "/greeting"),
         Some("from shared".into()),
@@ -828,7 +829,7 @@ fn imports_merged_and_followed(kind: ServerKind) {
         .publish_config(
             "e2e-app.yaml",
             group,
-            "max_items: 9\ndb:\n  url: pg://b\n",
+            "max-items: 9\ndb:\n  url: pg://b\n",
             "text",
         )
         .unwrap();

@@ -477,9 +477,11 @@ impl ConfigService {
 
     /// Reads every config of `imports` (each waited for up to its timeout; while Nacos does
     /// not answer, its local snapshot), merges them in order, later ones winning key by key,
-    /// and binds the result to `T` much as Spring binds its environment (names not relaxed): dotted keys are paths,
-    /// values are read as the numbers, bools and enums the fields want, comma-separated
-    /// values as lists. Then follows the configs with `refresh`: each change makes a new
+    /// and binds the result to `T` much as Spring binds its environment: dotted keys are
+    /// paths, names are relaxed (`max-items`, `maxItems`, `MAX_ITEMS` fill `max_items`;
+    /// enum values in any case), values are read as the numbers, bools and enums the fields
+    /// want, comma-separated values as lists. Values reach `#[serde(flatten)]` fields and
+    /// untagged enums as strings (serde buffers them), so numbers there do not bind. Then follows the configs with `refresh`: each change makes a new
     /// value.
     ///
     /// # Errors

@@ -51,17 +51,32 @@ impl Node {
     }
 
     /// Puts `over` on top of `self`: maps merge key by key, anything else (a value, a list)
-    /// replaces what was there.
+    /// replaces what was there. Keys are matched as Spring relaxes names (`max-items`,
+    /// `maxItems`, `max_items` and `MAX_ITEMS` are one key): the spelling of `over` is kept.
     pub(super) fn merge(&mut self, over: Node) {
         match (self, over) {
             (Node::Map(base), Node::Map(over)) => {
+                // The relaxed form of each key of `base`, made only when a key of `over`
+                // is not found as it is spelled.
+                let mut relaxed: Option<std::collections::HashMap<String, String>> = None;
                 for (key, value) in over {
-                    match base.get_mut(&key) {
-                        Some(existing) => existing.merge(value),
-                        None => {
-                            base.insert(key, value);
-                        }
+                    if let Some(existing) = base.get_mut(&key) {
+                        existing.merge(value);
+                        continue;
                     }
+                    let index = relaxed.get_or_insert_with(|| {
+                        base.keys().map(|k| (relaxed_name(k), k.clone())).collect()
+                    });
+                    let name = relaxed_name(&key);
+                    let value = match index.get(&name).and_then(|old| base.remove(old)) {
+                        Some(mut existing) => {
+                            existing.merge(value);
+                            existing
+                        }
+                        None => value,
+                    };
+                    index.insert(name, key.clone());
+                    base.insert(key, value);
                 }
             }
             (this, over) => *this = over,
@@ -126,13 +141,10 @@ impl Node {
                         }
                         insert(&mut out, &steps, value)
                             .map_err(|why| TreeError(format!("key {key}: {why}")))?;
-                    } else if let Node::Map(out) = &mut out {
-                        match out.get_mut(&key) {
-                            Some(existing) => existing.merge(value),
-                            None => {
-                                out.insert(key, value);
-                            }
-                        }
+                    } else {
+                        let mut one = BTreeMap::new();
+                        one.insert(key, value);
+                        out.merge(Node::Map(one));
                     }
                 }
                 Ok(out)
@@ -192,9 +204,11 @@ impl Node {
                 Value::Tagged(tagged) => node(tagged.value, depth + 1)?,
             })
         }
-        let value: Value =
+        let mut value: Value =
             serde_yaml_ng::from_str(content).map_err(|e| TreeError(e.to_string()))?;
-        node(value, 0)
+        // Merge keys (`<<: *defaults`), which SnakeYAML applies for Spring.
+        value.apply_merge().map_err(|e| TreeError(e.to_string()))?;
+        node(value, 0)?.expand_dotted()
     }
 
     /// TOML content as a tree (dates and times become their text).
@@ -249,6 +263,24 @@ impl Node {
         }
         Ok(root)
     }
+}
+
+/// A name as Spring compares names when it binds: case and `-`/`_` ignored, so that
+/// `max-items`, `maxItems`, `max_items` and `MAX_ITEMS` are one.
+fn relaxed_name(name: &str) -> String {
+    name.chars()
+        .filter(|c| *c != '-' && *c != '_')
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// The one of `names` that `key` means: itself, else the one its relaxed form matches.
+fn relaxed_match(key: &str, names: &'static [&'static str]) -> Option<&'static str> {
+    if let Some(name) = names.iter().find(|name| **name == key) {
+        return Some(name);
+    }
+    let key = relaxed_name(key);
+    names.iter().copied().find(|name| relaxed_name(name) == key)
 }
 
 fn too_deep() -> TreeError {
@@ -426,13 +458,55 @@ impl<'de> de::Deserializer<'de> for Node {
         visitor: V,
     ) -> Result<V::Value, TreeError> {
         match self {
-            Node::Leaf(s) => s
-                .trim()
-                .to_owned()
-                .into_deserializer()
-                .deserialize_enum(name, variants, visitor),
+            Node::Leaf(s) => {
+                // `FAST`, `fast` and `Fast` are one variant, as Spring binds enums.
+                let s = s.trim();
+                let variant =
+                    relaxed_match(s, variants).map_or_else(|| s.to_owned(), str::to_owned);
+                variant
+                    .into_deserializer()
+                    .deserialize_enum(name, variants, visitor)
+            }
             other => other.deserialize_any(visitor),
         }
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, TreeError> {
+        let Node::Map(map) = self else {
+            return self.deserialize_any(visitor);
+        };
+        // Each key under the field it means; several spellings of one field merge, the
+        // field's own spelling on top.
+        let mut named: BTreeMap<String, Node> = BTreeMap::new();
+        let mut exact: Vec<(String, Node)> = Vec::new();
+        for (key, value) in map {
+            match relaxed_match(&key, fields) {
+                Some(field) if field == key => exact.push((key, value)),
+                Some(field) => match named.get_mut(field) {
+                    Some(existing) => existing.merge(value),
+                    None => {
+                        named.insert(field.to_owned(), value);
+                    }
+                },
+                None => {
+                    named.insert(key, value);
+                }
+            }
+        }
+        for (key, value) in exact {
+            match named.get_mut(&key) {
+                Some(existing) => existing.merge(value),
+                None => {
+                    named.insert(key, value);
+                }
+            }
+        }
+        visitor.visit_map(MapDeserializer::new(named.into_iter()))
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
@@ -449,7 +523,7 @@ impl<'de> de::Deserializer<'de> for Node {
 
     serde::forward_to_deserialize_any! {
         i128 u128 str string bytes byte_buf unit_struct tuple
-        tuple_struct map struct identifier ignored_any
+        tuple_struct map identifier ignored_any
     }
 }
 
@@ -617,6 +691,91 @@ app-name=orders \\
         let outer: Outer = tree.bind().unwrap();
         assert_eq!(outer.server.port, 2);
         assert!(outer.on);
+    }
+
+    #[test]
+    fn names_are_relaxed_as_spring_relaxes_them() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        #[serde(rename_all = "lowercase")]
+        enum Level {
+            Low,
+            HighWater,
+        }
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Limits {
+            max_items: u32,
+            retry_after_ms: u64,
+            level: Level,
+            other: Level,
+            map: BTreeMap<String, String>,
+        }
+        let tree = Node::from_json_str(
+            r#"{"max-items":1,"RETRY_AFTER_MS":2,"level":"LOW","other":"high-water",
+                "map":{"Kept-As":"is"}}"#,
+        )
+        .unwrap();
+        let limits: Limits = tree.bind().unwrap();
+        assert_eq!(limits.max_items, 1);
+        assert_eq!(limits.retry_after_ms, 2);
+        assert_eq!(limits.level, Level::Low);
+        assert_eq!(limits.other, Level::HighWater);
+        assert_eq!(limits.map.get("Kept-As").map(String::as_str), Some("is"));
+
+        // Across configs the later one wins whatever its spelling; within one, the field's
+        // own spelling is on top.
+        let mut tree = Node::from_json_str(
+            r#"{"maxItems":1,"retry-after-ms":2,"level":"low","other":"low","map":{}}"#,
+        )
+        .unwrap();
+        tree.merge(Node::from_json_str(r#"{"max-items":7}"#).unwrap());
+        let limits: Limits = tree.bind().unwrap();
+        assert_eq!(limits.max_items, 7);
+        let tree = Node::from_json_str(
+            r#"{"max_items":3,"maxItems":4,"retryAfterMs":2,"level":"low","other":"low","map":{}}"#,
+        )
+        .unwrap();
+        let limits: Limits = tree.bind().unwrap();
+        assert_eq!(limits.max_items, 3);
+    }
+
+    #[cfg(feature = "yaml")]
+    #[test]
+    fn yaml_merge_keys_and_dotted_keys_apply() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Pools {
+            primary: Pool,
+            replica: Pool,
+        }
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Pool {
+            size: u32,
+            url: String,
+        }
+        let content = "\
+defaults: &defaults
+  size: 4
+  url: db://a
+primary:
+  <<: *defaults
+replica:
+  <<: *defaults
+  url: db://b
+primary.size: 8
+";
+        let pools: Pools = Node::from_yaml_str(content).unwrap().bind().unwrap();
+        assert_eq!(
+            pools,
+            Pools {
+                primary: Pool {
+                    size: 8,
+                    url: "db://a".into()
+                },
+                replica: Pool {
+                    size: 4,
+                    url: "db://b".into()
+                },
+            }
+        );
     }
 
     #[test]
