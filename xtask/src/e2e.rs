@@ -701,7 +701,8 @@ pub fn lost_instance_comes_back(bin: &str, kind: ServerKind) {
 /// gRPC over TLS on the official 2.3.2 (`nacos.remote.server.rpc.tls.enableTls`, plain
 /// text refused with `compatibility=false`; certificates made by rcgen at the run):
 /// with `NACOS_TLS_CA_FILE` the demo registers over gRPC, a gateway watching it gets it
-/// pushed, and a `kill -9` delists it within 2 s and reaches the gateway's list; with the
+/// pushed, and a `kill -9` delists it within 2 s and reaches the gateway's list; a demo
+/// importing its settings loads them and follows a change over the same connection; with the
 /// wrong CA nothing registers, the log names the certificate, and nothing falls back to
 /// plain HTTP. Mutual TLS (`mutualAuthEnable`): registered with a client certificate, not
 /// without one.
@@ -755,10 +756,56 @@ pub fn grpc_over_tls(bin: &str, gateway: &str) {
     let server = start(false);
     let service = "e2e-tls";
     let ca = certs.ca.display().to_string();
+    // The demo also loads its settings from the configuration center, over the same
+    // TLS connection.
+    let data_id = "e2e-tls.properties";
+    server
+        .publish_config(
+            data_id,
+            "DEFAULT_GROUP",
+            "greeting=over tls\n",
+            "properties",
+        )
+        .expect("config published");
     let mut env = base_env(&server, service);
     env.push(("NACOS_TLS_CA_FILE", ca.clone()));
     let (app, port) = start_app(bin, &env);
     must_be_listed(&server, service, port, &app);
+    let mut with_config = env.clone();
+    with_config.push(("NACOS_CONFIG_IMPORT", data_id.to_owned()));
+    with_config.push(("NACOS_CONFIG_SNAPSHOT_DIR", "off".to_owned()));
+    let (configured, configured_port) = start_app(bin, &with_config);
+    let greeting = || {
+        crate::get_json(&format!("http://127.0.0.1:{configured_port}/settings"))
+            .ok()
+            .and_then(|v| v["value"]["greeting"].as_str().map(str::to_owned))
+    };
+    assert_eq!(
+        greeting().as_deref(),
+        Some("over tls"),
+        "{}",
+        configured.output()
+    );
+    server
+        .publish_config(data_id, "DEFAULT_GROUP", "greeting=changed\n", "properties")
+        .expect("config published");
+    let changed = Instant::now();
+    wait_for(Duration::from_secs(10), || {
+        (greeting().as_deref() == Some("changed")).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "a change never reached the settings over TLS:\n{}",
+            configured.output()
+        )
+    });
+    let config_change = changed.elapsed();
+    assert!(
+        !configured.output().contains("using HTTP"),
+        "{}",
+        configured.output()
+    );
+    drop(configured);
     // The server lists it as it takes the request; the app's status follows its answer.
     let health = wait_for(Duration::from_secs(5), || {
         let (_, health) = get_text(&format!("http://127.0.0.1:{port}/health")).ok()?;
@@ -859,8 +906,9 @@ pub fn grpc_over_tls(bin: &str, gateway: &str) {
         anonymous.output()
     );
     eprintln!(
-        "[e2e] {bin} on {kind} over TLS: registered, pushed to a gateway, delisted and the gateway told {} ms after kill -9; mutual TLS with a client certificate only; the wrong CA: {refusal}",
-        pushed.as_millis()
+        "[e2e] {bin} on {kind} over TLS: registered, pushed to a gateway, delisted and the gateway told {} ms after kill -9; settings loaded from the configuration center, a change in them {} ms after the publish; mutual TLS with a client certificate only; the wrong CA: {refusal}",
+        pushed.as_millis(),
+        config_change.as_millis()
     );
 }
 

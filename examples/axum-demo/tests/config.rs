@@ -1253,3 +1253,124 @@ fn rnacos_config_in_a_namespace_of_its_own() {
 fn rnacos_config_in_a_namespace_of_its_own_over_http_v1() {
     a_namespace_of_its_own(Some(ApiVersion::V1));
 }
+
+/// Publishes `greeting=<greeting>` as `data_id` on the first node but `avoid` that takes
+/// it (a write goes through the cluster's Raft leader: after a loss, an election comes
+/// first), trying for up to 60 s; returns how long that took.
+fn publish_on_cluster(
+    nodes: &[xtask::official::OfficialNacos],
+    avoid: Option<usize>,
+    data_id: &str,
+    greeting: &str,
+) -> Duration {
+    let content = format!("greeting={greeting}\n");
+    let params = [
+        ("dataId", data_id),
+        ("group", "DEFAULT_GROUP"),
+        ("content", content.as_str()),
+        ("type", "properties"),
+    ];
+    let started = Instant::now();
+    xtask::wait_for(Duration::from_secs(60), || {
+        nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != avoid)
+            .find_map(|(_, node)| {
+                let (status, body) = node.send("POST", "/nacos/v1/cs/configs", &params).ok()?;
+                (status == 200 && body.trim() == "true").then_some(())
+            })
+    })
+    .unwrap_or_else(|| panic!("no node of the cluster took {data_id} within 60 s"));
+    started.elapsed()
+}
+
+/// Nacos as users run it in production: a 3-node official 2.3.2 cluster (configs in Derby
+/// replicated by its Raft). The node holding the demo's connection freezes as a JVM in a
+/// long pause does (SIGSTOP, resumed once the change was seen), then the node holding it
+/// next dies: each time a change published on another node reaches the demo's
+/// `/settings`, which never stops answering.
+#[test]
+fn nacos2_cluster_config_followed_through_a_pause_and_a_node_loss() {
+    use xtask::official::{OfficialCluster, OfficialOptions, OfficialVersion};
+    if skip_without(nacos2()) {
+        return;
+    }
+    let mut cluster =
+        OfficialCluster::start(OfficialVersion::V2_3_2, 3, OfficialOptions::default());
+    let data_id = "e2e-cluster.properties";
+    publish_on_cluster(&cluster.nodes, None, data_id, "one");
+    let env = vec![
+        ("NACOS_SERVER_ADDR", cluster.addr()),
+        ("NACOS_SERVICE_NAME", "e2e-cluster-config".to_owned()),
+        ("NACOS_CONFIG_IMPORT", data_id.to_owned()),
+        ("NACOS_CONFIG_SNAPSHOT_DIR", "off".to_owned()),
+        ("PORT", "0".to_owned()),
+    ];
+    let app = xtask::App::start(DEMO, &env);
+    let port = xtask::wait_for(Duration::from_secs(30), || {
+        xtask::announced_port(&app.output())
+    })
+    .unwrap_or_else(|| panic!("the demo did not start:\n{}", app.output()));
+    let greeting = || {
+        xtask::get_json(&format!("http://127.0.0.1:{port}/settings"))
+            .unwrap_or_else(|e| panic!("/settings did not answer: {e}\n{}", app.output()))["value"]
+            ["greeting"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    assert_eq!(greeting().as_deref(), Some("one"), "{}", app.output());
+    // The node holding the demo's connection, from its `/health` (once registered).
+    let holder = |nodes: &[xtask::official::OfficialNacos]| -> usize {
+        let mut last = serde_json::Value::Null;
+        xtask::wait_for(Duration::from_secs(20), || {
+            last = xtask::get_json(&format!("http://127.0.0.1:{port}/health")).ok()?;
+            let server = last["nacos"]["server"].as_str()?;
+            nodes
+                .iter()
+                .position(|n| server.ends_with(&format!(":{}", n.grpc_port())))
+        })
+        .unwrap_or_else(|| panic!("/health names no node of the cluster: {last}"))
+    };
+    let reaches = |greeting_now: &str, what: &str| -> Duration {
+        let started = Instant::now();
+        xtask::wait_for(Duration::from_secs(60), || {
+            (greeting().as_deref() == Some(greeting_now)).then(|| started.elapsed())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{what}: the change never reached /settings within 60 s:\n{}",
+                app.output()
+            )
+        })
+    };
+
+    let paused = holder(&cluster.nodes);
+    let pid = cluster.nodes[paused].pid().expect("the node runs");
+    let signal = |name: &str| {
+        std::process::Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()
+            .expect("kill runs");
+    };
+    signal("STOP");
+    let frozen = Instant::now();
+    let write_paused = publish_on_cluster(&cluster.nodes, Some(paused), data_id, "two");
+    let seen_paused = reaches("two", "node frozen");
+    let since_freeze = frozen.elapsed();
+    signal("CONT");
+
+    let dead = holder(&cluster.nodes);
+    assert_ne!(dead, paused, "still on the frozen node:\n{}", app.output());
+    cluster.nodes[dead].stop();
+    let write_dead = publish_on_cluster(&cluster.nodes, Some(dead), data_id, "three");
+    let seen_dead = reaches("three", "node killed");
+    eprintln!(
+        "[e2e] 3-node official 2.3.2 cluster, the demo's settings imported: the node holding its connection frozen, a change (written in {} ms) reached /settings {} ms after the write ({} ms after the freeze); the next node holding it killed, a change (written in {} ms) reached it {} ms after the write",
+        write_paused.as_millis(),
+        seen_paused.as_millis(),
+        since_freeze.as_millis(),
+        write_dead.as_millis(),
+        seen_dead.as_millis()
+    );
+}
