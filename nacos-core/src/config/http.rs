@@ -14,6 +14,7 @@
 //! Which one a server speaks: `NACOS_API` when it names one, else a first listen without a
 //! timeout (answered at once) on v1, and v3 when v1 is not found.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use reqwest::Method;
@@ -80,7 +81,7 @@ impl Center {
     /// `hold` (none: answered at once).
     async fn long_poll_request(
         &self,
-        configs: &[(ConfigKey, String)],
+        configs: &[(Arc<ConfigKey>, String)],
         hold: Option<Duration>,
     ) -> Result<HttpAnswer> {
         let mut listening = String::new();
@@ -135,11 +136,11 @@ impl Center {
             let mut next = lock(&self.http_next_poll);
             if next.is_none_or(|at| at <= now) {
                 *next = Some(now + CONFIG_V3_POLL);
-                let keys: Vec<ConfigKey> = lock(&self.listens).keys().cloned().collect();
+                let keys: Vec<Arc<ConfigKey>> = lock(&self.listens).keys().cloned().collect();
                 lock(&self.pending).extend(keys);
             }
         }
-        let pending: Vec<ConfigKey> = std::mem::take(&mut *lock(&self.pending))
+        let pending: Vec<Arc<ConfigKey>> = std::mem::take(&mut *lock(&self.pending))
             .into_iter()
             .collect();
         let mut failed = None;
@@ -159,7 +160,7 @@ impl Center {
                 }
             }
         }
-        let listened: Vec<(ConfigKey, String)> = lock(&self.listens)
+        let listened: Vec<(Arc<ConfigKey>, String)> = lock(&self.listens)
             .iter()
             .map(|(k, l)| (k.clone(), l.md5.clone()))
             .collect();
@@ -223,7 +224,7 @@ impl Center {
 
     /// The listened configs a long poll's answer names (URL-encoded
     /// `dataId^2group[^2tenant]^1` lines).
-    fn changed_in(&self, body: &str) -> Vec<ConfigKey> {
+    fn changed_in(&self, body: &str) -> Vec<Arc<ConfigKey>> {
         let decoded: String = url::form_urlencoded::parse(format!("x={}", body.trim()).as_bytes())
             .map(|(_, v)| v.into_owned())
             .next()

@@ -61,7 +61,8 @@ pub const FULL_CHECK: Duration = Duration::from_secs(180);
 /// How long after a config changed (or was first read) it is listened to again with the
 /// new md5, which makes the server say whether it still differs: a node of a cluster, or
 /// r-nacos right after a write, may briefly answer with older content (the Java client
-/// checks again after a change for the same reason).
+/// checks again after a change for the same reason). The configs read until then go with
+/// the first one, in the same listen.
 const REVERIFY: Duration = Duration::from_secs(1);
 
 /// How often the operator's failover files are looked for (`NACOS_CONFIG_FAILOVER_DIR`),
@@ -295,8 +296,7 @@ impl ConfigService {
 
     /// [`watch`](Self::watch) in `group_name`.
     pub fn watch_in(&self, group_name: &str, data_id: &str) -> ConfigWatch {
-        let key = self.key(group_name, data_id);
-        let rx = self.inner.center.listen(&key);
+        let (rx, key) = self.inner.center.listen(self.key(group_name, data_id));
         self.inner.center.wake();
         ConfigWatch {
             rx,
@@ -413,7 +413,8 @@ impl ConfigWatch {
 /// then).
 struct Watcher {
     center: Arc<Center>,
-    key: ConfigKey,
+    /// Shared with the center's listen table.
+    key: Arc<ConfigKey>,
 }
 
 impl Drop for Watcher {
@@ -433,6 +434,9 @@ struct Listen {
     watchers: usize,
     /// Whether the server knows of this listen on the current connection.
     listened: bool,
+    /// Read (changed, or first answered) since it was last listened to: listened to again
+    /// with the new md5 when the center's re-verification time comes (see [`REVERIFY`]).
+    reverify: bool,
     /// Why its last query failed; `None` once one succeeded (boxed: rare, and every
     /// listen carries the field).
     error: Option<Box<Error>>,
@@ -445,11 +449,13 @@ pub(crate) struct Center {
     client: Arc<NamingClient>,
     /// The client's gRPC connection; `None` without one (HTTP only).
     core: Option<Arc<Core>>,
-    listens: Mutex<HashMap<ConfigKey, Listen>>,
+    /// The listened configs (each key shared with its watches and the queues below: one
+    /// copy per config however many refer to it).
+    listens: Mutex<HashMap<Arc<ConfigKey>, Listen>>,
     /// Configs the server said changed (pushes, listen answers), to query.
-    pending: Mutex<HashSet<ConfigKey>>,
+    pending: Mutex<HashSet<Arc<ConfigKey>>>,
     /// Configs no longer watched, to stop listening to.
-    dropped: Mutex<Vec<ConfigKey>>,
+    dropped: Mutex<Vec<Arc<ConfigKey>>>,
     /// Wakes the task (shared with it, so that it waits without holding the center).
     wake: Arc<tokio::sync::Notify>,
     /// When the configs read since the last round are to be listened to again.
@@ -518,12 +524,18 @@ impl Center {
     }
 
     /// Adds a watcher of `key`; its first one makes the config listened to and queried.
-    fn listen(&self, key: &ConfigKey) -> watch::Receiver<Option<Arc<ConfigItem>>> {
+    /// Returns the receiver and the key as the center keeps it.
+    fn listen(&self, key: ConfigKey) -> (watch::Receiver<Option<Arc<ConfigItem>>>, Arc<ConfigKey>) {
         let mut listens = lock(&self.listens);
-        if let Some(listen) = listens.get_mut(key) {
-            listen.watchers += 1;
-            return listen.tx.subscribe();
+        if let Some((kept, listen)) = listens.get_key_value(&key) {
+            let kept = kept.clone();
+            let rx = listen.tx.subscribe();
+            if let Some(listen) = listens.get_mut(&key) {
+                listen.watchers += 1;
+            }
+            return (rx, kept);
         }
+        let key = Arc::new(key);
         let (tx, rx) = watch::channel(None);
         listens.insert(
             key.clone(),
@@ -532,15 +544,16 @@ impl Center {
                 md5: String::new(),
                 watchers: 1,
                 listened: false,
+                reverify: false,
                 error: None,
                 failover: false,
             },
         );
         lock(&self.pending).insert(key.clone());
-        rx
+        (rx, key)
     }
 
-    fn unlisten(&self, key: &ConfigKey) {
+    fn unlisten(&self, key: &Arc<ConfigKey>) {
         let mut listens = lock(&self.listens);
         let last = match listens.get_mut(key) {
             Some(listen) if listen.watchers > 1 => {
@@ -662,7 +675,7 @@ impl Center {
         if self.failover.is_none() {
             return;
         }
-        let keys: Vec<(ConfigKey, bool)> = lock(&self.listens)
+        let keys: Vec<(Arc<ConfigKey>, bool)> = lock(&self.listens)
             .iter()
             .map(|(k, l)| (k.clone(), l.failover))
             .collect();
@@ -753,7 +766,7 @@ impl Center {
 
     /// Nacos does not answer: watches without any answer yet get the snapshot.
     fn answer_from_snapshots(&self) {
-        let waiting: Vec<ConfigKey> = lock(&self.listens)
+        let waiting: Vec<Arc<ConfigKey>> = lock(&self.listens)
             .iter()
             .filter(|(_, l)| l.tx.borrow().is_none())
             .map(|(k, _)| k.clone())
@@ -886,7 +899,7 @@ impl Center {
     async fn listen_on(
         &self,
         link: &Link,
-        keys: &[(ConfigKey, String)],
+        keys: &[(Arc<ConfigKey>, String)],
         listen: bool,
     ) -> Result<()> {
         if keys.is_empty() {
@@ -936,7 +949,11 @@ impl Center {
     }
 
     /// The listened config a server's `changed` names.
-    fn known(&self, listens: &HashMap<ConfigKey, Listen>, changed: &Changed) -> Option<ConfigKey> {
+    fn known(
+        &self,
+        listens: &HashMap<Arc<ConfigKey>, Listen>,
+        changed: &Changed,
+    ) -> Option<Arc<ConfigKey>> {
         let tenant = changed.tenant.as_deref().unwrap_or("");
         // The key itself first (a lookup, not a scan: thousands of configs change at once
         // after a reconnection).
@@ -945,8 +962,8 @@ impl Center {
             group_name: changed.group.clone(),
             data_id: changed.data_id.clone(),
         };
-        if listens.contains_key(&direct) {
-            return Some(direct);
+        if let Some((key, _)) = listens.get_key_value(&direct) {
+            return Some(key.clone());
         }
         listens
             .keys()
@@ -966,13 +983,25 @@ impl Center {
             return self.http_round().await;
         }
         let link = self.link().await?;
-        {
+        let due = {
             let mut at = lock(&self.reverify);
-            if at.is_some_and(|at| at <= tokio::time::Instant::now()) {
+            let due = at.is_some_and(|at| at <= tokio::time::Instant::now());
+            if due {
                 *at = None;
             }
+            due
+        };
+        if due {
+            // Only now, whatever else woke the task since they were read.
+            lock(&self.listens)
+                .values_mut()
+                .filter(|l| l.reverify)
+                .for_each(|l| {
+                    l.reverify = false;
+                    l.listened = false;
+                });
         }
-        let dropped: Vec<(ConfigKey, String)> = std::mem::take(&mut *lock(&self.dropped))
+        let dropped: Vec<(Arc<ConfigKey>, String)> = std::mem::take(&mut *lock(&self.dropped))
             .into_iter()
             .filter(|k| !lock(&self.listens).contains_key(k))
             .map(|k| (k, String::new()))
@@ -980,14 +1009,14 @@ impl Center {
         if let Err(e) = self.listen_on(&link, &dropped, false).await {
             tracing::debug!(error = %Chain(&e), "nacos config unlisten failed");
         }
-        let to_listen: Vec<(ConfigKey, String)> = lock(&self.listens)
+        let to_listen: Vec<(Arc<ConfigKey>, String)> = lock(&self.listens)
             .iter()
             .filter(|(_, l)| full || !l.listened)
             .map(|(k, l)| (k.clone(), l.md5.clone()))
             .collect();
         self.listen_on(&link, &to_listen, true).await?;
         // Taken out before the query: a push that comes meanwhile puts the config back.
-        let pending: Vec<ConfigKey> = std::mem::take(&mut *lock(&self.pending))
+        let pending: Vec<Arc<ConfigKey>> = std::mem::take(&mut *lock(&self.pending))
             .into_iter()
             .collect();
         let mut failed = None;
@@ -1046,7 +1075,7 @@ impl Center {
         listen.error = None;
         // Listened to again with the new md5 a moment later (see [`REVERIFY`]; some servers
         // also drop a listen when its config is deleted).
-        listen.listened = false;
+        listen.reverify = true;
         let item = Arc::new(item);
         listen.tx.send_replace(Some(item.clone()));
         drop(listens);
@@ -1058,7 +1087,7 @@ impl Center {
 impl Module for Center {
     fn redo<'a>(&'a self, link: &'a Link) -> BoxFuture<'a, (usize, usize)> {
         Box::pin(async move {
-            let keys: Vec<(ConfigKey, String)> = {
+            let keys: Vec<(Arc<ConfigKey>, String)> = {
                 let mut listens = lock(&self.listens);
                 listens.values_mut().for_each(|l| l.listened = false);
                 listens
@@ -1251,7 +1280,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// The lowercase hex MD5 of `content`'s UTF-8 bytes, as Nacos computes it.
-fn md5_hex(content: &str) -> String {
+pub(crate) fn md5_hex(content: &str) -> String {
     use md5::{Digest, Md5};
     let digest = Md5::digest(content.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()

@@ -121,6 +121,8 @@ struct State {
     /// The abilities a Nacos 2.3+ server announces: `supportAbilityNegotiation` in its
     /// `ServerCheckResponse`, then a `SetupAckRequest` with this table after the set-up.
     abilities: Mutex<Option<Value>>,
+    /// The configs a `ConfigQueryRequest` gets by data id (any other: not found, error 300).
+    configs: Mutex<HashMap<String, String>>,
 }
 
 impl State {
@@ -185,6 +187,17 @@ impl State {
                     refused.to_string().into_bytes(),
                     HashMap::new(),
                 ));
+            }
+            "ConfigQueryRequest" => {
+                let data_id = asked["dataId"].as_str().unwrap_or_default();
+                match self.configs.lock().unwrap().get(data_id) {
+                    Some(content) => body["content"] = json!(content),
+                    None => {
+                        body["resultCode"] = json!(500);
+                        body["errorCode"] = json!(300);
+                        body["success"] = json!(false);
+                    }
+                }
             }
             SUBSCRIBE | SERVICE_QUERY => {
                 body["serviceInfo"] = json!({
@@ -347,6 +360,7 @@ impl Fake {
             scripted: Mutex::new(HashMap::new()),
             streams: Mutex::new(Vec::new()),
             abilities: Mutex::new(None),
+            configs: Mutex::new(HashMap::new()),
         });
         let router = tonic::transport::Server::builder()
             .add_service(RequestService(state.clone()))
@@ -1752,4 +1766,116 @@ async fn a_service_with_many_other_instances_is_not_watched_for_lost_ones() {
         summary(&log)
     );
     assert_eq!(registrations_of(&fake, "10.0.0.1"), 1, "{}", summary(&log));
+}
+
+/// How many `ConfigBatchListenRequest`s listen to `data_id` with `md5`, and the index in
+/// the log of the first.
+fn listens_with(log: &[Seen], data_id: &str, md5: &str) -> (usize, Option<usize>) {
+    let hits: Vec<usize> = log
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.unary("ConfigBatchListenRequest"))
+        .filter(|(_, s)| {
+            let json = s.json();
+            json["listen"] == true
+                && json["configListenContexts"].as_array().is_some_and(|all| {
+                    all.iter()
+                        .any(|c| c["dataId"] == data_id && c["md5"] == md5)
+                })
+        })
+        .map(|(i, _)| i)
+        .collect();
+    (hits.len(), hits.first().copied())
+}
+
+/// A config read after a push is listened to again with its new md5 once the
+/// re-verification second has passed, not at whatever round comes first: the push and
+/// query of another config 200 ms later do not bring it forward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_config_is_listened_to_again_a_second_later_whatever_comes_between() {
+    let fake = Fake::start().await;
+    let set = |data_id: &str, content: &str| {
+        fake.state
+            .configs
+            .lock()
+            .unwrap()
+            .insert(data_id.to_owned(), content.to_owned());
+    };
+    set("a", "a1");
+    set("b", "b1");
+    let config = Config::builder()
+        .service_name("svc")
+        .server_addr("127.0.0.1:1")
+        .api(ApiVersion::Grpc)
+        .grpc_port_offset(fake.port - 1)
+        .config_snapshot_dir("off")
+        .build()
+        .unwrap();
+    let configs = crate::ConfigService::new(&config).unwrap();
+    let mut a = configs.watch("a");
+    let mut b = configs.watch("b");
+    a.ready().await;
+    b.ready().await;
+    let md5 = crate::config::md5_hex;
+    // The start's re-verification, with the md5s read.
+    fake.wait("the start's re-verification", |log| {
+        (listens_with(log, "a", &md5("a1")).0 > 0 && listens_with(log, "b", &md5("b1")).0 > 0)
+            .then_some(())
+    })
+    .await;
+
+    set("a", "a2");
+    let notify = |data_id: &str| {
+        json!({"requestId": format!("n-{data_id}"), "dataId": data_id, "group": "DEFAULT_GROUP",
+            "tenant": ""})
+        .to_string()
+    };
+    fake.push("ConfigChangeNotifyRequest", notify("a")).await;
+    tokio::time::timeout(
+        WAIT,
+        a.subscribe().wait_for(|item| {
+            item.as_ref()
+                .is_some_and(|i| i.content.as_deref() == Some("a2"))
+        }),
+    )
+    .await
+    .expect("a's change reaches its watch")
+    .unwrap();
+    let read = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    set("b", "b2");
+    fake.push("ConfigChangeNotifyRequest", notify("b")).await;
+    tokio::time::timeout(
+        WAIT,
+        b.subscribe().wait_for(|item| {
+            item.as_ref()
+                .is_some_and(|i| i.content.as_deref() == Some("b2"))
+        }),
+    )
+    .await
+    .expect("b's change reaches its watch")
+    .unwrap();
+    fake.wait("a listened to with a2's md5", |log| {
+        (listens_with(log, "a", &md5("a2")).0 > 0).then_some(())
+    })
+    .await;
+    let relistened = read.elapsed();
+    // Seen no earlier than it came: 800 ms leaves room for this task's lateness in
+    // noticing the change.
+    assert!(
+        relistened >= Duration::from_millis(800),
+        "a listened to again {} ms after its change was read:\n{}",
+        relistened.as_millis(),
+        summary(&fake.log())
+    );
+    // Once, with b (read within the same second) in the same listen.
+    let log = fake.log();
+    let (count, first) = listens_with(&log, "a", &md5("a2"));
+    assert_eq!(count, 1, "{}", summary(&log));
+    assert_eq!(
+        listens_with(&log, "b", &md5("b2")).1,
+        first,
+        "{}",
+        summary(&log)
+    );
 }
