@@ -576,7 +576,9 @@ type Answer = Result<(u16, String), String>;
 
 /// `cargo xtask demo config`: the axum demo answers `GET /greeting` with a config it follows
 /// in Nacos (`GREETING_DATA_ID`); the command publishes a new greeting and the answer
-/// changes, no restart.
+/// changes, no restart. The demo also imports typed settings as Spring Cloud Alibaba apps
+/// do (a shared `.properties` config under a YAML one, `GET /settings`), and a change to
+/// the YAML config reaches them too.
 fn demo_config() -> Result<(), String> {
     ensure_rnacos()?;
     let exe = build_demo("axum-demo", "axum-demo")?;
@@ -587,12 +589,31 @@ fn demo_config() -> Result<(), String> {
     let data_id = "greeting.txt";
     server.publish_config(data_id, "DEFAULT_GROUP", "hello from Nacos\n", "text")?;
     println!("==> published {data_id}: \"hello from Nacos\"");
+    let shared = "demo-shared.properties";
+    let own = "axum-demo.yaml";
+    server.publish_config(
+        shared,
+        "DEFAULT_GROUP",
+        "max-items=3\ndb.pool=4\n",
+        "properties",
+    )?;
+    server.publish_config(
+        own,
+        "DEFAULT_GROUP",
+        "greeting: hi\nmaxItems: 8\ndb:\n  url: pg://db-a/orders\n",
+        "yaml",
+    )?;
+    println!(
+        "==> published {shared} (max-items=3, db.pool=4) and {own} (greeting, maxItems: 8, db.url)"
+    );
     let app = App::start(
         &exe.to_string_lossy(),
         &[
             ("NACOS_SERVER_ADDR", server.addr()),
             ("NACOS_SERVICE_NAME", "axum-demo".to_owned()),
             ("GREETING_DATA_ID", data_id.to_owned()),
+            ("NACOS_CONFIG_SHARED_CONFIGS", shared.to_owned()),
+            ("NACOS_CONFIG_IMPORT", own.to_owned()),
             ("PORT", "0".to_owned()),
         ],
     );
@@ -626,6 +647,32 @@ fn demo_config() -> Result<(), String> {
     println!(
         "    GET /greeting: {} ({} ms after the publish)",
         changed.trim_end(),
+        published.elapsed().as_millis()
+    );
+    let settings = || {
+        xtask::get_json(&format!("http://127.0.0.1:{port}/settings"))
+            .map(|v| v["value"].clone())
+            .unwrap_or_default()
+    };
+    println!(
+        "==> NACOS_CONFIG_SHARED_CONFIGS={shared} NACOS_CONFIG_IMPORT={own}: merged, the later winning"
+    );
+    println!("    GET /settings: {}", settings());
+    let published = Instant::now();
+    server.publish_config(
+        own,
+        "DEFAULT_GROUP",
+        "greeting: hi\nmax-items: 9\ndb:\n  url: pg://db-b/orders\n",
+        "yaml",
+    )?;
+    println!("==> published {own}: max-items: 9, db.url pg://db-b/orders");
+    let now = wait_for(Duration::from_secs(15), || {
+        let now = settings();
+        (now["max_items"] == 9).then_some(now)
+    })
+    .ok_or_else(|| format!("GET /settings never changed:\n{}", app.output()))?;
+    println!(
+        "    GET /settings: {now} ({} ms after the publish)",
         published.elapsed().as_millis()
     );
     let log: Vec<String> = app
