@@ -72,7 +72,17 @@ async fn registers_once_after_the_port_accepts_connections() {
         "a loopback bind advertises the detected IP, got {ip}"
     );
     assert_eq!(answer, Ok((200, "hi".to_owned())));
-    let snapshot = status.snapshot();
+    // The server lists the instance as it takes the request; the status follows its
+    // answer a moment later.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let snapshot = loop {
+        let snapshot = status.snapshot();
+        if snapshot.registered_since.is_some() {
+            break snapshot;
+        }
+        assert!(Instant::now() < deadline, "listed, but never registered");
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    };
     assert!(
         snapshot.registered_since.expect("registered") >= bound_at,
         "registered before the bind"

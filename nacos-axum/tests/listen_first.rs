@@ -57,7 +57,16 @@ async fn registers_only_after_the_port_accepts_connections() {
         !ip.is_loopback(),
         "a loopback bind advertises the detected IP, got {ip}"
     );
-    let since = status.snapshot().registered_since.expect("registered");
+    // The server lists the instance as it takes the request; the status follows its
+    // answer a moment later.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let since = loop {
+        if let Some(since) = status.snapshot().registered_since {
+            break since;
+        }
+        assert!(Instant::now() < deadline, "listed, but never registered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert!(since >= bound_at, "registered before the bind");
 
     let (code, body) = tokio::task::spawn_blocking(move || {

@@ -278,11 +278,17 @@ pub fn registers_bound_port_and_real_ip(bin: &str, kind: ServerKind) {
         .instances("public", "DEFAULT_GROUP", service)
         .unwrap_or_default();
     assert_eq!(hosts.len(), 1, "exactly one instance: {hosts:?}");
-    let (status, body) =
-        get_text(&format!("http://127.0.0.1:{port}/health")).expect("health answers");
-    assert_eq!(status, 200);
-    let health: Value = serde_json::from_str(&body).expect("health is JSON");
-    assert_eq!(health["nacos"]["state"], "registered", "{health}");
+    // The server lists the instance as it takes the request; the app's status follows
+    // the answer a moment later.
+    let mut last = String::new();
+    let health: Value = wait_for(Duration::from_secs(3), || {
+        let (status, body) = get_text(&format!("http://127.0.0.1:{port}/health")).ok()?;
+        assert_eq!(status, 200);
+        let health: Value = serde_json::from_str(&body).expect("health is JSON");
+        last = body;
+        (health["nacos"]["state"] == "registered").then_some(health)
+    })
+    .unwrap_or_else(|| panic!("not registered in /health: {last}\n{}", app.output()));
     assert_eq!(
         health["nacos"]["instance"],
         format!("{ip}:{port}"),
@@ -562,7 +568,6 @@ pub fn persistent_instance(bin: &str, kind: ServerKind) {
     let (server, app, port) = start_listed(bin, kind, service, &persistent);
     let host = must_be_listed(&server, service, port, &app);
     assert_eq!(host["ephemeral"], false, "{host}\n{}", app.output());
-    let (_, metrics) = get_text(&format!("http://127.0.0.1:{port}/metrics")).expect("/metrics");
     let api = match kind {
         ServerKind::RNacos => "v1",
         ServerKind::Official(_) => "grpc",
@@ -570,10 +575,15 @@ pub fn persistent_instance(bin: &str, kind: ServerKind) {
     let sent = format!(
         "nacos_client_request_duration_seconds_count{{api=\"{api}\",operation=\"register\"}}"
     );
-    assert!(
-        metrics.lines().any(|l| l.starts_with(&sent)),
-        "not registered over {api}:\n{metrics}"
-    );
+    // The request is timed once its answer is in, a moment after the server listed it.
+    let mut metrics = String::new();
+    wait_for(Duration::from_secs(3), || {
+        metrics = get_text(&format!("http://127.0.0.1:{port}/metrics"))
+            .ok()?
+            .1;
+        metrics.lines().any(|l| l.starts_with(&sent)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not registered over {api}:\n{metrics}"));
     app.signal("KILL");
     let killed = Instant::now();
     while killed.elapsed() < Duration::from_secs(4) {
@@ -2085,6 +2095,7 @@ pub fn official_cluster_node_loss(bin: &str, gateway: &str) {
     let said = wait_for(Duration::from_secs(10), || {
         let out = app.output();
         (out.contains("deregistered from nacos")
+            && out.contains(warning)
             && third.output().contains("deregistered from nacos"))
         .then_some(out)
     })
@@ -2204,16 +2215,17 @@ pub fn metrics_over_grpc(bin: &str) {
             .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
             .unwrap_or(0.0)
     };
-    let text = scrape();
+    // The registration is timed once its answer is in, a moment after the server
+    // listed it.
+    let timed = r#"nacos_client_request_duration_seconds_count{api="grpc",operation="register"}"#;
+    let text = wait_for(Duration::from_secs(3), || {
+        let text = scrape();
+        text.contains(timed).then_some(text)
+    })
+    .unwrap_or_else(|| panic!("no gRPC registration timed:\n{}", scrape()));
     assert_eq!(
         value(&text, "nacos_client_grpc_connection_up"),
         1.0,
-        "{text}"
-    );
-    assert!(
-        text.contains(
-            r#"nacos_client_request_duration_seconds_count{api="grpc",operation="register"}"#
-        ),
         "{text}"
     );
     check_with_promtool(&text);
@@ -2221,29 +2233,25 @@ pub fn metrics_over_grpc(bin: &str) {
     std::thread::sleep(Duration::from_secs(2));
     server.restart();
     must_be_listed(&server, service, port, &app);
+    // The registration on the new connection is counted as it is sent; the connection
+    // once everything is sent again on it: a scrape in between sees the one without the
+    // other, so the three are waited for together.
     let text = wait_for(Duration::from_secs(10), || {
         let text = scrape();
         (value(
             &text,
             r#"nacos_client_reregistrations_total{reason="reconnect"}"#,
-        ) >= 1.0)
+        ) >= 1.0
+            && value(&text, "nacos_client_grpc_connections_total") >= 2.0
+            && value(&text, "nacos_client_grpc_connection_up") == 1.0)
             .then_some(text)
     })
     .unwrap_or_else(|| {
         panic!(
-            "no registration on the new connection counted:\n{}",
+            "no registration on a new connection counted, or the connection not up:\n{}",
             scrape()
         )
     });
-    assert!(
-        value(&text, "nacos_client_grpc_connections_total") >= 2.0,
-        "{text}"
-    );
-    assert_eq!(
-        value(&text, "nacos_client_grpc_connection_up"),
-        1.0,
-        "{text}"
-    );
     check_with_promtool(&text);
 }
 
