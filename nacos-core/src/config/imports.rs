@@ -479,9 +479,11 @@ impl ConfigService {
     /// not answer, its local snapshot), merges them in order, later ones winning key by key,
     /// and binds the result to `T` much as Spring binds its environment: dotted keys are
     /// paths, names are relaxed (`max-items`, `maxItems`, `MAX_ITEMS` fill `max_items`;
-    /// enum values in any case), values are read as the numbers, bools and enums the fields
-    /// want, comma-separated values as lists. Values reach `#[serde(flatten)]` fields and
-    /// untagged enums as strings (serde buffers them), so numbers there do not bind. Then follows the configs with `refresh`: each change makes a new
+    /// enum values in any case; map keys as written), values are read as the numbers, bools
+    /// and enums the fields want, comma-separated values as lists. Values reach
+    /// `#[serde(flatten)]` fields and untagged or internally tagged enums as strings with
+    /// their names as written (serde buffers them), so numbers and other spellings there do
+    /// not bind. Then follows the configs with `refresh`: each change makes a new
     /// value.
     ///
     /// # Errors
@@ -607,7 +609,7 @@ pub(super) struct Loaded {
 pub(super) fn merge(trees: impl Iterator<Item = Node>) -> Node {
     let mut merged = Node::empty();
     for tree in trees {
-        merged.merge(tree);
+        merged.merge_config(tree);
     }
     merged
 }

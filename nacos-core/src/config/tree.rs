@@ -51,31 +51,52 @@ impl Node {
     }
 
     /// Puts `over` on top of `self`: maps merge key by key, anything else (a value, a list)
-    /// replaces what was there. Keys are matched as Spring relaxes names (`max-items`,
-    /// `maxItems`, `max_items` and `MAX_ITEMS` are one key): the spelling of `over` is kept.
+    /// replaces what was there.
     pub(super) fn merge(&mut self, over: Node) {
         match (self, over) {
             (Node::Map(base), Node::Map(over)) => {
-                // The relaxed form of each key of `base`, made only when a key of `over`
+                for (key, value) in over {
+                    match base.get_mut(&key) {
+                        Some(existing) => existing.merge(value),
+                        None => {
+                            base.insert(key, value);
+                        }
+                    }
+                }
+            }
+            (this, over) => *this = over,
+        }
+    }
+
+    /// [`merge`](Self::merge) for a later config on top of the earlier ones: a key of
+    /// `over` also replaces the key of `self` that is the same name as Spring relaxes names
+    /// (`max-items`, `maxItems`, `max_items`, `MAX_ITEMS`), taking its place with the
+    /// spelling of `over`, so that the later config wins whatever its spelling. Keys of
+    /// one config are left as they are.
+    pub(super) fn merge_config(&mut self, over: Node) {
+        match (self, over) {
+            (Node::Map(base), Node::Map(over)) => {
+                // The relaxed form of each key `self` had, made only when a key of `over`
                 // is not found as it is spelled.
                 let mut relaxed: Option<std::collections::HashMap<String, String>> = None;
                 for (key, value) in over {
                     if let Some(existing) = base.get_mut(&key) {
-                        existing.merge(value);
+                        existing.merge_config(value);
                         continue;
                     }
                     let index = relaxed.get_or_insert_with(|| {
                         base.keys().map(|k| (relaxed_name(k), k.clone())).collect()
                     });
-                    let name = relaxed_name(&key);
-                    let value = match index.get(&name).and_then(|old| base.remove(old)) {
+                    let value = match index
+                        .remove(&relaxed_name(&key))
+                        .and_then(|old| base.remove(&old))
+                    {
                         Some(mut existing) => {
-                            existing.merge(value);
+                            existing.merge_config(value);
                             existing
                         }
                         None => value,
                     };
-                    index.insert(name, key.clone());
                     base.insert(key, value);
                 }
             }
@@ -141,10 +162,13 @@ impl Node {
                         }
                         insert(&mut out, &steps, value)
                             .map_err(|why| TreeError(format!("key {key}: {why}")))?;
-                    } else {
-                        let mut one = BTreeMap::new();
-                        one.insert(key, value);
-                        out.merge(Node::Map(one));
+                    } else if let Node::Map(out) = &mut out {
+                        match out.get_mut(&key) {
+                            Some(existing) => existing.merge(value),
+                            None => {
+                                out.insert(key, value);
+                            }
+                        }
                     }
                 }
                 Ok(out)
@@ -196,18 +220,40 @@ impl Node {
                         .map(|(i, v)| Ok((i, node(v, depth + 1)?)))
                         .collect::<Result<_, TreeError>>()?,
                 ),
-                Value::Mapping(map) => Node::Map(
-                    map.into_iter()
-                        .map(|(k, v)| Ok((key(k)?, node(v, depth + 1)?)))
-                        .collect::<Result<_, TreeError>>()?,
-                ),
+                Value::Mapping(map) => {
+                    // Merge keys (`<<: *defaults`, `<<: [*a, *b]`), which SnakeYAML
+                    // applies for Spring: the mapping's own keys first, then those of the
+                    // merged mappings it lacks, the first of a list before the next. A
+                    // merged mapping's own `<<` is applied as it is read.
+                    let mut out = BTreeMap::new();
+                    let mut merged = Vec::new();
+                    for (k, v) in map {
+                        if matches!(&k, Value::String(s) if s == "<<") {
+                            match v {
+                                Value::Sequence(items) => merged.extend(items),
+                                other => merged.push(other),
+                            }
+                        } else {
+                            out.insert(key(k)?, node(v, depth + 1)?);
+                        }
+                    }
+                    for from in merged {
+                        let Node::Map(from) = node(from, depth + 1)? else {
+                            return Err(TreeError(
+                                "a merge key `<<` whose value is not a mapping".into(),
+                            ));
+                        };
+                        for (k, v) in from {
+                            out.entry(k).or_insert(v);
+                        }
+                    }
+                    Node::Map(out)
+                }
                 Value::Tagged(tagged) => node(tagged.value, depth + 1)?,
             })
         }
-        let mut value: Value =
+        let value: Value =
             serde_yaml_ng::from_str(content).map_err(|e| TreeError(e.to_string()))?;
-        // Merge keys (`<<: *defaults`), which SnakeYAML applies for Spring.
-        value.apply_merge().map_err(|e| TreeError(e.to_string()))?;
         node(value, 0)?.expand_dotted()
     }
 
@@ -727,7 +773,7 @@ app-name=orders \\
             r#"{"maxItems":1,"retry-after-ms":2,"level":"low","other":"low","map":{}}"#,
         )
         .unwrap();
-        tree.merge(Node::from_json_str(r#"{"max-items":7}"#).unwrap());
+        tree.merge_config(Node::from_json_str(r#"{"max-items":7}"#).unwrap());
         let limits: Limits = tree.bind().unwrap();
         assert_eq!(limits.max_items, 7);
         let tree = Node::from_json_str(
@@ -736,6 +782,20 @@ app-name=orders \\
         .unwrap();
         let limits: Limits = tree.bind().unwrap();
         assert_eq!(limits.max_items, 3);
+
+        // Names that are fields of their own, and the keys of a map, are left as written.
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Both {
+            a_b: u32,
+            ab: u32,
+            map: BTreeMap<String, String>,
+        }
+        let both: Both = Node::from_json_str(r#"{"a_b":1,"ab":2,"map":{"en-US":"a","en_US":"b"}}"#)
+            .unwrap()
+            .bind()
+            .unwrap();
+        assert_eq!((both.a_b, both.ab), (1, 2));
+        assert_eq!(both.map.len(), 2, "{:?}", both.map);
     }
 
     #[cfg(feature = "yaml")]
@@ -776,6 +836,37 @@ primary.size: 8
                 },
             }
         );
+    }
+
+    #[cfg(feature = "yaml")]
+    #[test]
+    fn yaml_merge_keys_chain_and_list() {
+        let content = "\
+base: &base
+  a: 1
+  b: 1
+defaults: &defaults
+  <<: *base
+  b: 2
+more: &more
+  c: 3
+primary:
+  <<: [*defaults, *more]
+  c: 4
+";
+        let tree = Node::from_yaml_str(content).unwrap();
+        let Node::Map(root) = tree else {
+            panic!("a map")
+        };
+        let leaf = |key: &str| match &root["primary"] {
+            Node::Map(m) => m.get(key).cloned(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(leaf("a"), Some(Node::Leaf("1".into())));
+        assert_eq!(leaf("b"), Some(Node::Leaf("2".into())));
+        assert_eq!(leaf("c"), Some(Node::Leaf("4".into())));
+        assert_eq!(leaf("<<"), None);
+        assert!(Node::from_yaml_str("a:\n  <<: 5\n").is_err());
     }
 
     #[test]

@@ -24,7 +24,8 @@ pub enum ConfigFormat {
     Toml,
     /// Java `.properties`, bound much as Spring binds them (feature `properties`): dotted keys
     /// are paths, `name[0]` list elements, comma-separated values lists where a list is
-    /// wanted, and values become the numbers, bools and enums the fields want.
+    /// wanted, names relaxed (`max-items` fills `max_items`), and values become the
+    /// numbers, bools and enums the fields want.
     Properties,
     /// The whole content as one string: the type must read from a string (`String`, or
     /// a newtype around one).
